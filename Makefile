@@ -1,0 +1,39 @@
+# Two commands from a fresh clone: `make test` and `make demo`.
+# Only pip is needed: torch's CPU wheel first (so nothing pulls a CUDA build),
+# then the project against the committed constraints file.
+
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.talkhead-installed
+SYSTEM_PYTHON ?= python3
+TORCH_VERSION := 2.13.0
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export TORCH_EXTENSIONS_DIR := $(CURDIR)/.torch_extensions
+
+.PHONY: setup test demo clean-demo
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PYTHON) || $(SYSTEM_PYTHON) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PYTHON) -m pip install --quiet --constraint constraints.txt --editable ".[dev]"
+	touch $(STAMP)
+
+test: setup
+	$(PYTHON) -m pytest
+
+demo: setup
+	test -d .dvc || dvc init --quiet
+	dvc config core.analytics false
+	dvc repro
+	@echo
+	@echo "Reports: $(CURDIR)/reports (dataset.md, dataset_contact_sheet.png)"
+	@echo "MLflow:  .venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1"
+
+clean-demo:
+	rm -rf data/raw mlflow.db mlruns
