@@ -1,0 +1,55 @@
+"""The DVC DAG as a Prefect flow: each stage is a task calling the same ``Stage.execute``.
+
+Run locally (Prefect in ephemeral mode, no server needed)::
+
+    python -m flows.pipeline [--params params.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import flows  # noqa: F401  (environment before Prefect is imported)
+from prefect import flow, task
+
+from stages import describe, synth
+from stages._stage import Stage, configure_logging
+from talkhead_models.config import load_params
+
+log = logging.getLogger(__name__)
+
+# In dependency order, as dvc.yaml chains them.
+PIPELINE: tuple[Stage, ...] = (synth.STAGE, describe.STAGE)
+
+
+@task
+def run_stage(stage_name: str, params: dict, root: str) -> dict[str, float]:
+    stage = next(s for s in PIPELINE if s.name == stage_name)
+    return stage.execute(params, root=root).metrics
+
+
+@flow(name="talkhead-pipeline", log_prints=False)
+def pipeline(params_path: str = "params.yaml", root: str = ".") -> dict[str, dict[str, float]]:
+    """Every stage of the DAG once, in order; returns each stage's metrics."""
+    root_path = Path(root).resolve()
+    params = load_params(root_path / params_path)
+    results = {}
+    for stage in PIPELINE:
+        results[stage.name] = run_stage.with_options(name=stage.name)(stage.name, params, str(root_path))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--root", default=".")
+    args = parser.parse_args(argv)
+    configure_logging()
+    pipeline(params_path=args.params, root=args.root)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

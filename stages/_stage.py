@@ -1,0 +1,211 @@
+"""The stage skeleton every DVC stage uses.
+
+A stage is a function ``run(cfg, inputs, outputs) -> StageResult`` plus a
+declaration of its config section and default paths. A stage whose paths
+contain ``{identity}`` runs once per identity and its function also gets
+``identity=`` (dvc.yaml's ``foreach``). ``Stage.execute`` wraps
+one call in one MLflow run (tags: stage, identity, method, git commit; the
+params it used; the metrics and small artifacts it returned). The CLI
+(``python -m stages.<name>``) and the Prefect tasks both go through
+``execute``, so a stage behaves the same whoever starts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from talkhead_models.config import flatten, from_dict, load_params, section_overrides, to_dict, validate_name
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "talkhead"
+
+# Offline machines: no telemetry from the tools, and quiet native loggers.
+QUIET_ENVIRONMENT = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GLOG_minloglevel": "2",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+for _key, _value in QUIET_ENVIRONMENT.items():
+    os.environ.setdefault(_key, _value)
+
+
+@dataclass
+class StageResult:
+    """What a stage reports back: numbers for MLflow/DVC and small files worth attaching to the run."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: list[Path] = field(default_factory=list)
+
+
+RunFunction = Callable[[Any, Mapping[str, Path], Mapping[str, Path]], StageResult]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage's name, config, default paths (relative to the repository root) and run function."""
+
+    name: str
+    config: type
+    section: str
+    run: RunFunction
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    outputs: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+    shared_sections: tuple[str, ...] = ()
+    """Other params sections the config embeds as fields of the same name (e.g. ``data``)."""
+
+    @property
+    def per_identity(self) -> bool:
+        """A stage whose paths name ``{identity}`` runs once per identity (``foreach`` in dvc.yaml)."""
+        return any("{identity}" in p for p in (*self.inputs.values(), *self.outputs.values()))
+
+    def paths(self, root: Path, overrides: Mapping[str, str | Path] | None = None,
+              identity: str | None = None, source: str = "synthetic") -> tuple[dict, dict]:
+        """Absolute input and output paths: the defaults, or the overrides, with ``{identity}``
+        and ``{source}`` (params ``data.source``) filled in."""
+        overrides = overrides or {}
+
+        def resolve_path(name: str, default: str) -> Path:
+            path = str(overrides.get(name, default))
+            if "{identity}" in path:
+                if identity is None:
+                    raise ValueError(f"stage {self.name} runs per identity: pass --identity")
+                path = path.replace("{identity}", identity)
+            return root / path.replace("{source}", source)
+
+        inputs = {k: resolve_path(k, v) for k, v in self.inputs.items()}
+        outputs = {k: resolve_path(k, v) for k, v in self.outputs.items()}
+        return inputs, outputs
+
+    def execute(
+        self,
+        params: Mapping[str, Any],
+        root: Path | str = ".",
+        paths: Mapping[str, str | Path] | None = None,
+        identity: str | None = None,
+        method: str | None = None,
+    ) -> StageResult:
+        """Resolve the config, check inputs, run the stage inside one MLflow run."""
+        root = Path(root).resolve()
+        if identity is not None:
+            validate_name(identity, "identity")
+        if method is not None:
+            validate_name(method, "method")
+        overrides = section_overrides(params, self.section)
+        for shared in self.shared_sections:
+            overrides = {shared: section_overrides(params, shared), **overrides}
+        cfg = from_dict(self.config, overrides, where=self.section)
+        source = str((params.get("data") or {}).get("source", "synthetic"))
+        inputs, outputs = self.paths(root, paths, identity, source)
+        missing = [f"{name}: {path}" for name, path in inputs.items() if not path.exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"stage {self.name}: missing input(s) {missing}; run the stages before it (`dvc repro {self.name}`)"
+            )
+        started = time.perf_counter()
+        with tracked_run(self.name, root, to_dict(cfg), identity=identity, method=method,
+                         profile=str(params.get("profile", "paper"))) as tracker:
+            if self.per_identity:
+                result = self.run(cfg, inputs, outputs, identity=identity)
+            else:
+                result = self.run(cfg, inputs, outputs)
+            result.metrics.setdefault("stage_seconds", time.perf_counter() - started)
+            tracker.log_metrics(result.metrics)
+            for artifact in result.artifacts:
+                tracker.log_artifact(str(artifact))
+        log.info("stage %s done in %.1f s", self.name, result.metrics["stage_seconds"])
+        return result
+
+    def main(self, argv: list[str] | None = None) -> int:
+        """``python -m stages.<name> [--params params.yaml] [--<input or output> PATH ...]``."""
+        parser = argparse.ArgumentParser(prog=f"python -m stages.{self.name}", description=self.description)
+        parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        if self.per_identity:
+            parser.add_argument("--identity", required=True, help="identity to process ([A-Za-z0-9_-]+)")
+        for name, default in {**self.inputs, **self.outputs}.items():
+            parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default,
+                                help=f"path (default: {default})")
+        args = parser.parse_args(argv)
+        configure_logging()
+        params = load_params(args.params)
+        paths = {name: getattr(args, name) for name in {**self.inputs, **self.outputs}}
+        self.execute(params, root=Path.cwd(), paths=paths, identity=getattr(args, "identity", None))
+        return 0
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """One line per record on stderr; tqdm bars share the stream."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                            stream=sys.stderr)
+
+
+def tracking_uri(root: Path) -> str:
+    """``sqlite:///<root>/mlflow.db`` with an absolute path (MLflow 3 refuses the file store).
+
+    ``TALKHEAD_MLFLOW_URI`` points the runs elsewhere (a shared tracking
+    server); MLflow's own ``MLFLOW_TRACKING_URI`` is not read because
+    ``mlflow.set_tracking_uri`` writes it, so it would leak between roots.
+    """
+    override = os.environ.get("TALKHEAD_MLFLOW_URI")
+    return override or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def git_commit(root: Path) -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+class tracked_run:
+    """One MLflow run for one stage execution, nested under a flow's run when there is one."""
+
+    def __init__(self, stage: str, root: Path, params: Mapping[str, Any], identity: str | None = None,
+                 method: str | None = None, profile: str = "paper") -> None:
+        self.stage, self.root, self.params = stage, root, params
+        self.tags = {"stage": stage, "identity": identity or "", "method": method or "",
+                     "git_commit": git_commit(root), "profile": profile}
+        self.name = "@".join(part for part in (stage, method, identity) if part)
+
+    def __enter__(self) -> "tracked_run":
+        import mlflow
+
+        self._mlflow = mlflow
+        mlflow.set_tracking_uri(tracking_uri(self.root))
+        experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+        if experiment is None:
+            experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=(self.root / "mlruns").as_uri())
+        else:
+            experiment_id = experiment.experiment_id
+        parent = mlflow.active_run()
+        self._run = mlflow.start_run(experiment_id=experiment_id, run_name=self.name, nested=parent is not None)
+        mlflow.set_tags(self.tags)
+        flat = {k: (str(v)[:6000]) for k, v in flatten(dict(self.params)).items()}
+        mlflow.log_params(flat)
+        return self
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        if numeric:
+            self._mlflow.log_metrics(numeric, step=step)
+
+    def log_artifact(self, path: str) -> None:
+        self._mlflow.log_artifact(path)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._mlflow.end_run(status="FINISHED" if exc_type is None else "FAILED")
