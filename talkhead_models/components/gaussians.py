@@ -32,6 +32,8 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from talkhead_models.components.backends import cuda_library_available
+
 RasterBackend = Literal["torch", "gsplat", "auto"]
 
 ALPHA_THRESHOLD = 1.0 / 255.0
@@ -471,13 +473,7 @@ def composite_tiles(
 
 def gsplat_available() -> bool:
     """gsplat's rasteriser needs CUDA (on a CPU machine it tries to compile its kernels and fails)."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import gsplat  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return cuda_library_available("gsplat")
 
 
 def resolve_raster_backend(backend: RasterBackend, device: torch.device) -> Literal["torch", "gsplat"]:

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from talkhead_models.components.backends import cuda_library_available
+
 logger = logging.getLogger(__name__)
 
 HashGridBackend = Literal["torch", "tcnn", "auto"]
@@ -119,14 +121,8 @@ def progressive_level_count(
 
 
 def tcnn_available() -> bool:
-    """True when tiny-cuda-nn imports and a CUDA device is present."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import tinycudann  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """True when tiny-cuda-nn is installed and a CUDA device is present."""
+    return cuda_library_available("tinycudann")
 
 
 def resolve_backend(backend: HashGridBackend) -> Literal["torch", "tcnn"]:
