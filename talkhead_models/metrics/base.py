@@ -12,7 +12,6 @@ never passed off as the paper's.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -20,6 +19,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 from torch import Tensor
+from talkhead_models.weights import weights_dir
 
 REFERENCE = "reference"
 """Measured as the papers measure it: their formula, or their network with its published weights."""
@@ -109,13 +109,6 @@ def footnotes(values: Iterable[MetricValue]) -> list[str]:
         if text is not None and text not in notes:
             notes.append(text)
     return notes
-
-
-def weights_dir(path: str | Path | None = None) -> Path:
-    """``path`` when given, else ``$TALKHEAD_WEIGHTS``, else ``./weights``."""
-    if path is not None:
-        return Path(path)
-    return Path(os.environ.get("TALKHEAD_WEIGHTS", "weights"))
 
 
 def require_weights(folder: str | Path | None, file_name: str, what: str) -> Path:
