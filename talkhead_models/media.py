@@ -48,12 +48,18 @@ class StreamInfo:
     has_video: bool
     has_audio: bool
     audio_sample_rate: int | None
+    rotation: float = 0.0
+    """Display rotation in degrees; ``width``/``height`` are already those of the decoded (rotated) frames."""
 
 
 _DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
-_VIDEO = re.compile(r"Stream #\S+.*?: Video: .*?(\d{2,5})x(\d{2,5})")
-_FPS = re.compile(r"(\d+(?:\.\d+)?) fps")
+# "WxH" followed by a separator, so codec tags such as "0x31637661" never match.
+_VIDEO = re.compile(r"Stream #\S+.*?: Video: .*?(?<![\w])(\d+)x(\d+)(?=[\s,\[])")
+_FPS = re.compile(r"(\d+(?:\.\d+)?)(k?) fps")
+_TBR = re.compile(r"(\d+(?:\.\d+)?)(k?) tbr")
+_ROTATION = re.compile(r"(?:rotation of|rotate\s*:)\s*(-?\d+(?:\.\d+)?)")
 _AUDIO = re.compile(r"Stream #\S+.*?: Audio: .*?(\d+) Hz")
+_UNREADABLE = ("Invalid data found", "moov atom not found", "Error opening input")
 
 
 def probe(path: str | Path) -> StreamInfo:
@@ -65,26 +71,39 @@ def probe(path: str | Path) -> StreamInfo:
         [ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True, check=False
     )
     banner = proc.stderr
-    if "Invalid data found" in banner or "moov atom not found" in banner:
+    if any(marker in banner for marker in _UNREADABLE):
         raise MediaError(f"{path}: not a readable media file (corrupt or truncated); re-export or re-download it")
     duration = _DURATION.search(banner)
     video = _VIDEO.search(banner)
     audio = _AUDIO.search(banner)
     fps = None
+    width = height = None
+    rotation = 0.0
     if video:
+        width, height = int(video.group(1)), int(video.group(2))
         video_line = banner[video.start() : banner.find("\n", video.start())]
-        fps_match = _FPS.search(video_line)
-        fps = float(fps_match.group(1)) if fps_match else None
+        # The frame rate; some containers state only the base rate (tbr). "30k" means 30000.
+        rate = _FPS.search(video_line) or _TBR.search(video_line)
+        fps = float(rate.group(1)) * (1000.0 if rate.group(2) else 1.0) if rate else None
+        # ffmpeg applies a display rotation while decoding, so a portrait phone video stored
+        # as 1920x1080 with a 90 degree matrix decodes to 1080x1920 frames.
+        next_stream = banner.find("Stream #", video.end())
+        rotated = _ROTATION.search(banner[video.end() : next_stream if next_stream >= 0 else len(banner)])
+        if rotated:
+            rotation = float(rotated.group(1))
+            if round(abs(rotation)) % 180 == 90:
+                width, height = height, width
     return StreamInfo(
         duration=(int(duration.group(1)) * 3600 + int(duration.group(2)) * 60 + float(duration.group(3)))
         if duration
         else None,
-        width=int(video.group(1)) if video else None,
-        height=int(video.group(2)) if video else None,
+        width=width,
+        height=height,
         fps=fps,
         has_video=video is not None,
         has_audio=audio is not None,
         audio_sample_rate=int(audio.group(1)) if audio else None,
+        rotation=rotation,
     )
 
 
@@ -179,7 +198,8 @@ def iter_frames(path: str | Path, width: int | None = None, height: int | None =
     proc = subprocess.Popen(
         [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path),
          "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        # stderr is never read here: a pipe would fill up on a damaged file and stall the decoder.
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )
     frame_bytes = width * height * 3
     assert proc.stdout is not None

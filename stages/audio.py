@@ -1,0 +1,80 @@
+"""DVC stage ``audio@<ID>``: per-frame audio features and the per-frame eye openness.
+
+Writes ``data/processed/<ID>/features/``: ``aud_<kind>.npy`` [N, 16, D]
+(``talkhead_models/preprocess/audio_features.py`` documents each kind and D),
+``eye.npy`` [N] (open-eye area ratio from the landmarks stage's 478 points,
+frames outside its ``usable.npy`` interpolated; ``talkhead_models/preprocess/eye.py``)
+and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import soundfile
+
+from stages._stage import Stage, StageResult
+from talkhead_models.atomic import atomic_dir
+from talkhead_models.config import to_dict, validate_name
+from talkhead_models.data.manifest import write_manifest
+from talkhead_models.data.processed import SAMPLE_RATE
+from talkhead_models.preprocess.audio_features import AudioConfig, check_kind, compute_features, feature_dim
+from talkhead_models.preprocess.eye import eye_openness
+from talkhead_models.preprocess.frames import read_clips
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: AudioConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path],
+        identity: str | None = None) -> StageResult:
+    validate_name(identity, "identity")
+    check_kind(cfg)
+    crop, landmarks_dir = inputs["crop"], inputs["landmarks"]
+    audio_path, landmarks_path = crop / "aud.wav", landmarks_dir / "lms478.npy"
+    for path, stage in ((audio_path, "crop"), (landmarks_path, "landmarks")):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found; run the {stage} stage (`dvc repro {stage}@{identity}`)")
+    landmarks = np.load(landmarks_path, mmap_mode="r")
+    clips = read_clips(crop / "clips.parquet", len(landmarks))
+    n_frames = len(landmarks)
+    ranges = list(zip(clips.first_frame.astype(int), clips.last_frame.astype(int)))
+    with soundfile.SoundFile(audio_path) as wav, atomic_dir(outputs["features"]) as tmp:
+        if wav.samplerate != SAMPLE_RATE or wav.channels != 1:
+            raise ValueError(f"{audio_path}: {wav.samplerate} Hz, {wav.channels} channel(s); the crop stage writes "
+                             "16 kHz mono: re-run it")
+
+        def read_samples(start: int, stop: int) -> np.ndarray:
+            wav.seek(min(start, wav.frames))
+            return wav.read(stop - start, dtype="float32")
+
+        features = np.lib.format.open_memmap(tmp / f"aud_{cfg.kind}.npy", mode="w+", dtype=np.float32,
+                                             shape=(n_frames, cfg.window, feature_dim(cfg)))
+        compute_features(read_samples, ranges, cfg, features)
+        features.flush()
+        del features
+        usable_path = landmarks_dir / "usable.npy"
+        eye = eye_openness(landmarks, np.load(usable_path) if usable_path.is_file() else None)
+        np.save(tmp / "eye.npy", eye)
+        write_manifest(tmp, {"identity": identity, **to_dict(cfg)}, stage="audio")
+    blink_frames = float(np.mean(eye < 0.5))
+    log.info("audio %s: aud_%s.npy [%d, %d, %d], eyes closed (ratio < 0.5) in %.1f%% of frames", identity,
+             cfg.kind, n_frames, cfg.window, feature_dim(cfg), 100 * blink_frames)
+    return StageResult(metrics={"frames": float(n_frames), "feature_dim": float(feature_dim(cfg)),
+                                "eye_closed_fraction": blink_frames})
+
+
+STAGE = Stage(
+    name="audio",
+    config=AudioConfig,
+    section="audio",
+    run=run,
+    inputs={"crop": "data/processed/{identity}/crop", "landmarks": "data/processed/{identity}/landmarks"},
+    outputs={"features": "data/processed/{identity}/features"},
+    description=__doc__,
+)
+
+if __name__ == "__main__":
+    raise SystemExit(STAGE.main())

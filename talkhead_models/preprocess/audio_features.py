@@ -1,0 +1,216 @@
+"""Per-video-frame audio features, windowed as RAD-NeRF / ER-NeRF feed them to their audio nets.
+
+Features are computed at 50 Hz (hop 320 samples at 16 kHz, two per video
+frame); feature ``j`` of a recording is centred on ``(j + 0.5) / 50`` s. Video
+frame ``i`` (covering ``[i/25, (i+1)/25)`` s) gets the window of ``window``
+(16) features ``2i - 7 .. 2i + 8`` centred on the middle of the frame, so the
+output is ``[N, 16, D]``. Windows are cut per recording (clips.parquet) and
+repeat the recording's first/last feature at its ends: a window never mixes
+two recordings.
+
+Kinds (``AudioConfig.kind``; file ``aud_<kind>.npy``):
+
+* ``mel`` (default, no weights): D = ``n_mels + n_mfcc + 2`` = 95 with the
+  defaults, per feature frame:
+  ``[0:80]`` log-mel power (``(dB + 50) / 20``, floor -100 dB; 25 ms Hann
+  window, 20-7600 Hz), ``[80:93]`` MFCC 0-12 of that log-mel (/ 100),
+  ``[93]`` log-energy (RMS in dBFS, ``(dB + 50) / 20``, floor -100 dB), ``[94]`` pitch
+  ``log2(f0 / 150 Hz)`` from ``librosa.yin`` (60-500 Hz) where the frame is
+  louder than ``voicing_db`` dBFS, else 0. Fixed scalings (not per-identity
+  statistics), so features of different identities are comparable.
+* ``hubert``: HuBERT-large fine-tuned on LibriSpeech (as ER-NeRF/GSTalker),
+  last hidden layer, D = 1024; ER-NeRF's ``aud_hu.npy`` [N, 2, 1024] is the
+  centre of our window, ``[:, 7:9]``.
+* ``wav2vec2``: wav2vec2-large-XLSR-53 fine-tuned on Esperanto (RAD-NeRF's
+  ``aud_eo.npy``), CTC logits, D = 44.
+
+HuBERT and wav2vec2 read their weights from ``$TALKHEAD_WEIGHTS`` and run
+through the ``transformers`` package (not a dependency of this project:
+install it to use them). DeepSpeech features come from AD-NeRF's TensorFlow
+graph, which this project does not run; a ``aud_ds.npy`` made by AD-NeRF's
+tools is read as it is by ``talkhead_models.data.identity_reader``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from talkhead_models.data.processed import FPS, SAMPLE_RATE
+from talkhead_models.weights import weights_dir
+
+log = logging.getLogger(__name__)
+
+FEATURE_RATE = 50  # feature frames per second, two per video frame
+HOP = SAMPLE_RATE // FEATURE_RATE  # 320 samples
+PER_FRAME = int(round(FEATURE_RATE / FPS))  # 2
+SAMPLES_PER_FRAME = int(round(SAMPLE_RATE / FPS))  # 640
+KINDS = ("mel", "hubert", "wav2vec2")
+_DB_FLOOR = -100.0
+_DB_OFFSET = 50.0  # speech sits around -50 dB here: the offset centres the dB columns near 0
+_PITCH_REFERENCE_HZ = 150.0
+_PRETRAINED_CHUNK_S = 20.0  # HuBERT/wav2vec2 attention is quadratic in length: long audio goes in chunks
+
+
+class AudioFeatureError(RuntimeError):
+    """Audio features that cannot be computed as configured; the message says what to install or put where."""
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """The audio stage: per-frame audio features ``aud_<kind>.npy`` [N, window, D] and ``eye.npy`` [N]."""
+
+    kind: str = "mel"
+    """mel (log-mel + MFCC + energy + pitch, no weights), hubert or wav2vec2 (local weights + transformers)."""
+    window: int = 16
+    """Feature frames (50 Hz) per video frame, centred on it: 16 in RAD-NeRF/ER-NeRF (0.32 s)."""
+    n_mels: int = 80
+    """Mel bands of the log-mel part."""
+    n_mfcc: int = 13
+    """MFCC coefficients (of the same log-mel)."""
+    n_fft: int = 512
+    """FFT size in samples (32 ms at 16 kHz)."""
+    win_length: int = 400
+    """Analysis window in samples (25 ms)."""
+    fmin: float = 20.0
+    """Lowest mel frequency in Hz."""
+    fmax: float = 7600.0
+    """Highest mel frequency in Hz."""
+    pitch_fmin: float = 60.0
+    """Lowest pitch searched by YIN, Hz."""
+    pitch_fmax: float = 500.0
+    """Highest pitch searched by YIN, Hz."""
+    voicing_db: float = -45.0
+    """Frames quieter than this (RMS, dBFS) get pitch 0."""
+    hubert_weights: str = "hubert-large-ls960-ft"
+    """Folder in $TALKHEAD_WEIGHTS with facebook/hubert-large-ls960-ft (config, preprocessor config, weights)."""
+    wav2vec2_weights: str = "wav2vec2-large-xlsr-53-esperanto"
+    """Folder in $TALKHEAD_WEIGHTS with cpierse/wav2vec2-large-xlsr-53-esperanto (RAD-NeRF's ASR model)."""
+
+
+def feature_dim(cfg: AudioConfig) -> int:
+    """D of ``aud_<kind>.npy``."""
+    return {"mel": cfg.n_mels + cfg.n_mfcc + 2, "hubert": 1024, "wav2vec2": 44}[check_kind(cfg)]
+
+
+def check_kind(cfg: AudioConfig) -> str:
+    if cfg.kind == "deepspeech":
+        raise AudioFeatureError(
+            "audio.kind=deepspeech: DeepSpeech features come from AD-NeRF's TensorFlow graph, which this project "
+            "does not run; make aud_ds.npy with AD-NeRF's data_util/deepspeech_features and put it in the "
+            "processed folder (the identity reader reads it), or use audio.kind mel, hubert or wav2vec2")
+    if cfg.kind not in KINDS:
+        raise AudioFeatureError(f"unknown audio.kind {cfg.kind!r}; use one of {KINDS}")
+    if cfg.window < 2 or cfg.window % 2:
+        raise AudioFeatureError(f"audio.window must be an even number >= 2, not {cfg.window}")
+    return cfg.kind
+
+
+def mel_features(audio: np.ndarray, cfg: AudioConfig) -> np.ndarray:
+    """[2n, D] 50 Hz features of ``n`` video frames of audio (n = len(audio) // 640); see the module docstring."""
+    import librosa
+
+    n_features = PER_FRAME * (len(audio) // SAMPLES_PER_FRAME)
+    # librosa centres frame j on sample j * HOP; dropping half a hop centres it on (j + 0.5) * HOP.
+    shifted = np.ascontiguousarray(audio[HOP // 2 :], dtype=np.float32)
+    if len(shifted) < cfg.n_fft:
+        shifted = np.pad(shifted, (0, cfg.n_fft - len(shifted)))
+    power = np.abs(librosa.stft(shifted, n_fft=cfg.n_fft, hop_length=HOP, win_length=cfg.win_length,
+                                window="hann", center=True)) ** 2
+    mel = librosa.feature.melspectrogram(S=power, sr=SAMPLE_RATE, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
+    log_mel = librosa.power_to_db(mel, ref=1.0, amin=10 ** (_DB_FLOOR / 10), top_db=None)
+    mfcc = librosa.feature.mfcc(S=log_mel, n_mfcc=cfg.n_mfcc)
+    rms = librosa.feature.rms(y=shifted, frame_length=cfg.win_length, hop_length=HOP, center=True)[0]
+    energy_db = np.maximum(20.0 * np.log10(np.maximum(rms, 1e-12)), _DB_FLOOR)
+    frame_length = max(1024, 2 * int(np.ceil(SAMPLE_RATE / cfg.pitch_fmin)) + 2)
+    f0 = librosa.yin(np.pad(shifted, (0, max(0, frame_length - len(shifted)))), fmin=cfg.pitch_fmin,
+                     fmax=cfg.pitch_fmax, sr=SAMPLE_RATE, frame_length=frame_length, hop_length=HOP, center=True)
+    steps = min(log_mel.shape[1], len(rms), len(f0))
+    voiced = energy_db[:steps] > cfg.voicing_db
+    pitch = np.where(voiced, np.log2(f0[:steps] / _PITCH_REFERENCE_HZ), 0.0)
+    features = np.concatenate([
+        (log_mel[:, :steps].T + _DB_OFFSET) / 20.0,
+        mfcc[:, :steps].T / 100.0,
+        (energy_db[:steps, None] + _DB_OFFSET) / 20.0,
+        pitch[:, None],
+    ], axis=1).astype(np.float32)
+    return _fit_length(features, n_features)
+
+
+def pretrained_features(audio: np.ndarray, cfg: AudioConfig, weights: Path | None = None) -> np.ndarray:
+    """[2n, D] 50 Hz HuBERT hidden states or wav2vec2 CTC logits of ``n`` video frames of audio."""
+    model, processor = load_pretrained(cfg, weights)
+    import torch
+
+    n_features = PER_FRAME * (len(audio) // SAMPLES_PER_FRAME)
+    chunk = int(_PRETRAINED_CHUNK_S * SAMPLE_RATE)
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, max(len(audio), 1), chunk):
+            piece = audio[start : start + chunk]
+            values = processor(piece, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_values
+            result = model(values)
+            hidden = result.logits if cfg.kind == "wav2vec2" else result.last_hidden_state
+            # The convolutional front end yields one frame per 320 samples, minus one at the end.
+            outputs.append(_fit_length(hidden[0].float().numpy(), len(piece) // HOP))
+    return _fit_length(np.concatenate(outputs).astype(np.float32), n_features)
+
+
+def load_pretrained(cfg: AudioConfig, weights: Path | None = None):
+    """(model, processor) for ``cfg.kind`` hubert/wav2vec2 from the local weights folder; clear errors otherwise."""
+    folder_name = {"hubert": cfg.hubert_weights, "wav2vec2": cfg.wav2vec2_weights}[cfg.kind]
+    folder = Path(weights or weights_dir()) / folder_name
+    if not (folder / "config.json").is_file():
+        raise AudioFeatureError(
+            f"audio.kind={cfg.kind} needs {folder}/ (config.json, preprocessor_config.json and the model weights "
+            f"as on the Hugging Face hub); put it there (docs/WEIGHTS.md) or use audio.kind=mel")
+    try:
+        import transformers
+    except ImportError:
+        raise AudioFeatureError(
+            f"audio.kind={cfg.kind} runs {folder.name} through the `transformers` package, which is not installed "
+            "(pip install transformers); or use audio.kind=mel") from None
+    processor = transformers.Wav2Vec2FeatureExtractor.from_pretrained(folder, local_files_only=True)
+    if cfg.kind == "hubert":
+        model = transformers.HubertModel.from_pretrained(folder, local_files_only=True)
+    else:
+        model = transformers.Wav2Vec2ForCTC.from_pretrained(folder, local_files_only=True)
+    log.info("audio features: %s from %s", cfg.kind, folder)
+    return model.eval(), processor
+
+
+def frame_windows(features: np.ndarray, n_frames: int, window: int) -> np.ndarray:
+    """[n_frames, window, D] windows of 50 Hz features [T, D], centred on each video frame, edges repeated."""
+    offsets = np.arange(-window // 2 + 1, window // 2 + 1)
+    index = PER_FRAME * np.arange(n_frames)[:, None] + offsets[None, :]
+    return features[np.clip(index, 0, len(features) - 1)]
+
+
+def compute_features(read_samples: Callable[[int, int], np.ndarray], ranges: Iterable[tuple[int, int]],
+                     cfg: AudioConfig, out: np.ndarray, weights: Path | None = None) -> None:
+    """Fill ``out`` [N, window, D] one recording (first, last frame) at a time.
+
+    ``read_samples(start, stop)`` returns the identity's 16 kHz audio samples
+    ``start..stop-1``, so a long identity's audio is never in memory at once.
+    """
+    check_kind(cfg)
+    for first, last in ranges:
+        n_frames = last - first + 1
+        segment = np.asarray(read_samples(first * SAMPLES_PER_FRAME, (last + 1) * SAMPLES_PER_FRAME), np.float32)
+        if len(segment) < n_frames * SAMPLES_PER_FRAME:
+            segment = np.pad(segment, (0, n_frames * SAMPLES_PER_FRAME - len(segment)))
+        features = mel_features(segment, cfg) if cfg.kind == "mel" else pretrained_features(segment, cfg, weights)
+        out[first : last + 1] = frame_windows(features, n_frames, cfg.window)
+
+
+def _fit_length(features: np.ndarray, length: int) -> np.ndarray:
+    """Cut or extend (repeating the last row) to ``length`` rows."""
+    if len(features) >= length:
+        return features[:length]
+    if len(features) == 0:
+        return np.zeros((length, features.shape[1]), features.dtype)
+    return np.concatenate([features, np.repeat(features[-1:], length - len(features), axis=0)])

@@ -1,0 +1,113 @@
+"""The identity reader on a flat folder with ER-NeRF's file names and on our staged layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from talkhead_models.data.identity_reader import IdentityError, open_identity
+from talkhead_models.data.processed import CLIP_COLUMNS, SAMPLE_RATE
+from talkhead_models.media import write_audio
+
+N_FRAMES = 12
+SIZE = 48
+
+
+def write_frames(folder: Path, n_frames: int = N_FRAMES) -> None:
+    folder.mkdir(parents=True)
+    for i in range(n_frames):
+        image = np.full((SIZE, SIZE, 3), 10 * i, np.uint8)
+        cv2.imwrite(str(folder / f"{i}.jpg"), image)
+
+
+def tone(n_frames: int) -> np.ndarray:
+    t = np.arange(n_frames * SAMPLE_RATE // 25) / SAMPLE_RATE
+    return (0.2 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+
+
+def transforms(ids: range) -> dict:
+    return {"focal_len": 1200.0, "cx": SIZE / 2, "cy": SIZE / 2,
+            "frames": [{"img_id": i, "aud_id": i, "transform_matrix": np.eye(4).tolist()} for i in ids]}
+
+
+@pytest.fixture
+def ernerf_folder(tmp_path) -> Path:
+    """What ER-NeRF's data_utils/process.py leaves in data/<name>/ (the files the reader uses)."""
+    root = tmp_path / "obama"
+    write_frames(root / "ori_imgs")
+    for i in range(N_FRAMES):
+        np.savetxt(root / "ori_imgs" / f"{i}.lms", np.full((68, 2), float(i)), "%f")
+    write_audio(root / "aud.wav", tone(N_FRAMES), SAMPLE_RATE)
+    np.save(root / "aud_ds.npy", np.zeros((N_FRAMES, 16, 29), np.float32))
+    np.save(root / "aud_hu.npy", np.zeros((N_FRAMES, 2, 1024), np.float32))
+    (root / "transforms_train.json").write_text(json.dumps(transforms(range(0, 10))))
+    (root / "transforms_val.json").write_text(json.dumps(transforms(range(10, N_FRAMES))))
+    cv2.imwrite(str(root / "bc.jpg"), np.zeros((SIZE, SIZE, 3), np.uint8))
+    (root / "obama.mp4").write_bytes(b"")
+    return root
+
+
+def test_flat_ernerf_folder_reads_as_a_processed_identity(ernerf_folder):
+    identity = open_identity(ernerf_folder)
+    assert identity.flat and identity.num_frames == N_FRAMES
+    clips = identity.clips()
+    assert tuple(clips.columns) == CLIP_COLUMNS and len(clips) == 1
+    row = clips.iloc[0]
+    assert (row.first_frame, row.last_frame, row.kind, row.source) == (0, N_FRAMES - 1, "video", "obama.mp4")
+    assert (row.crop_size, row.image_size, row.source_fps) == (SIZE, SIZE, 25.0)
+    audio = identity.audio()
+    assert abs(len(audio) - N_FRAMES * 640) <= 1
+    assert np.abs(audio).max() == pytest.approx(0.2, abs=0.01)
+    assert identity.feature_kinds() == ["ds", "hu"]
+    assert identity.audio_features("ds").shape == (N_FRAMES, 16, 29)
+    assert identity.audio_features("hu").shape == (N_FRAMES, 2, 1024)
+    assert identity.frame(3).shape == (SIZE, SIZE, 3) and identity.frame(3)[0, 0, 0] == pytest.approx(30, abs=2)
+    np.testing.assert_allclose(identity.landmarks68(5), np.full((68, 2), 5.0))
+    assert [f["img_id"] for f in identity.transforms("val")["frames"]] == [10, 11]
+    with pytest.raises(IdentityError, match=r"aud_mel.npy not found \(present: \['ds', 'hu'\]\)"):
+        identity.audio_features("mel")
+    with pytest.raises(IdentityError, match="eye.npy not found"):
+        identity.eye()
+
+
+def test_flat_folder_whose_transforms_name_missing_frames_is_an_error(ernerf_folder):
+    (ernerf_folder / "transforms_val.json").write_text(json.dumps(transforms(range(10, N_FRAMES + 3))))
+    with pytest.raises(IdentityError, match=f"names frame {N_FRAMES + 2} but ori_imgs/ has {N_FRAMES} frames"):
+        open_identity(ernerf_folder).clips()
+
+
+def test_staged_folder_reads_our_clip_table_and_features(tmp_path):
+    root = tmp_path / "S001"
+    write_frames(root / "crop" / "ori_imgs")
+    write_audio(root / "crop" / "aud.wav", tone(N_FRAMES), SAMPLE_RATE)
+    rows = [
+        {"clip": "neutral/level_1/001", "kind": "clip", "emotion": "neutral", "level": 1, "sentence": 1,
+         "first_frame": 0, "last_frame": 4, "source": "S001/video/front/neutral/level_1/001.mp4", "truth": None,
+         "source_fps": 30.0, "crop_x0": 10, "crop_y0": 0, "crop_size": 100, "image_size": SIZE},
+        {"clip": "video", "kind": "video", "emotion": "neutral", "level": 1, "sentence": 0,
+         "first_frame": 5, "last_frame": N_FRAMES - 1, "source": "videos/S001.mp4", "truth": None,
+         "source_fps": 25.0, "crop_x0": 0, "crop_y0": 0, "crop_size": 100, "image_size": SIZE},
+    ]
+    pd.DataFrame(rows, columns=list(CLIP_COLUMNS)).to_parquet(root / "crop" / "clips.parquet", index=False)
+    (root / "features").mkdir()
+    np.save(root / "features" / "aud_mel.npy", np.ones((N_FRAMES, 16, 95), np.float32))
+    np.save(root / "features" / "eye.npy", np.ones(N_FRAMES, np.float32))
+    identity = open_identity(root)
+    assert not identity.flat and identity.num_frames == N_FRAMES
+    assert identity.clips()["clip"].tolist() == ["neutral/level_1/001", "video"]
+    assert identity.audio_features("mel").shape == (N_FRAMES, 16, 95)
+    assert identity.feature_kinds() == ["mel"]
+    assert identity.eye().shape == (N_FRAMES,)
+    (root / "crop" / "clips.parquet").unlink()
+    with pytest.raises(IdentityError, match="clips.parquet not found; re-run the crop stage"):
+        identity.clips()
+
+
+def test_a_folder_without_frames_is_not_an_identity(tmp_path):
+    with pytest.raises(IdentityError, match="is not a processed identity"):
+        open_identity(tmp_path)
