@@ -1,0 +1,77 @@
+"""DVC stage ``landmarks@<ID>``: FaceMesh 478 points and iBUG-68 landmarks for every cropped frame.
+
+Writes ``data/processed/<ID>/landmarks/``: ``lms/<i>.lms`` (68 x 2 text, as
+ER-NeRF's ``ori_imgs/<i>.lms``), ``lms478.npy`` [N, 478, 3] and ``lms68.npy``
+[N, 68, 2] in pixels, ``detected.npy`` [N] (False where a frame was
+interpolated), ``usable.npy`` [N] (False in recordings without any face),
+``report.json`` (gaps, dropped recordings, several-face recordings) and
+``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import closing
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from stages._stage import Stage, StageResult
+from talkhead_models.atomic import atomic_dir
+from talkhead_models.config import to_dict
+from talkhead_models.data.manifest import write_manifest
+from talkhead_models.preprocess.frames import (
+    BackgroundWriter, count_frames, frame_paths, read_clips, read_frames, retain_freed_memory,
+)
+from talkhead_models.preprocess.landmarks import LandmarksConfig, detect, fill_gaps, smooth, write_lms
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: LandmarksConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path],
+        identity: str | None = None) -> StageResult:
+    retain_freed_memory()
+    crop = inputs["crop"]
+    n_frames = count_frames(crop / "ori_imgs")
+    clips = read_clips(crop / "clips.parquet", n_frames)
+    with atomic_dir(outputs["landmarks"]) as tmp:
+        points478 = np.lib.format.open_memmap(tmp / "lms478.npy", mode="w+", dtype=np.float32,
+                                              shape=(n_frames, 478, 3))
+        points68 = np.lib.format.open_memmap(tmp / "lms68.npy", mode="w+", dtype=np.float32,
+                                             shape=(n_frames, 68, 2))
+        with closing(read_frames(frame_paths(crop / "ori_imgs", range(n_frames)), workers=cfg.workers)) as frames:
+            detected, summary = detect(frames, clips, cfg, points478, points68)
+        usable = fill_gaps([points478, points68], detected, clips, cfg, summary)
+        smooth([points478, points68], usable, clips, cfg.smooth_sigma)
+        points478.flush()
+        points68.flush()
+        np.save(tmp / "detected.npy", detected)
+        np.save(tmp / "usable.npy", usable)
+        (tmp / "lms").mkdir()
+        with BackgroundWriter(workers=cfg.workers) as writer:
+            for index in np.flatnonzero(usable):
+                writer.submit(write_lms, tmp / "lms" / f"{index}.lms", np.array(points68[index]))
+        del points478, points68
+        (tmp / "report.json").write_text(json.dumps(summary.to_json(), indent=1))
+        write_manifest(tmp, to_dict(cfg), stage="landmarks")
+    metrics = summary.metrics()
+    log.info("landmarks of %s: %d frames, %.2f%% with a face, %d gaps (%d long), %d recordings dropped",
+             identity, n_frames, 100 * metrics["detection_rate"], len(summary.gaps), len(summary.long_gaps),
+             len(summary.dropped_clips))
+    return StageResult(metrics=metrics, artifacts=[outputs["landmarks"] / "report.json"])
+
+
+STAGE = Stage(
+    name="landmarks",
+    config=LandmarksConfig,
+    section="landmarks",
+    run=run,
+    inputs={"crop": "data/processed/{identity}/crop"},
+    outputs={"landmarks": "data/processed/{identity}/landmarks"},
+    description=__doc__,
+)
+
+if __name__ == "__main__":
+    raise SystemExit(STAGE.main())

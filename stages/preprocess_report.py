@@ -1,0 +1,76 @@
+"""DVC stage ``preprocess_report``: reports/preprocess_accuracy.md and .json, preprocessing against ground truth.
+
+Landmark NME (68 and inner 51 points), detection rate and gaps, and mask IoU
+of every processed identity, and overall; identities whose source has no
+ground truth are listed with the numbers that need none.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from stages._stage import Stage, StageResult
+from talkhead_models.atomic import write_text
+from talkhead_models.data import DataConfig
+from talkhead_models.preprocess.accuracy import SECTIONS, build_report
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreprocessReportConfig:
+    """What the accuracy report measures."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    """The identities (``data.identities``; empty = every processed identity) and the source."""
+    frame_stride: int = 1
+    """Compare every n-th processed frame (1 = all)."""
+
+
+def processed_identities(processed: Path, wanted: tuple[str, ...]) -> list[str]:
+    """``wanted``, or every identity folder under ``processed`` that has landmarks."""
+    if wanted:
+        missing = [name for name in wanted if not (processed / name).is_dir()]
+        if missing:
+            raise FileNotFoundError(f"{processed}: no processed identity {missing}; run the preprocessing stages "
+                                    "(`dvc repro parse`) or fix data.identities in params.yaml")
+        return list(wanted)
+    found = sorted(p.name for p in processed.iterdir() if (p / "landmarks").is_dir())
+    if not found:
+        raise FileNotFoundError(f"{processed}: no identity has a landmarks/ folder; run `dvc repro parse` first")
+    return found
+
+
+def run(cfg: PreprocessReportConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> StageResult:
+    identities = processed_identities(inputs["processed"], tuple(cfg.data.identities))
+    report = build_report(inputs["processed"], inputs["raw"], identities, SECTIONS, cfg.frame_stride)
+    write_text(outputs["report"], report.to_markdown())
+    write_text(outputs["metrics"], json.dumps(report.to_json(), indent=1) + "\n")
+    metrics = {}
+    for section, rows in report.values.items():
+        for name, value in rows.get("overall", {}).items():
+            metrics[f"{section.lower().replace(' ', '_')}.{name}"] = value
+    for target in report.targets():
+        level = logging.INFO if target["met"] else logging.WARNING
+        log.log(level, "%s: %s -> %.4g (%s)", target["section"], target["target"], target["value"],
+                "met" if target["met"] else "NOT met")
+    return StageResult(metrics=metrics, artifacts=[outputs["report"], outputs["metrics"]])
+
+
+STAGE = Stage(
+    name="preprocess_report",
+    config=PreprocessReportConfig,
+    section="preprocess_report",
+    run=run,
+    inputs={"raw": "data/raw/{source}", "processed": "data/processed"},
+    outputs={"report": "reports/preprocess_accuracy.md", "metrics": "reports/preprocess_accuracy.json"},
+    description=__doc__,
+    shared_sections=("data",),
+)
+
+if __name__ == "__main__":
+    raise SystemExit(STAGE.main())
