@@ -1,6 +1,8 @@
 """The DVC DAG as a Prefect flow: each stage is a task calling the same ``Stage.execute``.
 
-Run locally (Prefect in ephemeral mode, no server needed)::
+Per-identity stages run once per identity of ``data.identities`` (all
+identities found in the source when the list is empty), in the order of
+dvc.yaml. Run locally (Prefect in ephemeral mode, no server needed)::
 
     python -m flows.pipeline [--params params.yaml]
 """
@@ -14,30 +16,48 @@ from pathlib import Path
 import flows  # noqa: F401  (environment before Prefect is imported)
 from prefect import flow, task
 
-from stages import describe, synth
+from stages import audio, crop, describe, landmarks, parse, preprocess_report, synth
 from stages._stage import Stage, configure_logging
-from talkhead_models.config import load_params
+from talkhead_models.config import load_params, validate_name
+from talkhead_models.data.sources import identities as source_identities
 
 log = logging.getLogger(__name__)
 
 # In dependency order, as dvc.yaml chains them.
-PIPELINE: tuple[Stage, ...] = (synth.STAGE, describe.STAGE)
+PIPELINE: tuple[Stage, ...] = (
+    synth.STAGE, describe.STAGE, crop.STAGE, landmarks.STAGE, parse.STAGE, audio.STAGE, preprocess_report.STAGE,
+)
 
 
 @task
-def run_stage(stage_name: str, params: dict, root: str) -> dict[str, float]:
+def run_stage(stage_name: str, params: dict, root: str, identity: str | None = None) -> dict[str, float]:
     stage = next(s for s in PIPELINE if s.name == stage_name)
-    return stage.execute(params, root=root).metrics
+    return stage.execute(params, root=root, identity=identity).metrics
+
+
+def pipeline_identities(params: dict, root: Path) -> list[str]:
+    """``data.identities`` from params, or every identity the raw source holds."""
+    data = params.get("data") or {}
+    listed = data.get("identities") or []
+    if listed:
+        return [validate_name(name, "identity") for name in listed]
+    source = data.get("source", "synthetic")
+    return source_identities(source, root / "data" / "raw" / source)
 
 
 @flow(name="talkhead-pipeline", log_prints=False)
 def pipeline(params_path: str = "params.yaml", root: str = ".") -> dict[str, dict[str, float]]:
-    """Every stage of the DAG once, in order; returns each stage's metrics."""
+    """Every stage of the DAG once (per identity where the stage is per identity), in order."""
     root_path = Path(root).resolve()
     params = load_params(root_path / params_path)
     results = {}
     for stage in PIPELINE:
-        results[stage.name] = run_stage.with_options(name=stage.name)(stage.name, params, str(root_path))
+        if stage.per_identity:
+            for identity in pipeline_identities(params, root_path):
+                results[f"{stage.name}@{identity}"] = run_stage.with_options(name=f"{stage.name}@{identity}")(
+                    stage.name, params, str(root_path), identity)
+        else:
+            results[stage.name] = run_stage.with_options(name=stage.name)(stage.name, params, str(root_path))
     return results
 
 

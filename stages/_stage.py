@@ -70,6 +70,13 @@ class Stage:
         """A stage whose paths name ``{identity}`` runs once per identity (``foreach`` in dvc.yaml)."""
         return any("{identity}" in p for p in (*self.inputs.values(), *self.outputs.values()))
 
+    def resolve_config(self, params: Mapping[str, Any]) -> Any:
+        """The stage's config: its section, plus the shared sections it embeds, from params.yaml."""
+        overrides = section_overrides(params, self.section)
+        for shared in self.shared_sections:
+            overrides = {shared: section_overrides(params, shared), **overrides}
+        return from_dict(self.config, overrides, where=self.section)
+
     def paths(self, root: Path, overrides: Mapping[str, str | Path] | None = None,
               identity: str | None = None, source: str = "synthetic") -> tuple[dict, dict]:
         """Absolute input and output paths: the defaults, or the overrides, with ``{identity}``
@@ -102,10 +109,7 @@ class Stage:
             validate_name(identity, "identity")
         if method is not None:
             validate_name(method, "method")
-        overrides = section_overrides(params, self.section)
-        for shared in self.shared_sections:
-            overrides = {shared: section_overrides(params, shared), **overrides}
-        cfg = from_dict(self.config, overrides, where=self.section)
+        cfg = self.resolve_config(params)
         source = str((params.get("data") or {}).get("source", "synthetic"))
         inputs, outputs = self.paths(root, paths, identity, source)
         missing = [f"{name}: {path}" for name, path in inputs.items() if not path.exists()]

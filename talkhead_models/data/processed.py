@@ -9,7 +9,11 @@ into one output), so our layout is *staged*::
     <ID>/landmarks/lms/<i>.lms        68 x 2 text, as ER-NeRF writes ori_imgs/<i>.lms
     <ID>/landmarks/lms478.npy         [N, 478, 3] FaceMesh points in pixels
     <ID>/landmarks/detected.npy       [N] bool, False where a frame was interpolated
-    <ID>/parse/parsing/<i>.png        head red, neck green, torso blue, background white
+    <ID>/landmarks/lms68.npy          [N, 68, 2] the iBUG-68 subset
+    <ID>/landmarks/usable.npy         [N] bool, False for recordings without any face
+    <ID>/parse/parsing/<i>.png        ER-NeRF's colour array (head [255,0,0], neck [0,255,0], torso
+                                      [0,0,255], background white) as cv2 writes it, i.e. BGR on disk
+    <ID>/parse/semantic/<i>.png       label ids: 0 bg, 1 head, 2 neck, 3 torso, 4 lips, 5 mouth interior
     <ID>/parse/bc.jpg                 static background
     <ID>/parse/gt_imgs/<i>.jpg        frame with the background replaced by bc.jpg
     <ID>/parse/torso_imgs/<i>.png     RGBA torso, neck inpainted
@@ -56,6 +60,9 @@ _LAYOUT = {
     "lms_dir": ("landmarks/lms", "ori_imgs"),
     "landmarks478": ("landmarks/lms478.npy", "lms478.npy"),
     "detected": ("landmarks/detected.npy", "detected.npy"),
+    "landmarks68": ("landmarks/lms68.npy", "lms68.npy"),
+    "usable": ("landmarks/usable.npy", "usable.npy"),
+    "semantic_dir": ("parse/semantic", "semantic"),
     "parsing_dir": ("parse/parsing", "parsing"),
     "background": ("parse/bc.jpg", "bc.jpg"),
     "gt_dir": ("parse/gt_imgs", "gt_imgs"),
