@@ -16,7 +16,10 @@ from pathlib import Path
 import flows  # noqa: F401  (environment before Prefect is imported)
 from prefect import flow, task
 
-from stages import audio, crop, describe, landmarks, parse, preprocess_report, synth
+from stages import (
+    audio, crop, describe, landmarks, parse, preprocess_report, pretrain_audio2motion, pretrain_report,
+    pretrain_sync, synth,
+)
 from stages._stage import Stage, configure_logging
 from talkhead_models.config import load_params, validate_name
 from talkhead_models.data.sources import identities as source_identities
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 # In dependency order, as dvc.yaml chains them.
 PIPELINE: tuple[Stage, ...] = (
     synth.STAGE, describe.STAGE, crop.STAGE, landmarks.STAGE, parse.STAGE, audio.STAGE, preprocess_report.STAGE,
+    pretrain_sync.STAGE, pretrain_audio2motion.STAGE, pretrain_report.STAGE,
 )
 
 
@@ -46,12 +50,19 @@ def pipeline_identities(params: dict, root: Path) -> list[str]:
 
 
 @flow(name="talkhead-pipeline", log_prints=False)
-def pipeline(params_path: str = "params.yaml", root: str = ".") -> dict[str, dict[str, float]]:
-    """Every stage of the DAG once (per identity where the stage is per identity), in order."""
+def pipeline(params_path: str = "params.yaml", root: str = ".",
+             stages: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Every stage of the DAG once (per identity where the stage is per identity), in order;
+    ``stages`` restricts the run to the named stages (their inputs must exist)."""
     root_path = Path(root).resolve()
     params = load_params(root_path / params_path)
+    unknown = sorted(set(stages or ()) - {s.name for s in PIPELINE})
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; the pipeline has {[s.name for s in PIPELINE]}")
     results = {}
     for stage in PIPELINE:
+        if stages is not None and stage.name not in stages:
+            continue
         if stage.per_identity:
             for identity in pipeline_identities(params, root_path):
                 results[f"{stage.name}@{identity}"] = run_stage.with_options(name=f"{stage.name}@{identity}")(
@@ -65,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--root", default=".")
+    parser.add_argument("--stages", nargs="+", help="run only these stages (default: all)")
     args = parser.parse_args(argv)
     configure_logging()
-    pipeline(params_path=args.params, root=args.root)
+    pipeline(params_path=args.params, root=args.root, stages=args.stages)
     return 0
 
 

@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow
 
 def _write_params(root: Path) -> None:
     tiny = {k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()}
-    params = {"profile": "test", "synth": {"seed": 0}, "describe": {"detection_stride": 4},
-              "profiles": {"test": {"synth": tiny}}}
+    params = {"profile": "test", "data": {"source": "synthetic", "identities": ["S001"]},
+              "synth": {"seed": 0}, "describe": {"detection_stride": 4},
+              "profiles": {"test": {"synth": tiny, "crop": {"image_size": tiny["image_size"]}}}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
@@ -34,16 +35,21 @@ def test_prefect_flow_runs_the_dag_and_logs_one_mlflow_run_per_stage(tmp_path):
     from flows.pipeline import PIPELINE, pipeline
 
     _write_params(tmp_path)
-    with prefect_test_harness():
-        results = pipeline(params_path="params.yaml", root=str(tmp_path))
-    assert [s.name for s in PIPELINE] == ["synth", "describe"]
+    # A loaded CI machine can take longer than the default 30 s to boot the ephemeral server.
+    with prefect_test_harness(server_startup_timeout=180):
+        results = pipeline(params_path="params.yaml", root=str(tmp_path),
+                           stages=["synth", "describe", "crop", "landmarks"])
+    assert [s.name for s in PIPELINE][:4] == ["synth", "describe", "crop", "landmarks"]
     assert results["describe"]["detection_rate"] >= 0.99
+    assert results["landmarks@S001"]["detection_rate"] >= 0.99
+    assert (tmp_path / "data" / "processed" / "S001" / "landmarks" / "lms478.npy").is_file()
     report = (tmp_path / "reports" / "dataset.md").read_text()
     assert "detection" in report and (tmp_path / "reports" / "dataset_contact_sheet.png").stat().st_size > 1000
     assert json.loads((tmp_path / "reports" / "dataset.json").read_text())["detection_rate"] >= 0.99
 
     runs = _runs(tmp_path)
-    assert sorted(r.data.tags["stage"] for r in runs) == ["describe", "synth"]
+    assert sorted((r.data.tags["stage"], r.data.tags["identity"]) for r in runs) == [
+        ("crop", "S001"), ("describe", ""), ("landmarks", "S001"), ("synth", "")]
     for run in runs:
         assert run.info.status == "FINISHED"
         assert {"stage", "identity", "method", "git_commit", "profile"} <= set(run.data.tags)
