@@ -3,7 +3,8 @@
 A stage is a function ``run(cfg, inputs, outputs) -> StageResult`` plus a
 declaration of its config section and default paths. A stage whose paths
 contain ``{identity}`` runs once per identity and its function also gets
-``identity=`` (dvc.yaml's ``foreach``). ``Stage.execute`` wraps
+``identity=`` (dvc.yaml's ``foreach``); a function with a ``log_metric``
+parameter gets a ``log_metric(name, value, step)`` callback into its MLflow run. ``Stage.execute`` wraps
 one call in one MLflow run (tags: stage, identity, method, git commit; the
 params it used; the metrics and small artifacts it returned). The CLI
 (``python -m stages.<name>``) and the Prefect tasks both go through
@@ -13,6 +14,7 @@ params it used; the metrics and small artifacts it returned). The CLI
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import subprocess
@@ -120,10 +122,11 @@ class Stage:
         started = time.perf_counter()
         with tracked_run(self.name, root, to_dict(cfg), identity=identity, method=method,
                          profile=str(params.get("profile", "paper"))) as tracker:
-            if self.per_identity:
-                result = self.run(cfg, inputs, outputs, identity=identity)
-            else:
-                result = self.run(cfg, inputs, outputs)
+            extra: dict[str, Any] = {"identity": identity} if self.per_identity else {}
+            if "log_metric" in inspect.signature(self.run).parameters:
+                # Training stages log curves while they run, not only at the end.
+                extra["log_metric"] = lambda name, value, step: tracker.log_metrics({name: value}, step=step)
+            result = self.run(cfg, inputs, outputs, **extra)
             result.metrics.setdefault("stage_seconds", time.perf_counter() - started)
             tracker.log_metrics(result.metrics)
             for artifact in result.artifacts:

@@ -1,0 +1,96 @@
+"""The canonical face frame: 68 landmarks with the head pose removed.
+
+Each frame's 68 3D points (pixel x, y and pixel depth z) are aligned to the
+identity's neutral mean shape by a similarity Procrustes fit (scale, rotation,
+translation; Umeyama's closed form). The fit uses only points that speech and
+expression do not move (nose bridge and nostrils, eye corners), so a talking
+mouth is not taken for a head turn; the transform is then applied to all 68.
+
+The neutral mean shape is the generalised Procrustes mean of the identity's
+neutral frames, centred and scaled to unit RMS radius: canonical coordinates
+are face-size free, so displacements are comparable across identities, and
+``NeutralShape.pixels_per_unit`` turns them back into pixels.
+
+``canonical_landmarks(lms68_3d, reference)`` is the only entry the models
+use; a pose-based canonicalisation (from the head tracker) can replace it with
+the same signature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Points that move with the skull only: nose bridge 27-30, nostrils 31-35, outer and inner eye corners.
+RIGID_ANCHORS = np.array([27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45], dtype=np.int64)
+MOUTH = np.arange(48, 68)
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """Per-frame similarity transforms ``x -> scale * R x + t`` taking image points to the canonical frame."""
+
+    scale: np.ndarray  # [N]
+    rotation: np.ndarray  # [N, 3, 3]
+    translation: np.ndarray  # [N, 3]
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """[N, K, 3] image-frame points -> canonical frame."""
+        return self.scale[:, None, None] * points @ self.rotation.transpose(0, 2, 1) + self.translation[:, None]
+
+    def invert(self, points: np.ndarray) -> np.ndarray:
+        """[N, K, 3] canonical points -> the image frame of each transform's frame."""
+        return (points - self.translation[:, None]) @ self.rotation / self.scale[:, None, None]
+
+
+@dataclass(frozen=True)
+class NeutralShape:
+    """An identity's neutral mean shape in the canonical frame and its size in pixels."""
+
+    shape: np.ndarray  # [68, 3], centred, unit RMS radius
+    pixels_per_unit: float  # mean image size of one canonical unit over the neutral frames
+
+
+def fit_similarity(points: np.ndarray, reference: np.ndarray, anchors: np.ndarray = RIGID_ANCHORS) -> Similarity:
+    """Least-squares similarity taking ``points[:, anchors]`` ([N, 68, 3]) onto ``reference[anchors]`` ([68, 3])."""
+    source = np.asarray(points, np.float64)[:, anchors]
+    target = np.asarray(reference, np.float64)[anchors]
+    source_mean = source.mean(axis=1)
+    target_mean = target.mean(axis=0)
+    source_centred = source - source_mean[:, None]
+    target_centred = target - target_mean
+    covariance = np.einsum("kj,nki->nji", target_centred, source_centred) / len(anchors)  # sum y x^T
+    u, singular, vt = np.linalg.svd(covariance)
+    reflection = np.sign(np.linalg.det(u) * np.linalg.det(vt))
+    correction = np.ones_like(singular)
+    correction[:, -1] = reflection
+    rotation = u @ (correction[:, :, None] * vt)
+    source_variance = (source_centred ** 2).sum(axis=(1, 2)) / len(anchors)
+    scale = (singular * correction).sum(axis=1) / source_variance
+    translation = target_mean - scale[:, None] * np.einsum("nij,nj->ni", rotation, source_mean)
+    return Similarity(scale, rotation, translation)
+
+
+def canonical_landmarks(lms68_3d: np.ndarray, reference: np.ndarray,
+                        anchors: np.ndarray = RIGID_ANCHORS) -> np.ndarray:
+    """[N, 68, 3] image-frame landmarks -> the canonical frame of ``reference`` (float32)."""
+    points = np.asarray(lms68_3d, np.float64)
+    return fit_similarity(points, reference, anchors).apply(points).astype(np.float32)
+
+
+def neutral_shape(lms68_3d: np.ndarray, anchors: np.ndarray = RIGID_ANCHORS, iterations: int = 4) -> NeutralShape:
+    """Generalised Procrustes mean of an identity's neutral frames ([N, 68, 3])."""
+    points = np.asarray(lms68_3d, np.float64)
+    if points.ndim != 3 or points.shape[1:] != (68, 3) or len(points) == 0:
+        raise ValueError(f"expected neutral landmarks [N > 0, 68, 3], got {points.shape}")
+    reference = _normalise(np.median(points, axis=0))
+    for _ in range(iterations):
+        reference = _normalise(fit_similarity(points, reference, anchors).apply(points).mean(axis=0))
+    transforms = fit_similarity(points, reference, anchors)
+    return NeutralShape(reference.astype(np.float32), float(np.mean(1.0 / transforms.scale)))
+
+
+def _normalise(shape: np.ndarray) -> np.ndarray:
+    centred = shape - shape.mean(axis=0)
+    return centred / np.sqrt((centred ** 2).sum(axis=1).mean())

@@ -1,0 +1,137 @@
+"""reports/pretrain.md: the corpus-level models' numbers against the targets they must reach.
+
+Targets (issue 6, measured on held-out sentences and the held-out identity):
+
+* sync expert: the best audio-video offset of the ground-truth clips within
+  +-1 frame for at least 90% of the clips, and the clips' LSE-C with their own
+  audio clearly above their LSE-C with another clip's audio;
+* audio2motion: mouth landmark distance to the truth at least 30% below the
+  neutral-mouth baseline (per emotion reported);
+* each trains within 10 minutes on 2 CPU cores at the demo profile.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+OFFSET_TOLERANCE = 1
+OFFSET_TARGET = 0.90
+MOUTH_RATIO_TARGET = 0.70
+CONFIDENCE_MARGIN_TARGET = 2.0  # own-audio LSE-C at least this many times the other-clip LSE-C
+TRAIN_SECONDS_TARGET = 600.0
+
+
+def sync_summary(table: pd.DataFrame) -> dict[str, float]:
+    """Offset accuracy and mean LSE-D / LSE-C (own and other-clip audio), overall and per split."""
+    summary: dict[str, float] = {}
+    for name, rows in [("all", table), *table.groupby("split")]:
+        suffix = "" if name == "all" else f"_{name}"
+        summary[f"offset_within_1{suffix}"] = float((rows.offset.abs() <= OFFSET_TOLERANCE).mean())
+        summary[f"lse_d{suffix}"] = float(rows.lse_d.mean())
+        summary[f"lse_c{suffix}"] = float(rows.lse_c.mean())
+        if "other_lse_c" in rows:
+            summary[f"other_lse_d{suffix}"] = float(rows.other_lse_d.mean())
+            summary[f"other_lse_c{suffix}"] = float(rows.other_lse_c.mean())
+        summary[f"clips{suffix}"] = float(len(rows))
+    return summary
+
+
+def motion_by_emotion(table: pd.DataFrame) -> pd.DataFrame:
+    """Frame-weighted mouth error of the model and of the neutral baseline per split and emotion (and overall)."""
+    def weighted(rows: pd.DataFrame) -> pd.Series:
+        weights = rows.frames / rows.frames.sum()
+        error, baseline = (rows.mouth_error * weights).sum(), (rows.baseline_error * weights).sum()
+        return pd.Series({
+            "clips": len(rows), "frames": int(rows.frames.sum()),
+            "mouth_error_px": (rows.mouth_error_px * weights).sum(),
+            "baseline_error_px": (rows.baseline_error_px * weights).sum(),
+            "ratio": error / baseline, "reduction_%": 100 * (1 - error / baseline),
+        })
+
+    per_split = table.groupby(["split", "emotion"])[list(table.columns)].apply(weighted)
+    overall = table.groupby("emotion")[list(table.columns)].apply(weighted)
+    overall.index = pd.MultiIndex.from_product([["all"], overall.index], names=["split", "emotion"])
+    total = pd.DataFrame([weighted(table)], index=pd.MultiIndex.from_tuples([("all", "all")],
+                                                                            names=["split", "emotion"]))
+    return pd.concat([per_split, overall, total]).reset_index().astype({"clips": int, "frames": int})
+
+
+def targets(sync: dict[str, float], motion: pd.DataFrame, sync_seconds: float,
+            motion_seconds: float) -> list[dict[str, object]]:
+    """Each target with the measured value and whether it is met."""
+    emotions = motion[motion.split == "all"]
+    worst = emotions.loc[emotions.ratio.idxmax()]
+    own, other = sync["lse_c"], sync.get("other_lse_c", float("nan"))
+    return [
+        {"target": f"sync: best offset within +-{OFFSET_TOLERANCE} frame on ground-truth clips",
+         "required": f">= {OFFSET_TARGET:.0%}", "measured": f"{sync['offset_within_1']:.1%}",
+         "met": sync["offset_within_1"] >= OFFSET_TARGET},
+        {"target": "sync: LSE-C own audio vs another clip's audio",
+         "required": f"own >= {CONFIDENCE_MARGIN_TARGET:g} x other", "measured": f"{own:.3f} vs {other:.3f}",
+         "met": own >= CONFIDENCE_MARGIN_TARGET * other},
+        {"target": "audio2motion: mouth distance / neutral baseline (worst emotion)",
+         "required": f"<= {MOUTH_RATIO_TARGET:.2f}", "measured": f"{worst.ratio:.3f} ({worst.emotion})",
+         "met": bool(emotions.ratio.max() <= MOUTH_RATIO_TARGET)},
+        {"target": "sync expert training time", "required": f"<= {TRAIN_SECONDS_TARGET:.0f} s",
+         "measured": f"{sync_seconds:.0f} s", "met": sync_seconds <= TRAIN_SECONDS_TARGET},
+        {"target": "audio2motion training time", "required": f"<= {TRAIN_SECONDS_TARGET:.0f} s",
+         "measured": f"{motion_seconds:.0f} s", "met": motion_seconds <= TRAIN_SECONDS_TARGET},
+    ]
+
+
+def render(sync_metrics: dict[str, float], sync_table: pd.DataFrame, sync_config: dict,
+           motion_metrics: dict[str, float], motion_table: pd.DataFrame, motion_config: dict) -> tuple[str, dict]:
+    """The markdown report and its JSON twin."""
+    motion = motion_by_emotion(motion_table)
+    checks = targets(sync_metrics, motion, sync_metrics["train_seconds"], motion_metrics["train_seconds"])
+    split = sync_config["pretrain"]
+    per_split = sync_table.groupby("split").apply(
+        lambda rows: pd.Series({
+            "clips": len(rows), "offset within +-1": f"{(rows.offset.abs() <= OFFSET_TOLERANCE).mean():.1%}",
+            "LSE-D own": rows.lse_d.mean(), "LSE-C own": rows.lse_c.mean(),
+            "LSE-D other clip": rows.other_lse_d.mean(), "LSE-C other clip": rows.other_lse_c.mean(),
+            "offset other clip |mean|": rows.other_offset.abs().mean(),
+        }), include_groups=False).reset_index()
+    lines = [
+        "# Corpus-level models",
+        "",
+        "Trained by `stages.pretrain_sync` and `stages.pretrain_audio2motion`, reported by "
+        "`stages.pretrain_report`. Held out: the identity "
+        f"`{sync_config['holdout_identity']}` entirely, and the last "
+        f"{split['holdout_sentences']} sentence number(s) of every other identity's clips.",
+        "",
+        "## Targets",
+        "",
+        pd.DataFrame([{**c, "met": "yes" if c["met"] else "**no**"} for c in checks]).to_markdown(index=False),
+        "",
+        "## Sync expert",
+        "",
+        f"{sync_config['crop_height']}x{sync_config['crop_width']} grey mouth crops x 5 frames against 20 log-mel "
+        f"frames ({sync_config['n_mels']} bands, 100 Hz); {sync_config['steps']} steps of "
+        f"{sync_config['spans']} stretches x {sync_config['anchors_per_span']} video windows in "
+        f"{sync_metrics['train_seconds']:.0f} s wall clock, {sync_metrics['train_cpu_seconds']:.0f} s CPU, "
+        f"{sync_config['threads'] or 'default'} torch thread(s) "
+        f"(data preparation {sync_metrics['data_seconds']:.0f} s). Scores as Wav2Lip's evaluation "
+        "(syncnet_python, offsets -15..15, distances of unit embeddings, so LSE-D lies in [0, 1.41] and the "
+        "numbers are not on SyncNet's scale). \"Other clip\": the same video with the audio of another sentence "
+        "of the same identity.",
+        "",
+        per_split.to_markdown(index=False, floatfmt=".3f"),
+        "",
+        "## audio2motion",
+        "",
+        f"Variant `{motion_config['variant']}`, features `aud_{motion_config['feature_kind']}`; "
+        f"{motion_config['steps']} steps of {motion_config['batch_size']} x {motion_config['sequence_frames']} "
+        f"frames in {motion_metrics['train_seconds']:.0f} s wall clock, "
+        f"{motion_metrics['train_cpu_seconds']:.0f} s CPU, "
+        f"{motion_config['threads'] or 'default'} torch thread(s). Mouth error: mean 3D distance of points 48-67 to "
+        "the truth in the canonical frame, in image pixels; baseline: the neutral mouth. Jitter of the "
+        f"prediction (mean second difference): {motion_metrics['jitter']:.4f} vs the truth's "
+        f"{motion_metrics['truth_jitter']:.4f} (canonical units).",
+        "",
+        motion.to_markdown(index=False, floatfmt=".3f"),
+        "",
+    ]
+    report = {"targets": checks, "sync": sync_metrics, "audio2motion": motion_metrics,
+              "audio2motion_by_emotion": motion.to_dict(orient="records")}
+    return "\n".join(lines), report
