@@ -25,6 +25,7 @@ if __package__ in (None, ""):
 
 import torch
 
+from talkhead_models.atomic import write_text
 from talkhead_models.components.gaussians import gsplat_available, rasterize_gaussians
 from talkhead_models.components.hashgrid import HashGridConfig, HashGridEncoding, tcnn_available
 from talkhead_models.components.mlp import MLP
@@ -248,10 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     results = run(args.threads)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.output.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(results, indent=2) + "\n")
-    temporary.replace(args.output)
+    write_text(args.output, json.dumps(results, indent=2) + "\n")
     logger.info("wrote %s", args.output)
 
 

@@ -223,10 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     results = run(args.cores, args.seconds, args.long_seconds, args.workdir)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.output.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(results, indent=2) + "\n")
-    temporary.replace(args.output)
+    from talkhead_models.atomic import write_text
+
+    write_text(args.output, json.dumps(results, indent=2) + "\n")
     logger.info("wrote %s", args.output)
 
 
