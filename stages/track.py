@@ -1,0 +1,145 @@
+"""DVC stage ``track@<ID>``: head pose, expression and focal length from the FaceMesh points.
+
+Writes, in the ER-NeRF / RAD-NeRF conventions (see
+talkhead_models.preprocess.cameras): ``track_params.pt`` ({id, exp, euler,
+trans, focal}), ``transforms_train.json`` / ``transforms_val.json``
+(``focal_len``, ``cx``, ``cy``, ``frames[{img_id, aud_id,
+transform_matrix}]``; validation frames by talkhead_models.preprocess.splits),
+plus ``exp.npy`` ([N, K] expression coefficients, for Exp-Diff and pairing)
+and ``residual.npy`` ([N] median landmark reprojection error per frame, px).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from stages._stage import Stage, StageResult
+from talkhead_models.atomic import atomic_dir
+from talkhead_models.config import to_dict
+from talkhead_models.data.manifest import write_manifest
+from talkhead_models.preprocess.cameras import transform_matrix
+from talkhead_models.preprocess.face_model import FaceModel
+from talkhead_models.preprocess.splits import SplitConfig, validation_mask
+from talkhead_models.preprocess.tracking import TrackConfig, TrackingError, TrackResult, track
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "face_model.npz"
+
+
+@dataclass(frozen=True)
+class TrackStageConfig(TrackConfig):
+    """The tracker's settings plus the shared ``split`` section (which frames validate)."""
+
+    split: SplitConfig = field(default_factory=SplitConfig)
+    """Shared params section ``split``: the validation frames written to transforms_val.json."""
+
+
+def read_inputs(crop: Path, landmarks: Path, identity: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, int]:
+    """clips.parquet, lms478.npy and detected.npy of one identity, checked against each other."""
+    clips_path = crop / "clips.parquet"
+    points_path, detected_path = landmarks / "lms478.npy", landmarks / "detected.npy"
+    for path in (clips_path, points_path, detected_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{identity}: {path} not found; run `dvc repro landmarks@{identity}`")
+    clips = pd.read_parquet(clips_path).sort_values("first_frame").reset_index(drop=True)
+    points = np.load(points_path)
+    detected = np.load(detected_path).astype(bool)
+    n_frames = int(clips["last_frame"].max()) + 1 if len(clips) else 0
+    if points.shape != (n_frames, 478, 3) or detected.shape != (n_frames,):
+        raise TrackingError(f"{identity}: {points_path} is {points.shape} and {detected_path} {detected.shape}, but "
+                            f"{clips_path} covers {n_frames} frames; re-run the landmarks stage")
+    sizes = clips["image_size"].unique()
+    if len(sizes) != 1:
+        raise TrackingError(f"{clips_path}: frames of several sizes {sorted(sizes)}; expected one image_size")
+    return clips, points, detected, int(sizes[0])
+
+
+def recording_labels(clips: pd.DataFrame, n_frames: int) -> np.ndarray:
+    """[N] index of the recording each frame belongs to (smoothness stays within one)."""
+    labels = np.full(n_frames, -1, dtype=np.int64)
+    for number, row in enumerate(clips.itertuples(index=False)):
+        labels[row.first_frame:row.last_frame + 1] = number
+    return labels
+
+
+def transforms(result: TrackResult, frames: np.ndarray, image_size: int) -> dict:
+    """One transforms_*.json document for the given frame indices."""
+    poses = transform_matrix(result.euler[frames], result.trans[frames])
+    return {
+        "focal_len": float(result.focal),
+        "cx": image_size / 2.0,
+        "cy": image_size / 2.0,
+        "frames": [{"img_id": int(i), "aud_id": int(i), "transform_matrix": pose.tolist()}
+                   for i, pose in zip(frames, poses)],
+    }
+
+
+def track_params(result: TrackResult) -> dict[str, torch.Tensor]:
+    """The peers' track_params.pt dictionary (float32 tensors; id as [1, Ki], focal as [1])."""
+    return {
+        "id": torch.as_tensor(result.id, dtype=torch.float32)[None],
+        "exp": torch.as_tensor(result.exp, dtype=torch.float32),
+        "euler": torch.as_tensor(result.euler, dtype=torch.float32),
+        "trans": torch.as_tensor(result.trans, dtype=torch.float32),
+        "focal": torch.tensor([result.focal], dtype=torch.float32),
+    }
+
+
+def run(cfg: TrackStageConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path], identity: str) -> StageResult:
+    clips, points, detected, image_size = read_inputs(inputs["crop"], inputs["landmarks"], identity)
+    model = FaceModel.load(inputs["face_model"] / MODEL_FILE)
+    tracker_cfg = TrackConfig(**{k: v for k, v in to_dict(cfg).items() if k != "split"})
+    started = time.perf_counter()
+    result = track(model, points, detected, recording_labels(clips, len(points)), image_size, tracker_cfg, identity)
+    seconds = time.perf_counter() - started
+    validation = validation_mask(clips, len(points), cfg.split)
+    if not validation.any():
+        log.warning("%s: no validation frames (a single sentence and no continuous video); transforms_val.json "
+                    "lists no frames", identity)
+    with atomic_dir(outputs["track"]) as tmp:
+        torch.save(track_params(result), tmp / "track_params.pt")
+        for name, frames in (("train", np.flatnonzero(~validation)), ("val", np.flatnonzero(validation))):
+            (tmp / f"transforms_{name}.json").write_text(json.dumps(transforms(result, frames, image_size), indent=1))
+        np.save(tmp / "exp.npy", result.exp.astype(np.float32))
+        np.save(tmp / "residual.npy", result.residual_px.astype(np.float32))
+        metrics = {
+            "frames": float(len(points)),
+            "focal_px": result.focal,
+            "focal_factor": result.focal / image_size,
+            "residual_median_px": float(np.median(result.residual_px)),
+            "frames_per_second": len(points) / max(seconds, 1e-9),
+            "validation_frames": float(validation.sum()),
+        }
+        params = {**to_dict(cfg), "face_model_source": model.source, "focal_status": result.focal_status,
+                  "focal_curve": result.focal_curve, "metrics": metrics}
+        write_manifest(tmp, params, "track")
+    log.info("%s: tracked %d frames at %.0f frames/s, focal %.1f px (%s), median residual %.2f px", identity,
+             len(points), metrics["frames_per_second"], result.focal, result.focal_status,
+             metrics["residual_median_px"])
+    return StageResult(metrics=metrics, artifacts=[outputs["track"] / "manifest.json"])
+
+
+STAGE = Stage(
+    name="track",
+    config=TrackStageConfig,
+    section="track",
+    run=run,
+    inputs={"crop": "data/processed/{identity}/crop", "landmarks": "data/processed/{identity}/landmarks",
+            "face_model": "data/models/face_model"},
+    outputs={"track": "data/processed/{identity}/track"},
+    description=__doc__,
+    shared_sections=("split",),
+)
+
+if __name__ == "__main__":
+    raise SystemExit(STAGE.main())
