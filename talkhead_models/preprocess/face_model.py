@@ -38,7 +38,6 @@ coefficients are in units of one standard deviation (the peers multiply by
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -46,6 +45,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from talkhead_models import face_topology as topo
+from talkhead_models.weights import weights_dir
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +173,6 @@ class IdentityLandmarks:
     """[N] bool; False where the landmarks stage interpolated the frame."""
     image_size: int
     """Side of the processed frames in pixels."""
-
-
-def weights_dir() -> Path:
-    """The local weights folder: ``$TALKHEAD_WEIGHTS``, default ``./weights``."""
-    return Path(os.environ.get("TALKHEAD_WEIGHTS", "weights"))
 
 
 def facemesh_to_camera(points: np.ndarray, image_size: int, focal: float | None) -> np.ndarray:
