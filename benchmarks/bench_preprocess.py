@@ -55,36 +55,6 @@ def generate_corpus(workdir: Path, seconds: float) -> Path:
     return corpus
 
 
-def crop_stage_available() -> bool:
-    return (Path(__file__).resolve().parents[1] / "stages" / "crop.py").is_file()
-
-
-def _extract_frames(corpus: Path, out: Path) -> None:
-    """Stand-in for the crop stage: every source frame as a full-frame crop (the synthetic frames are framed)."""
-    import pandas as pd
-
-    from talkhead_models.data.processed import CLIP_COLUMNS
-    from talkhead_models.data.sources import recordings
-    from talkhead_models.media import iter_frames
-    from talkhead_models.preprocess.frames import BackgroundWriter
-
-    (out / "ori_imgs").mkdir(parents=True)
-    rows, index = [], 0
-    with BackgroundWriter(workers=2) as writer:
-        for recording in recordings("synthetic", corpus, IDENTITY):
-            first = index
-            for frame in iter_frames(recording.video):
-                writer.image(out / "ori_imgs" / f"{index}.jpg", frame)
-                index += 1
-            size = frame.shape[0]
-            rows.append({"clip": recording.clip, "kind": recording.kind, "emotion": recording.emotion,
-                         "level": recording.level, "sentence": recording.sentence, "first_frame": first,
-                         "last_frame": index - 1, "source": recording.video.relative_to(corpus).as_posix(),
-                         "truth": None, "source_fps": 25.0, "crop_x0": 0, "crop_y0": 0, "crop_size": size,
-                         "image_size": size})
-    pd.DataFrame(rows, columns=list(CLIP_COLUMNS)).to_parquet(out / "clips.parquet", index=False)
-
-
 def _run_stage(name: str, root: str, identity: str, cores: list[int], results) -> None:
     """Child process: one stage with its default config; reports wall time and peak RSS."""
     os.sched_setaffinity(0, cores)
@@ -97,14 +67,10 @@ def _run_stage(name: str, root: str, identity: str, cores: list[int], results) -
     before = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = before.ru_utime + before.ru_stime
     started = time.perf_counter()
-    if name == "crop" and not crop_stage_available():
-        _extract_frames(root_path / "data" / "raw" / "synthetic", root_path / "data" / "processed" / identity / "crop")
-        metrics: dict = {}
-    else:
-        stage = importlib.import_module(f"stages.{name}").STAGE
-        inputs, outputs = stage.paths(root_path, identity=identity, source="synthetic")
-        cfg = from_dict(stage.config, {})
-        metrics = stage.run(cfg, inputs, outputs, identity=identity).metrics
+    stage = importlib.import_module(f"stages.{name}").STAGE
+    inputs, outputs = stage.paths(root_path, identity=identity, source="synthetic")
+    cfg = from_dict(stage.config, {})
+    metrics = stage.run(cfg, inputs, outputs, identity=identity).metrics
     seconds = time.perf_counter() - started
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     results.put({
@@ -180,8 +146,7 @@ def run(cores: int, seconds: float, long_seconds: float, workdir: Path) -> dict:
         "machine": machine_info(pinned),
         "image_size": 512,
         "video_seconds": seconds,
-        "crop_stage": "stages.crop" if crop_stage_available() else
-        "substitute: frame extraction without face detection (stages/crop.py absent)",
+        "crop_stage": "stages.crop",
         "stages": {},
     }
     try:
