@@ -3,7 +3,11 @@
 A stage is a function ``run(cfg, inputs, outputs) -> StageResult`` plus a
 declaration of its config section and default paths. A stage whose paths
 contain ``{identity}`` runs once per identity and its function also gets
-``identity=`` (dvc.yaml's ``foreach``); a function with a ``log_metric``
+``identity=`` (dvc.yaml's ``foreach``); one whose paths contain ``{method}``
+runs once per registered method (or ablation variant) and gets
+``method=`` (its :class:`~talkhead_models.methods.MethodSpec`) and
+``method_config=`` (the method family's params section, resolved into its
+config dataclass, with the variant's overrides on top); a function with a ``log_metric``
 parameter gets a ``log_metric(name, value, step)`` callback into its MLflow run. ``Stage.execute`` wraps
 one call in one MLflow run (tags: stage, identity, method, git commit; the
 params it used; the metrics and small artifacts it returned). The CLI
@@ -72,6 +76,11 @@ class Stage:
         """A stage whose paths name ``{identity}`` runs once per identity (``foreach`` in dvc.yaml)."""
         return any("{identity}" in p for p in (*self.inputs.values(), *self.outputs.values()))
 
+    @property
+    def per_method(self) -> bool:
+        """A stage whose paths name ``{method}`` runs once per method (train, evaluate)."""
+        return any("{method}" in p for p in (*self.inputs.values(), *self.outputs.values()))
+
     def resolve_config(self, params: Mapping[str, Any]) -> Any:
         """The stage's config: its section, plus the shared sections it embeds, from params.yaml."""
         overrides = section_overrides(params, self.section)
@@ -80,9 +89,10 @@ class Stage:
         return from_dict(self.config, overrides, where=self.section)
 
     def paths(self, root: Path, overrides: Mapping[str, str | Path] | None = None,
-              identity: str | None = None, source: str = "synthetic") -> tuple[dict, dict]:
-        """Absolute input and output paths: the defaults, or the overrides, with ``{identity}``
-        and ``{source}`` (params ``data.source``) filled in."""
+              identity: str | None = None, source: str = "synthetic",
+              method: str | None = None) -> tuple[dict, dict]:
+        """Absolute input and output paths: the defaults, or the overrides, with ``{identity}``,
+        ``{method}`` and ``{source}`` (params ``data.source``) filled in."""
         overrides = overrides or {}
 
         def resolve_path(name: str, default: str) -> Path:
@@ -91,6 +101,10 @@ class Stage:
                 if identity is None:
                     raise ValueError(f"stage {self.name} runs per identity: pass --identity")
                 path = path.replace("{identity}", identity)
+            if "{method}" in path:
+                if method is None:
+                    raise ValueError(f"stage {self.name} runs per method: pass --method")
+                path = path.replace("{method}", method)
             return root / path.replace("{source}", source)
 
         inputs = {k: resolve_path(k, v) for k, v in self.inputs.items()}
@@ -112,17 +126,29 @@ class Stage:
         if method is not None:
             validate_name(method, "method")
         cfg = self.resolve_config(params)
+        logged = to_dict(cfg)
+        extra: dict[str, Any] = {"identity": identity} if self.per_identity else {}
+        if self.per_method:
+            if method is None:
+                raise ValueError(f"stage {self.name} runs per method: pass method= (--method)")
+            from talkhead_models.methods import get_method
+
+            spec = get_method(method)
+            method_cfg = spec.resolve_config(section_overrides(params, spec.family))
+            extra.update(method=spec, method_config=method_cfg)
+            logged = {**logged, spec.family: to_dict(method_cfg)}
         source = str((params.get("data") or {}).get("source", "synthetic"))
-        inputs, outputs = self.paths(root, paths, identity, source)
+        inputs, outputs = self.paths(root, paths, identity, source, method)
         missing = [f"{name}: {path}" for name, path in inputs.items() if not path.exists()]
         if missing:
             raise FileNotFoundError(
                 f"stage {self.name}: missing input(s) {missing}; run the stages before it (`dvc repro {self.name}`)"
             )
         started = time.perf_counter()
-        with tracked_run(self.name, root, to_dict(cfg), identity=identity, method=method,
+        with tracked_run(self.name, root, logged, identity=identity, method=method,
                          profile=str(params.get("profile", "paper"))) as tracker:
-            extra: dict[str, Any] = {"identity": identity} if self.per_identity else {}
+            if "profile" in inspect.signature(self.run).parameters:
+                extra["profile"] = str(params.get("profile", "paper"))
             if "log_metric" in inspect.signature(self.run).parameters:
                 # Training stages log curves while they run, not only at the end.
                 extra["log_metric"] = lambda name, value, step: tracker.log_metrics({name: value}, step=step)
@@ -140,6 +166,8 @@ class Stage:
         parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
         if self.per_identity:
             parser.add_argument("--identity", required=True, help="identity to process ([A-Za-z0-9_-]+)")
+        if self.per_method:
+            parser.add_argument("--method", required=True, help="registered method or ablation variant")
         for name, default in {**self.inputs, **self.outputs}.items():
             parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default,
                                 help=f"path (default: {default})")
@@ -147,7 +175,8 @@ class Stage:
         configure_logging()
         params = load_params(args.params)
         paths = {name: getattr(args, name) for name in {**self.inputs, **self.outputs}}
-        self.execute(params, root=Path.cwd(), paths=paths, identity=getattr(args, "identity", None))
+        self.execute(params, root=Path.cwd(), paths=paths, identity=getattr(args, "identity", None),
+                     method=getattr(args, "method", None))
         return 0
 
 

@@ -37,6 +37,29 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def resumable_dir(path: str | Path) -> Iterator[Path]:
+    """Like :func:`atomic_dir`, but the work folder survives a failure so the next run can resume from it.
+
+    The folder is the sibling ``.<name>.partial``: training writes its
+    checkpoints there, a killed run leaves them (and the previous output
+    untouched), and success renames it into place.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    work = path.with_name(f".{path.name}.partial")
+    work.mkdir(exist_ok=True)
+    yield work
+    old = None
+    if path.exists():
+        old = path.with_name(f".{path.name}.{os.getpid()}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
+    work.rename(path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary file path (same suffix) that replaces ``path`` on success."""
     path = Path(path)

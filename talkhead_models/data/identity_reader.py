@@ -131,6 +131,39 @@ class IdentityReader:
             raise IdentityError(f"{path} not found; run the audio stage")
         return np.load(path)
 
+    def split(self) -> pd.DataFrame | None:
+        """``split.parquet`` (self-driven validation ranges, cross-driven audio) or None when absent."""
+        path = self.layout.path("split")
+        return pd.read_parquet(path) if path.is_file() else None
+
+    def validation_mask(self) -> np.ndarray:
+        """[N] True for frames held out for validation, by the first rule whose file exists.
+
+        ``split.parquet``'s self-driven ranges (ours); else the frames of
+        ``transforms_val.json`` (an ER-NeRF folder); else the last 1/11 of the
+        frames, the convention both use.
+        """
+        mask = np.zeros(self.num_frames, bool)
+        table = self.split()
+        if table is not None:
+            for row in table.loc[table["role"] == "self"].itertuples(index=False):
+                mask[int(row.first_frame): int(row.last_frame) + 1] = True
+            return mask
+        transforms = self.transforms("val")
+        if transforms is not None:
+            mask[[int(f["img_id"]) for f in transforms.get("frames", []) if int(f["img_id"]) < self.num_frames]] = True
+            return mask
+        mask[int(self.num_frames * 10 / 11):] = True
+        return mask
+
+    def training_frames(self) -> np.ndarray:
+        """Indices of the frames a model may train on (everything not held out)."""
+        frames = np.flatnonzero(~self.validation_mask())
+        if len(frames) == 0:
+            raise IdentityError(f"{self.root}: every frame is held out for validation; check the split stage's "
+                                "params (val_fraction, val_sentence_fraction)")
+        return frames
+
     def landmarks68(self, index: int) -> np.ndarray:
         """[68, 2] landmarks of one frame from ``<i>.lms`` (ER-NeRF's text format)."""
         path = self.layout.lms(index)

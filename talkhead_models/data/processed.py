@@ -22,6 +22,7 @@ into one output), so our layout is *staged*::
     <ID>/track/track_params.pt        {id, exp, euler, trans, focal}
     <ID>/track/transforms_train.json  focal_len, cx, cy, frames[{img_id, aud_id, transform_matrix}]
     <ID>/track/transforms_val.json
+    <ID>/split/split.parquet          validation frame ranges and cross-driven audio (SPLIT_COLUMNS)
     <ID>/<stage>/manifest.json        each file's shape and dtype, and the params that made it
 
 The ER-NeRF / RAD-NeRF tools use one *flat* folder (``ori_imgs/``,
@@ -72,6 +73,7 @@ _LAYOUT = {
     "track_params": ("track/track_params.pt", "track_params.pt"),
     "transforms_train": ("track/transforms_train.json", "transforms_train.json"),
     "transforms_val": ("track/transforms_val.json", "transforms_val.json"),
+    "split": ("split/split.parquet", "split.parquet"),
 }
 
 

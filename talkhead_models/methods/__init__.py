@@ -1,0 +1,12 @@
+"""Talking-head methods, one package each, registered by name (see :mod:`talkhead_models.methods.base`).
+
+``get_method(name)`` returns a :class:`MethodSpec` (config class, trainer,
+loader); ``method_names()`` lists every registered method and ablation
+variant. The reference rows ``ground_truth`` and ``static`` live in
+:mod:`talkhead_models.methods.reference`.
+"""
+
+from talkhead_models.methods.base import (Driving, MethodSpec, TalkingHead, UnsupportedDriving, get_method,
+                                          method_names, register)
+
+__all__ = ["Driving", "MethodSpec", "TalkingHead", "UnsupportedDriving", "get_method", "method_names", "register"]

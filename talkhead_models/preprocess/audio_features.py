@@ -203,8 +203,21 @@ def compute_features(read_samples: Callable[[int, int], np.ndarray], ranges: Ite
         segment = np.asarray(read_samples(first * SAMPLES_PER_FRAME, (last + 1) * SAMPLES_PER_FRAME), np.float32)
         if len(segment) < n_frames * SAMPLES_PER_FRAME:
             segment = np.pad(segment, (0, n_frames * SAMPLES_PER_FRAME - len(segment)))
-        features = mel_features(segment, cfg) if cfg.kind == "mel" else pretrained_features(segment, cfg, weights)
-        out[first : last + 1] = frame_windows(features, n_frames, cfg.window)
+        out[first : last + 1] = waveform_features(segment, n_frames, cfg, weights)
+
+
+def waveform_features(audio: np.ndarray, n_frames: int, cfg: AudioConfig, weights: Path | None = None) -> np.ndarray:
+    """[n_frames, window, D] features of one recording's 16 kHz waveform, as the audio stage stores them.
+
+    The evaluation computes cross-driven audio (another identity's recording) through this same function,
+    so a model sees the features it was trained on.
+    """
+    check_kind(cfg)
+    audio = np.asarray(audio, np.float32)
+    if len(audio) < n_frames * SAMPLES_PER_FRAME:
+        audio = np.pad(audio, (0, n_frames * SAMPLES_PER_FRAME - len(audio)))
+    features = mel_features(audio, cfg) if cfg.kind == "mel" else pretrained_features(audio, cfg, weights)
+    return frame_windows(features, n_frames, cfg.window)
 
 
 def _fit_length(features: np.ndarray, length: int) -> np.ndarray:

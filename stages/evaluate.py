@@ -1,0 +1,88 @@
+"""DVC stage ``evaluate@<method>-<identity>``: self- and cross-driven renders of a trained model, every metric.
+
+Self-driven: the identity's held-out frames (split.parquet) rendered from
+their own audio and cameras and compared with the real frames. Cross-driven:
+other identities' held-out audio on the identity's cameras. Writes the
+metrics record ``reports/metrics/<method>/<identity>.json`` (a DVC metrics
+file; the tables stage reads it) and ``reports/videos/<method>/<identity>/``
+(``self.mp4`` rendered | ground truth, ``cross.mp4``, a sample frame of each,
+audio muxed). Metrics whose weights are missing are "n/a" with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from stages._stage import Stage, StageResult
+from talkhead_models.atomic import atomic_dir, write_text
+from talkhead_models.data import DataConfig
+from talkhead_models.evaluation import EvaluationConfig, EvaluationInputs, evaluate_method
+from talkhead_models.methods.base import MethodSpec
+from talkhead_models.preprocess.audio_features import AudioConfig
+
+log = logging.getLogger(__name__)
+
+HEADLINE = ("PSNR", "SSIM", "M-LMD", "F-LMD", "LSE-C", "LSE-D", "CPBD", "FPS")
+"""Metrics also logged to MLflow as numbers (every metric is in the JSON)."""
+
+
+@dataclass(frozen=True)
+class EvaluateStageConfig(EvaluationConfig):
+    """The evaluation budget, plus the shared ``audio`` section (cross-driven features use the same settings)."""
+
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    """Shared params section ``audio``."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Shared params section ``data``."""
+
+
+def run(cfg: EvaluateStageConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path], identity: str,
+        method: MethodSpec, method_config: Any, profile: str = "") -> StageResult:
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, cfg.threads))
+    sources = EvaluationInputs(
+        identity_root=inputs["identity"], model_dir=inputs["model"], raw_root=inputs["corpus"],
+        sync_expert=inputs["sync_expert"], face_model=inputs["face_model"],
+        pretrained={name: inputs[name] for name in ("audio2motion", "sync_expert")},
+    )
+    try:
+        with atomic_dir(outputs["videos"]) as videos:
+            record = evaluate_method(method, method_config, cfg, cfg.audio, sources, videos, profile=profile)
+    finally:
+        torch.set_num_threads(previous_threads)
+    write_text(outputs["metrics"], json.dumps(record, indent=1, allow_nan=True) + "\n")
+    metrics = {}
+    for role, setting in record["settings"].items():
+        metrics[f"{role}_frames"] = float(setting["frames"])
+        for name in HEADLINE:
+            value = setting["metrics"].get(name, {}).get("value")
+            if value is not None and math.isfinite(value):
+                metrics[f"{role}_{name.replace('-', '_')}"] = float(value)
+    summary = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if k.startswith("self_"))
+    log.info("evaluate %s@%s: %s", method.name, identity, summary)
+    artifacts = [outputs["metrics"], *sorted(outputs["videos"].glob("*.jpg"))]
+    return StageResult(metrics=metrics, artifacts=artifacts)
+
+
+STAGE = Stage(
+    name="evaluate",
+    config=EvaluateStageConfig,
+    section="evaluate",
+    run=run,
+    inputs={"identity": "data/processed/{identity}", "model": "data/models/{method}/{identity}",
+            "corpus": "data/raw/{source}", "sync_expert": "data/models/sync_expert",
+            "audio2motion": "data/models/audio2motion", "face_model": "data/models/face_model"},
+    outputs={"metrics": "reports/metrics/{method}/{identity}.json", "videos": "reports/videos/{method}/{identity}"},
+    description=__doc__,
+    shared_sections=("audio", "data"),
+)
+
+if __name__ == "__main__":
+    raise SystemExit(STAGE.main())

@@ -1,0 +1,90 @@
+"""DVC stage ``train@<method>-<identity>``: one method (or ablation variant) trained on one identity.
+
+The method comes from the registry (talkhead_models.methods); its config is
+the params section named after its family (``r2talker``, ``static``, ...),
+with the variant's ablation switches on top. The trainer writes into
+``data/models/<method>/.<identity>.partial/`` and keeps its checkpoints
+there, so a killed run resumes where it stopped; on success the folder is
+renamed to ``data/models/<method>/<identity>/`` with ``train.json``
+(seconds, hardware, iterations) and a manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from stages._stage import Stage, StageResult
+from talkhead_models.atomic import resumable_dir
+from talkhead_models.config import to_dict
+from talkhead_models.data.manifest import write_manifest
+from talkhead_models.evaluation import TRAINING_SUMMARY
+from talkhead_models.methods.base import MethodSpec, MetricLogger
+from talkhead_models.metrics.speed import device_description
+
+log = logging.getLogger(__name__)
+
+PRETRAINED = ("audio2motion", "sync_expert")
+"""Corpus-level model folders every train and evaluate stage receives (a method uses those it declares)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of the train stage itself (each method's own knobs live in its family's section)."""
+
+    threads: int = 1
+    """torch CPU threads while training (on a shared 2-core machine one thread is fastest)."""
+
+
+def pretrained_inputs(inputs: Mapping[str, Path], spec: MethodSpec) -> dict[str, Path]:
+    """The corpus-level models ``spec`` declares, checked to exist."""
+    found = {}
+    for name in spec.pretrained:
+        folder = inputs[name]
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: {spec.name} needs the {name} model; run `dvc repro pretrain_{name}`"
+                                    if name != "sync_expert" else
+                                    f"{folder}: {spec.name} needs the sync expert; run `dvc repro pretrain_sync`")
+        found[name] = folder
+    return found
+
+
+def run(cfg: TrainConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path], identity: str,
+        method: MethodSpec, method_config: Any, log_metric: MetricLogger | None = None) -> StageResult:
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, cfg.threads))
+    try:
+        with resumable_dir(outputs["model"]) as work:
+            started = time.perf_counter()
+            summary = method.train(method_config, inputs["identity"], pretrained_inputs(inputs, method), work,
+                                   log_metric=log_metric)
+            summary = {"seconds": time.perf_counter() - started, **summary, "hardware": device_description(),
+                       "method": method.name, "identity": identity}
+            (work / TRAINING_SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
+            write_manifest(work, {"train": to_dict(cfg), method.family: to_dict(method_config)}, "train")
+    finally:
+        torch.set_num_threads(previous_threads)
+    log.info("train %s@%s: %.1f s", method.name, identity, summary["seconds"])
+    metrics = {f"train_{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))}
+    return StageResult(metrics=metrics, artifacts=[outputs["model"] / TRAINING_SUMMARY])
+
+
+STAGE = Stage(
+    name="train",
+    config=TrainConfig,
+    section="train",
+    run=run,
+    inputs={"identity": "data/processed/{identity}", "audio2motion": "data/models/audio2motion",
+            "sync_expert": "data/models/sync_expert"},
+    outputs={"model": "data/models/{method}/{identity}"},
+    description=__doc__,
+)
+
+if __name__ == "__main__":
+    raise SystemExit(STAGE.main())

@@ -1,0 +1,150 @@
+"""Evaluation of one method on one identity: self- and cross-driven renders, every table metric, videos.
+
+:func:`evaluate_method` is what the ``evaluate@<method>-<identity>`` stage
+calls. It returns the record the tables read (``reports/metrics/<method>/
+<identity>.json``)::
+
+    {"method", "family", "variant", "identity", "profile", "hardware",
+     "settings": {"self": {"frames", "clips", "metrics": {name: MetricValue.to_dict()}},
+                  "cross": {...}}}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from talkhead_models.data.identity_reader import IdentityReader
+from talkhead_models.evaluation.driving import FrameBudget, SplitError, drivings
+from talkhead_models.evaluation.evaluate import (FACE_MODEL_FILE, ClipScorer, EvaluationConfig, ExpressionFitter, LandmarkFinder,
+                                                 RoleResult, evaluate_role, training_metric)
+from talkhead_models.evaluation.videos import SideBySide
+from talkhead_models.methods.base import MethodSpec
+from talkhead_models.metrics.speed import device_description
+from talkhead_models.preprocess.audio_features import AudioConfig
+
+log = logging.getLogger(__name__)
+
+TRAINING_SUMMARY = "train.json"
+"""Written into every model folder by the train stage: seconds, hardware, iterations."""
+
+
+@dataclass(frozen=True)
+class EvaluationInputs:
+    """Where an evaluation reads from."""
+
+    identity_root: Path
+    """data/processed/<ID>."""
+    model_dir: Path
+    """data/models/<method>/<ID> (the train stage's output)."""
+    raw_root: Path
+    """The raw corpus: cross-driven audio is read from the recordings split.parquet names."""
+    sync_expert: Path | None
+    """The corpus-trained sync expert's folder (its model.pt); SyncNet's weights take precedence when present."""
+    face_model: Path | None
+    """The face model folder the tracker used (for Exp-Diff); None: Exp-Diff is n/a."""
+    pretrained: Mapping[str, Path]
+    """Corpus-level models a method may need at render time (name -> folder)."""
+    weights: Path | None = None
+    """The local weights folder (None: $TALKHEAD_WEIGHTS or ./weights)."""
+
+
+def evaluate_method(spec: MethodSpec, method_cfg: Any, cfg: EvaluationConfig, audio_cfg: AudioConfig,
+                    inputs: EvaluationInputs, videos_dir: Path | None, profile: str = "") -> dict:
+    """Render ``spec``'s model of the identity self- and cross-driven and measure it; the metrics record."""
+    reader = IdentityReader(inputs.identity_root)
+    head = spec.load(method_cfg, inputs.identity_root, inputs.pretrained, inputs.model_dir)
+    scorer = ClipScorer(sync_scorer=_sync_scorer(inputs), landmarks=LandmarkFinder(), weights=inputs.weights,
+                        reference_frame=reader.frame(int(reader.training_frames()[0])))
+    expression = _expression_fitter(inputs, reader, head.image_size)
+    if isinstance(expression, str):
+        scorer.expression_missing = expression
+    else:
+        scorer.expression = expression
+    audio_kinds = (audio_cfg.kind,)
+    summary = _training_summary(inputs.model_dir)
+    settings = {}
+    try:
+        for role, limit in (("self", cfg.max_self_frames), ("cross", cfg.max_cross_frames)):
+            budget = FrameBudget(max_frames=limit, min_clip_frames=cfg.min_clip_frames)
+            role_drivings = drivings(reader, role, budget, inputs.raw_root, audio_cfg, audio_kinds,
+                                     weights=inputs.weights)
+            truth = (lambda indices: np.stack([reader.frame(int(i)) for i in indices])) if role == "self" else None
+            video = None
+            if cfg.videos and videos_dir is not None and role_drivings:
+                video = SideBySide(videos_dir / f"{role}.mp4", role_drivings, head.image_size, spec.name,
+                                   with_truth=role == "self")
+            try:
+                result = evaluate_role(head, role_drivings, scorer, truth, cfg, real_frames=_real_frames(reader),
+                                       sink=video)
+            finally:
+                if video is not None:
+                    video.close(videos_dir / f"{role}.jpg")
+            result.metrics["Training time"] = training_metric(summary)
+            settings[role] = _setting_record(result)
+    finally:
+        scorer.landmarks.close()
+    return {
+        "method": spec.name, "family": spec.family, "variant": spec.variant, "identity": reader.root.name,
+        "profile": profile, "hardware": device_description(), "settings": settings,
+        "training": summary,
+    }
+
+
+def _setting_record(result: RoleResult) -> dict:
+    return {"frames": result.frames, "clips": result.clips,
+            "metrics": {name: value.to_dict() for name, value in sorted(result.metrics.items())}}
+
+
+def _sync_scorer(inputs: EvaluationInputs):
+    """SyncNet when its weights are present, else the corpus-trained sync expert, else None (Sync is n/a)."""
+    from talkhead_models.pretrained.sync_expert import ExpertScorer, load_expert
+    from talkhead_models.pretrained.syncnet_reference import ReferenceScorer, load_reference_syncnet
+
+    model = load_reference_syncnet(inputs.weights)
+    if model is not None:
+        return ReferenceScorer(model)
+    checkpoint = Path(inputs.sync_expert) / "model.pt" if inputs.sync_expert is not None else None
+    if checkpoint is None or not checkpoint.is_file():
+        log.warning("no sync scorer: neither syncnet_v2.model nor a trained sync expert (%s); Sync, LSE-C and "
+                    "LSE-D are n/a", checkpoint)
+        return None
+    return ExpertScorer(*load_expert(checkpoint))
+
+
+def _expression_fitter(inputs: EvaluationInputs, reader: IdentityReader, image_size: int) -> ExpressionFitter | str:
+    """The tracker for Exp-Diff, or the reason it is unavailable."""
+    track_params = reader.layout.path("track_params")
+    if inputs.face_model is None or not (Path(inputs.face_model) / FACE_MODEL_FILE).is_file():
+        return f"no face model ({inputs.face_model}/{FACE_MODEL_FILE}); run the face_model stage"
+    if not track_params.is_file():
+        return f"{track_params} not found; run the track stage"
+    return ExpressionFitter(Path(inputs.face_model), track_params, image_size)
+
+
+def _real_frames(reader: IdentityReader):
+    """FID's reference set: real frames spread over the identity's training frames."""
+    def sample(count: int) -> np.ndarray:
+        frames = reader.training_frames()
+        chosen = frames[np.linspace(0, len(frames) - 1, min(count, len(frames))).astype(int)]
+        return np.stack([reader.frame(int(i)) for i in chosen])
+    return sample
+
+
+def _training_summary(model_dir: Path) -> dict | None:
+    path = Path(model_dir) / TRAINING_SUMMARY
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def set_threads(count: int) -> None:
+    torch.set_num_threads(max(1, count))
+
+
+__all__ = ["EvaluationConfig", "EvaluationInputs", "SplitError", "TRAINING_SUMMARY", "evaluate_method",
+           "set_threads"]

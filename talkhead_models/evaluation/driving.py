@@ -1,0 +1,147 @@
+"""The driving signals of an evaluation: one :class:`Driving` per row of the identity's ``split.parquet``.
+
+* **self-driven** rows are the identity's own held-out frame ranges: its
+  audio, audio features, eye openness, landmarks and expression at those
+  frames, rendered from those frames' cameras, and compared with them;
+* **cross-driven** rows are another identity's held-out recording: its audio
+  (features computed with the identity's own audio settings), rendered from
+  a stretch of the identity's own validation cameras (looped back and forth
+  when the audio is longer) with the identity's own blinks.
+
+A frame budget per role (``max_frames``) keeps CPU evaluation short: every
+row gets an equal share (at least ``min_clip_frames``, the length the
+lip-sync search needs), rows are taken in the split table's order (which
+interleaves emotions) until the budget is spent.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from talkhead_models.data.identity_reader import IdentityReader
+from talkhead_models.data.processed import FPS, SAMPLE_RATE
+from talkhead_models.media import read_audio
+from talkhead_models.methods.base import Driving, Role
+from talkhead_models.preprocess.audio_features import AudioConfig, waveform_features
+
+log = logging.getLogger(__name__)
+
+SAMPLES_PER_FRAME = int(round(SAMPLE_RATE / FPS))
+
+
+class SplitError(FileNotFoundError):
+    """The identity has no split table, or it has nothing to evaluate; the message names the stage to run."""
+
+
+@dataclass(frozen=True)
+class FrameBudget:
+    """How many frames of each role are rendered."""
+
+    max_frames: int = 0
+    """Frames rendered per role (self, cross); 0 = every frame of every row."""
+    min_clip_frames: int = 50
+    """Fewest frames a row is cut to (2 s: the lip-sync offset search spans +-15 frames)."""
+
+    def allot(self, lengths: list[int]) -> list[int]:
+        """Frames taken from each row (0 = row skipped), in order, within the budget."""
+        if self.max_frames <= 0:
+            return list(lengths)
+        share = max(self.min_clip_frames, self.max_frames // max(len(lengths), 1))
+        taken, left = [], self.max_frames
+        for length in lengths:
+            count = min(length, share, left) if left > 0 else 0
+            taken.append(count)
+            left -= count
+        return taken
+
+
+def self_drivings(reader: IdentityReader, table: pd.DataFrame, budget: FrameBudget,
+                  audio_kinds: tuple[str, ...], expression: np.ndarray | None) -> list[Driving]:
+    """One driving per self-driven row: the identity's own held-out frames."""
+    rows = table.loc[table["role"] == "self"].reset_index(drop=True)
+    lengths = (rows["last_frame"] - rows["first_frame"] + 1).astype(int).tolist()
+    waveform = reader.audio()
+    features = {kind: reader.audio_features(kind) for kind in audio_kinds}
+    eye = reader.eye()
+    landmarks = np.load(reader.layout.path("landmarks68"), mmap_mode="r")
+    drivings = []
+    for row, count in zip(rows.itertuples(index=False), budget.allot(lengths)):
+        if count == 0:
+            continue
+        frames = np.arange(int(row.first_frame), int(row.first_frame) + count)
+        audio = waveform[frames[0] * SAMPLES_PER_FRAME:(frames[-1] + 1) * SAMPLES_PER_FRAME]
+        audio = np.pad(audio, (0, max(0, count * SAMPLES_PER_FRAME - len(audio))))
+        drivings.append(Driving(
+            identity=reader.root.name, role="self", audio=audio,
+            audio_features={k: np.asarray(v[np.minimum(frames, len(v) - 1)]) for k, v in features.items()},
+            eye=np.asarray(eye[frames], np.float32), frame_indices=frames, audio_identity=reader.root.name,
+            clip=str(row.clip), emotion=str(row.emotion), landmarks=np.asarray(landmarks[frames], np.float32),
+            expression=None if expression is None else np.asarray(expression[frames], np.float32),
+        ))
+    return drivings
+
+
+def cross_drivings(reader: IdentityReader, table: pd.DataFrame, budget: FrameBudget, raw_root: Path,
+                   audio_cfg: AudioConfig, audio_kinds: tuple[str, ...],
+                   weights: Path | None = None) -> list[Driving]:
+    """One driving per cross-driven row: another identity's recording on this identity's cameras."""
+    rows = table.loc[table["role"] == "cross"].reset_index(drop=True)
+    lengths = [int(np.floor((row.end_s - row.start_s) * FPS)) for row in rows.itertuples(index=False)]
+    own_frames = np.flatnonzero(reader.validation_mask())
+    if len(own_frames) == 0:
+        own_frames = reader.training_frames()
+    eye = reader.eye()
+    drivings = []
+    for row, count in zip(rows.itertuples(index=False), budget.allot(lengths)):
+        if count == 0:
+            continue
+        source = Path(raw_root) / str(row.audio_source)
+        if not source.is_file():
+            raise SplitError(f"{source}: cross-driven audio named by {reader.layout.path('split')} is missing; "
+                             "re-run the synth (or data) stage, or the split stage if the corpus changed")
+        waveform = read_audio(source, SAMPLE_RATE)
+        start = int(round(row.start_s * SAMPLE_RATE))
+        audio = waveform[start:start + count * SAMPLES_PER_FRAME]
+        audio = np.pad(audio, (0, max(0, count * SAMPLES_PER_FRAME - len(audio))))
+        features = {}
+        for kind in audio_kinds:
+            if kind != audio_cfg.kind:
+                raise SplitError(f"evaluation asks for {kind} features but the audio stage computes "
+                                 f"{audio_cfg.kind}; set audio.kind={kind} or evaluate with {audio_cfg.kind}")
+            features[kind] = waveform_features(audio, count, audio_cfg, weights)
+        frames = ping_pong(own_frames, count)
+        drivings.append(Driving(
+            identity=reader.root.name, role="cross", audio=audio, audio_features=features,
+            eye=np.asarray(eye[frames], np.float32), frame_indices=frames,
+            audio_identity=str(row.audio_identity), clip=str(row.clip), emotion=str(row.emotion),
+        ))
+    return drivings
+
+
+def ping_pong(frames: np.ndarray, count: int) -> np.ndarray:
+    """``count`` indices walking ``frames`` forwards, then backwards, ... (no jump in head pose)."""
+    if len(frames) == 1:
+        return np.repeat(frames, count)
+    cycle = np.concatenate([frames, frames[-2:0:-1]])
+    return cycle[np.arange(count) % len(cycle)]
+
+
+def drivings(reader: IdentityReader, role: Role, budget: FrameBudget, raw_root: Path, audio_cfg: AudioConfig,
+             audio_kinds: tuple[str, ...], expression: np.ndarray | None = None,
+             weights: Path | None = None) -> list[Driving]:
+    """The drivings of one role for ``reader``'s identity, from its ``split.parquet``."""
+    table = reader.split()
+    if table is None:
+        raise SplitError(f"{reader.layout.path('split')} not found; run `dvc repro split@{reader.root.name}`")
+    if role == "self":
+        result = self_drivings(reader, table, budget, audio_kinds, expression)
+    else:
+        result = cross_drivings(reader, table, budget, raw_root, audio_cfg, audio_kinds, weights)
+    log.info("%s: %d %s-driven clips, %d frames", reader.root.name, len(result), role,
+             sum(d.num_frames for d in result))
+    return result

@@ -1,0 +1,305 @@
+"""Render a method's drivings and measure every table metric on the result.
+
+One :class:`ClipScorer` looks at rendered clips the same way whatever
+rendered them: FaceMesh finds 68 landmarks on the rendered frames *and* on
+the ground-truth frames (the same detector on both, so the ground-truth row
+has LMD 0 exactly), the sync scorer (SyncNet when its weights are present,
+else the corpus-trained sync expert) scores the mouth against the driving
+audio, and the tracker fits expression coefficients to both landmark sets
+for Exp-Diff. Metrics that need missing weights are n/a with the reason;
+metrics that need ground-truth frames are n/a for cross-driven audio.
+
+Per-frame metrics are averaged over all rendered frames of a role; the
+lip-sync scores are averaged over clips, as Wav2Lip's evaluation averages
+over videos; FID compares a subsample of rendered and real frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from tqdm import tqdm
+
+from talkhead_models.face_topology import to_68
+from talkhead_models.methods.base import Driving, TalkingHead, UnsupportedDriving
+from talkhead_models.metrics import (METRICS, MetricValue, SyncScorer, acd, aue, available_metrics, cpbd, exp_diff,
+                                     face_lmd, fid, lpips, mouth_lmd, psnr, ssim, sync_metrics, training_time)
+from talkhead_models.metrics.speed import device_description
+
+log = logging.getLogger(__name__)
+
+FACE_MODEL_FILE = "face_model.npz"
+"""The face model file in the face_model stage's folder."""
+
+SELF_ONLY = ("PSNR", "SSIM", "LPIPS", "FID", "M-LMD", "F-LMD", "AUE", "Exp-Diff")
+"""Metrics that compare with ground-truth frames, which cross-driven audio does not have."""
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What the evaluate stage renders and how much of it (params.yaml ``evaluate``)."""
+
+    max_self_frames: int = 0
+    """Self-driven frames rendered (held-out frames with ground truth); 0 = all of them."""
+    max_cross_frames: int = 0
+    """Cross-driven frames rendered (other identities' audio); 0 = all of them."""
+    min_clip_frames: int = 50
+    """Fewest frames a driving clip is cut to (the lip-sync search needs about 2 s)."""
+    fid_frames: int = 200
+    """Rendered and real frames (evenly subsampled) compared by FID."""
+    videos: bool = True
+    """Write side-by-side videos with the driving audio under reports/videos/."""
+    threads: int = 1
+    """torch threads while rendering and scoring (1 is fastest on shared 2-core machines)."""
+
+
+def combine(name: str, parts: list[tuple[MetricValue, int]]) -> MetricValue:
+    """One value from per-clip values weighted by frames (= the mean over all frames); n/a if any part is."""
+    if not parts:
+        return MetricValue.not_available(name, "no frames were rendered", higher_is_better=METRICS[name]
+                                         .higher_is_better if name in METRICS else True)
+    first = parts[0][0]
+    missing = next((value for value, _ in parts if not value.available), None)
+    if missing is not None:
+        return missing
+    weights = np.array([count for _, count in parts], np.float64)
+    values = np.array([value.value for value, _ in parts], np.float64)
+    if np.isinf(values).all() and (np.sign(values) == np.sign(values[0])).all():
+        mean = float(values[0])
+    else:
+        mean = float((values * weights).sum() / weights.sum())
+    per_frame = [value.per_frame for value, _ in parts if value.per_frame is not None]
+    return MetricValue(name, mean, unit=first.unit, reference=first.reference, note=first.note,
+                       higher_is_better=first.higher_is_better, hardware=first.hardware,
+                       per_frame=np.concatenate(per_frame) if per_frame else None)
+
+
+class LandmarkFinder:
+    """68 landmarks (and the 478 FaceMesh points) of rendered frames; gaps filled from the neighbours."""
+
+    def __init__(self) -> None:
+        from talkhead_models.preprocess.facemesh import FaceMesh
+
+        self._mesh = FaceMesh(static=True)
+
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[n, 478, 3] points and [n] detected flags; all-NaN points when no frame shows a face."""
+        points = np.full((len(frames), 478, 3), np.nan, np.float32)
+        detected = np.zeros(len(frames), bool)
+        for index, frame in enumerate(frames):
+            found = self._mesh(frame)
+            if found is not None:
+                points[index], detected[index] = found, True
+        if detected.any() and not detected.all():
+            known = np.flatnonzero(detected)
+            for index in np.flatnonzero(~detected):
+                points[index] = points[known[np.argmin(np.abs(known - index))]]
+        return points, detected
+
+    def close(self) -> None:
+        self._mesh.close()
+
+
+class ExpressionFitter:
+    """Expression coefficients of landmark sequences by the identity's tracker (its focal and identity shape)."""
+
+    def __init__(self, face_model_dir: Path, track_params: Path, image_size: int) -> None:
+        import torch
+
+        from talkhead_models.preprocess.face_model import FaceModel
+        from talkhead_models.preprocess.tracking import FocalEstimate, TrackConfig
+
+        self.model = FaceModel.load(Path(face_model_dir) / FACE_MODEL_FILE)
+        params = torch.load(track_params, map_location="cpu", weights_only=True)
+        self.focal = FocalEstimate(focal=float(params["focal"].reshape(-1)[0]), curve=[], status="ok",
+                                   identity=params["id"].reshape(-1).double().numpy())
+        self.cfg, self.image_size = TrackConfig(), image_size
+
+    def __call__(self, points: np.ndarray, detected: np.ndarray) -> np.ndarray:
+        from talkhead_models.preprocess.tracking import track
+
+        result = track(self.model, points, detected, np.zeros(len(points), np.int64), self.image_size, self.cfg,
+                       name="rendered frames", focal=self.focal)
+        return result.exp
+
+
+@dataclass
+class ClipScorer:
+    """Scores one rendered clip against its driving (and its ground truth, when self-driven)."""
+
+    sync_scorer: SyncScorer | None
+    landmarks: LandmarkFinder
+    expression: ExpressionFitter | None = None
+    expression_missing: str = "no tracked face model for this identity (run the face_model and track stages)"
+    weights: Path | None = None
+    reference_frame: np.ndarray | None = None
+    """A real (training) frame of the identity: cross-driven ACD compares rendered frames with it."""
+
+    def __post_init__(self) -> None:
+        # Metrics whose weights are missing are n/a for every clip: say so once, not once per clip.
+        self.unavailable = {name: status.removeprefix("n/a: ") for name, status in available_metrics(self.weights)
+                            .items() if status.startswith("n/a")}
+        for name, reason in self.unavailable.items():
+            log.warning("%s not measured: %s", name, reason)
+
+    def weighted(self, name: str, measure: Callable[[], MetricValue]) -> MetricValue:
+        """``measure()``, or n/a with the reason when the metric's weights are missing."""
+        if name in self.unavailable:
+            return MetricValue.not_available(name, self.unavailable[name],
+                                             higher_is_better=METRICS[name].higher_is_better)
+        return measure()
+
+    def score(self, rendered: np.ndarray, driving: Driving, truth: np.ndarray | None) -> dict[str, MetricValue]:
+        points, detected = self.landmarks(rendered)
+        values: dict[str, MetricValue] = {}
+        values.update(sync_metrics(self.sync_scorer, (rendered, to_68(points)[..., :2]), driving.audio)
+                      if detected.any() else _no_face(("Sync", "LSE-C", "LSE-D")))
+        values["CPBD"] = cpbd(rendered)
+        if truth is None:
+            values["ACD"] = self.weighted("ACD", lambda: self._acd_to_reference(rendered, points))
+            return values
+        true_points, true_detected = self.landmarks(truth)
+        values["PSNR"], values["SSIM"] = psnr(rendered, truth), ssim(rendered, truth)
+        values["LPIPS"] = self.weighted("LPIPS", lambda: lpips(rendered, truth, weights=self.weights))
+        values["ACD"] = self.weighted("ACD", lambda: acd(rendered, truth, to_68(points)[..., :2],
+                                                         to_68(true_points)[..., :2], weights=self.weights))
+        if detected.any() and true_detected.any():
+            generated68, true68 = to_68(points)[..., :2], to_68(true_points)[..., :2]
+            values["M-LMD"], values["F-LMD"] = mouth_lmd(generated68, true68), face_lmd(generated68, true68)
+            values["AUE"] = aue(generated68, true68)
+            values["Exp-Diff"] = self._exp_diff(points, detected, true_points, true_detected)
+        else:
+            values.update(_no_face(("M-LMD", "F-LMD", "AUE", "Exp-Diff")))
+        return values
+
+    def _acd_to_reference(self, rendered: np.ndarray, points: np.ndarray) -> MetricValue:
+        """Cross-driven identity preservation: every rendered frame against one real frame of the identity."""
+        if self.reference_frame is None:
+            return MetricValue.not_available("ACD", "no reference frame of the identity", higher_is_better=False)
+        reference_points, found = self.landmarks(self.reference_frame[None])
+        if not found.any():
+            return MetricValue.not_available("ACD", "no face in the reference frame", higher_is_better=False)
+        return acd(rendered, self.reference_frame[None], to_68(points)[..., :2], to_68(reference_points)[..., :2],
+                   weights=self.weights)
+
+    def _exp_diff(self, points: np.ndarray, detected: np.ndarray, true_points: np.ndarray,
+                  true_detected: np.ndarray) -> MetricValue:
+        if self.expression is None:
+            return MetricValue.not_available("Exp-Diff", self.expression_missing, higher_is_better=False)
+        try:
+            generated, truth = self.expression(points, detected), self.expression(true_points, true_detected)
+        except Exception as error:  # noqa: BLE001 - a fit that fails on a degenerate render is a missing value
+            log.warning("Exp-Diff not measured: the tracker failed on rendered frames (%s)", error)
+            return MetricValue.not_available("Exp-Diff", f"tracker failed on rendered frames: {error}",
+                                             higher_is_better=False)
+        value = exp_diff(generated, truth)
+        return MetricValue("Exp-Diff", value.value, higher_is_better=False, per_frame=value.per_frame,
+                           note="expression coefficients of the project's landmark tracker (not the papers' 3DMM)")
+
+
+def _no_face(names: Iterable[str]) -> dict[str, MetricValue]:
+    reason = "FaceMesh found no face in the rendered clip"
+    return {name: MetricValue.not_available(name, reason, higher_is_better=METRICS[name].higher_is_better)
+            for name in names}
+
+
+@dataclass
+class RoleResult:
+    """Everything measured for one role (self- or cross-driven)."""
+
+    metrics: dict[str, MetricValue]
+    frames: int
+    clips: list[dict] = field(default_factory=list)
+
+
+FrameSink = Callable[[Driving, np.ndarray, np.ndarray | None], None]
+"""Called with each driving, its rendered frames and the ground truth (None when cross-driven)."""
+
+
+def evaluate_role(head: TalkingHead, drivings: list[Driving], scorer: ClipScorer,
+                  truth_frames: Callable[[np.ndarray], np.ndarray] | None, cfg: EvaluationConfig,
+                  real_frames: Callable[[int], np.ndarray] | None = None,
+                  sink: FrameSink | None = None) -> RoleResult:
+    """Render every driving, score it, and combine the scores over the role.
+
+    ``truth_frames(indices)`` returns ground-truth frames (self-driven);
+    ``real_frames(count)`` returns real frames of the identity for FID's
+    reference set. A method that cannot follow these drivings (the ground
+    truth under another person's audio) gives n/a everywhere, with its reason.
+    """
+    role = drivings[0].role if drivings else "self"
+    parts: dict[str, list[tuple[MetricValue, int]]] = {}
+    clips, fid_sample, render_seconds, frames_total = [], [], 0.0, 0
+    fid_every = max(1, math.ceil(sum(d.num_frames for d in drivings) / max(cfg.fid_frames, 1)))
+    for driving in tqdm(drivings, desc=f"evaluate {role}", unit="clip"):
+        try:
+            rendered, seconds = _render(head, driving)
+        except UnsupportedDriving as error:
+            log.info("%s-driven: %s", role, error)
+            return RoleResult(metrics=_all_not_available(role, str(error)), frames=0)
+        truth = truth_frames(driving.frame_indices) if truth_frames is not None else None
+        render_seconds += seconds
+        frames_total += len(rendered)
+        for name, value in scorer.score(rendered, driving, truth).items():
+            parts.setdefault(name, []).append((value, len(rendered)))
+        clips.append({"clip": driving.clip, "audio_identity": driving.audio_identity, "emotion": driving.emotion,
+                      "frames": len(rendered),
+                      "LSE-C": parts["LSE-C"][-1][0].value, "LSE-D": parts["LSE-D"][-1][0].value})
+        fid_sample.extend(rendered[::fid_every])
+        if sink is not None:
+            sink(driving, rendered, truth)
+    metrics = {name: _combine_role(name, values) for name, values in parts.items()}
+    if frames_total:
+        metrics["FPS"] = MetricValue("FPS", frames_total / max(render_seconds, 1e-9), unit="frames/s",
+                                     hardware=device_description(), note=f"{frames_total} frames, end to end render")
+    if role == "self" and fid_sample and real_frames is not None:
+        metrics["FID"] = scorer.weighted("FID", lambda: fid(np.stack(fid_sample), real_frames(len(fid_sample)),
+                                                             weights=scorer.weights))
+    for name in SELF_ONLY:
+        if role == "cross":
+            metrics[name] = MetricValue.not_available(name, "no ground-truth frames for cross-driven audio",
+                                                      higher_is_better=METRICS[name].higher_is_better)
+    return RoleResult(metrics=metrics, frames=frames_total, clips=clips)
+
+
+def _combine_role(name: str, parts: list[tuple[MetricValue, int]]) -> MetricValue:
+    if name not in ("Sync", "LSE-C", "LSE-D"):
+        return combine(name, parts)
+    # Wav2Lip averages lip-sync scores over videos, not frames.
+    combined = combine(name, [(value, 1) for value, _ in parts])
+    if not combined.available:
+        return combined
+    offsets = [match.group(1) for value, _ in parts if (match := re.search(r"offset (-?\d+) frames", value.note))]
+    return MetricValue(name, combined.value, unit=combined.unit, reference=combined.reference,
+                       higher_is_better=combined.higher_is_better,
+                       note=f"mean over {len(parts)} clips; best offsets (frames): {', '.join(offsets)}")
+
+
+def _render(head: TalkingHead, driving: Driving) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    frames = list(head.render(driving))
+    seconds = time.perf_counter() - started
+    if len(frames) != driving.num_frames:
+        raise RuntimeError(f"{type(head).__name__} rendered {len(frames)} frames for {driving.num_frames} driving "
+                           "frames")
+    return np.stack(frames), seconds
+
+
+def _all_not_available(role: str, reason: str) -> dict[str, MetricValue]:
+    return {name: MetricValue.not_available(name, reason, higher_is_better=spec.higher_is_better)
+            for name, spec in METRICS.items() if name != "Training time"}
+
+
+def training_metric(summary: dict | None) -> MetricValue:
+    """Training time from the trainer's summary (``seconds``, ``hardware``), or n/a for untrained methods."""
+    if not summary or "seconds" not in summary:
+        return MetricValue.not_available("Training time", "the model folder records no training time",
+                                         higher_is_better=False)
+    return training_time(float(summary["seconds"]), str(summary.get("hardware", "unknown hardware")))

@@ -1,0 +1,136 @@
+"""The evaluation on the two reference methods: what the metrics must give the real frames and a still frame."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from talkhead_models.evaluation import EvaluationConfig, EvaluationInputs, evaluate_method
+from talkhead_models.evaluation.driving import FrameBudget, drivings, ping_pong
+from talkhead_models.evaluation.evaluate import combine
+from talkhead_models.data.identity_reader import IdentityReader
+from talkhead_models.media import probe
+from talkhead_models.methods import Driving, get_method, method_names
+from talkhead_models.metrics import MetricValue
+from talkhead_models.preprocess.audio_features import AudioConfig
+
+
+class FramesCountingScorer:
+    """A stand-in sync scorer whose confidence is the clip length / 100: averages are checkable by hand."""
+
+    reference = "substitute: test scorer"
+
+    def __init__(self) -> None:
+        self.lengths: list[int] = []
+
+    def score(self, frames_or_mouths, audio):
+        frames, landmarks = frames_or_mouths
+        assert len(audio) == 640 * len(frames) and landmarks.shape == (len(frames), 68, 2)
+        self.lengths.append(len(frames))
+        return len(frames) / 100.0, 1.0, 0
+
+
+def _evaluate(name: str, root: Path, corpus: Path, tmp_path: Path, monkeypatch, scorer=None, **budget) -> dict:
+    spec = get_method(name)
+    cfg = spec.resolve_config({})
+    model = tmp_path / "models" / name
+    model.mkdir(parents=True)
+    spec.train(cfg, root / "S001", {}, model)
+    (model / "train.json").write_text(json.dumps({"seconds": 7.2, "hardware": "test CPU"}))
+    videos = tmp_path / "videos" / name
+    videos.mkdir(parents=True)
+    monkeypatch.setattr("talkhead_models.evaluation._sync_scorer", lambda inputs: scorer)
+    inputs = EvaluationInputs(identity_root=root / "S001", model_dir=model, raw_root=corpus, sync_expert=None,
+                              face_model=None, pretrained={}, weights=tmp_path / "no_weights")
+    return evaluate_method(spec, cfg, EvaluationConfig(**budget), AudioConfig(), inputs, videos, profile="test")
+
+
+def _value(record: dict, role: str, name: str):
+    return record["settings"][role]["metrics"][name]["value"]
+
+
+def test_reference_methods_are_registered():
+    assert {"ground_truth", "static"} <= set(method_names())
+    with pytest.raises(KeyError, match="registered"):
+        get_method("no_such_method")
+
+
+def test_ground_truth_row_is_perfect_self_driven_and_not_available_cross_driven(evaluation_root, tiny_corpus,
+                                                                                 tmp_path, monkeypatch):
+    scorer = FramesCountingScorer()
+    record = _evaluate("ground_truth", evaluation_root, tiny_corpus, tmp_path, monkeypatch, scorer=scorer)
+    assert math.isinf(_value(record, "self", "PSNR")) and _value(record, "self", "PSNR") > 0
+    assert _value(record, "self", "SSIM") == pytest.approx(1.0, abs=1e-6)
+    assert _value(record, "self", "M-LMD") == 0.0 and _value(record, "self", "F-LMD") == 0.0
+    # Lip sync is averaged over clips (Wav2Lip averages over videos), not over frames.
+    assert _value(record, "self", "LSE-C") == pytest.approx(np.mean(scorer.lengths) / 100.0)
+    reader = IdentityReader(evaluation_root / "S001")
+    assert record["settings"]["self"]["frames"] == int(reader.validation_mask().sum())
+    cross = record["settings"]["cross"]["metrics"]
+    assert cross["PSNR"]["value"] is None and "no frames" in cross["PSNR"]["note"]
+    # Missing weights: n/a with the file named, never a number.
+    lpips = record["settings"]["self"]["metrics"]["LPIPS"]
+    assert lpips["value"] is None and lpips["reference"] == "n/a" and "alexnet" in lpips["note"]
+    assert MetricValue.from_dict(lpips).footnote().startswith("LPIPS: n/a")
+    assert record["settings"]["self"]["metrics"]["Training time"]["value"] == pytest.approx(7.2 / 3600)
+
+
+def test_static_row_is_finite_and_worse_than_the_truth(evaluation_root, tiny_corpus, tmp_path, monkeypatch):
+    record = _evaluate("static", evaluation_root, tiny_corpus, tmp_path, monkeypatch, scorer=None,
+                       max_self_frames=60, max_cross_frames=60, min_clip_frames=30)
+    psnr = _value(record, "self", "PSNR")
+    assert math.isfinite(psnr) and 10.0 < psnr < 60.0
+    assert _value(record, "self", "M-LMD") > 0.0
+    assert record["settings"]["self"]["frames"] <= 60 and 0 < record["settings"]["cross"]["frames"] <= 60
+    # Without any sync scorer the lip-sync columns are n/a with the reason.
+    sync = record["settings"]["cross"]["metrics"]["LSE-C"]
+    assert sync["value"] is None and "sync" in sync["note"]
+    assert _value(record, "cross", "CPBD") > 0.0
+    videos = tmp_path / "videos" / "static"
+    self_video = probe(videos / "self.mp4")
+    assert self_video.width == 2 * self_video.height  # rendered | ground truth
+    assert self_video.has_audio and (videos / "self.jpg").is_file() and (videos / "cross.mp4").is_file()
+
+
+def test_frame_budget_shares_frames_between_clips():
+    budget = FrameBudget(max_frames=100, min_clip_frames=30)
+    assert budget.allot([80, 80, 80]) == [33, 33, 33]
+    assert budget.allot([80, 10, 80, 80, 80]) == [30, 10, 30, 30, 0]
+    assert FrameBudget(max_frames=0).allot([5, 7]) == [5, 7]
+
+
+def test_ping_pong_never_jumps():
+    walk = ping_pong(np.array([3, 4, 5]), 9)
+    assert walk.tolist() == [3, 4, 5, 4, 3, 4, 5, 4, 3]
+    assert np.abs(np.diff(walk)).max() == 1
+
+
+def test_cross_drivings_use_the_other_identity_audio_and_own_cameras(evaluation_root, tiny_corpus):
+    reader = IdentityReader(evaluation_root / "S001")
+    cross = drivings(reader, "cross", FrameBudget(max_frames=40, min_clip_frames=20), tiny_corpus, AudioConfig(),
+                     ("mel",))
+    assert cross and all(d.audio_identity == "S002" and d.identity == "S001" for d in cross)
+    validation = set(np.flatnonzero(reader.validation_mask()).tolist())
+    for driving in cross:
+        assert set(driving.frame_indices.tolist()) <= validation
+        assert driving.audio_features["mel"].shape == (driving.num_frames, 16, 95)
+        assert len(driving.audio) == 640 * driving.num_frames and driving.landmarks is None
+
+
+def test_driving_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="eye values"):
+        Driving(identity="S001", role="self", audio=np.zeros(640 * 3), audio_features={},
+                eye=np.zeros(2), frame_indices=np.arange(3))
+
+
+def test_combine_weights_by_frames_and_keeps_not_available():
+    a = MetricValue("PSNR", 20.0, unit="dB")
+    b = MetricValue("PSNR", 30.0, unit="dB")
+    assert combine("PSNR", [(a, 1), (b, 3)]).value == pytest.approx(27.5)
+    missing = MetricValue.not_available("PSNR", "no weights")
+    assert combine("PSNR", [(a, 1), (missing, 1)]).value is None
+    assert math.isinf(combine("PSNR", [(MetricValue("PSNR", math.inf), 2)] * 2).value)
