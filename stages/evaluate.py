@@ -48,7 +48,7 @@ def run(cfg: EvaluateStageConfig, inputs: Mapping[str, Path], outputs: Mapping[s
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, cfg.threads))
     sources = EvaluationInputs(
-        identity_root=inputs["identity"], model_dir=inputs["model"], raw_root=inputs["corpus"],
+        identity_root=inputs["processed"], model_dir=inputs["model"], raw_root=inputs["corpus"],
         sync_expert=inputs["sync_expert"], face_model=inputs["face_model"],
         pretrained={name: inputs[name] for name in ("audio2motion", "sync_expert")},
     )
@@ -76,7 +76,7 @@ STAGE = Stage(
     config=EvaluateStageConfig,
     section="evaluate",
     run=run,
-    inputs={"identity": "data/processed/{identity}", "model": "data/models/{method}/{identity}",
+    inputs={"processed": "data/processed/{identity}", "model": "data/models/{method}/{identity}",
             "corpus": "data/raw/{source}", "sync_expert": "data/models/sync_expert",
             "audio2motion": "data/models/audio2motion", "face_model": "data/models/face_model"},
     outputs={"metrics": "reports/metrics/{method}/{identity}.json", "videos": "reports/videos/{method}/{identity}"},

@@ -62,7 +62,7 @@ def run(cfg: TrainConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path
     try:
         with resumable_dir(outputs["model"]) as work:
             started = time.perf_counter()
-            summary = method.train(method_config, inputs["identity"], pretrained_inputs(inputs, method), work,
+            summary = method.train(method_config, inputs["processed"], pretrained_inputs(inputs, method), work,
                                    log_metric=log_metric)
             summary = {"seconds": time.perf_counter() - started, **summary, "hardware": device_description(),
                        "method": method.name, "identity": identity}
@@ -80,7 +80,7 @@ STAGE = Stage(
     config=TrainConfig,
     section="train",
     run=run,
-    inputs={"identity": "data/processed/{identity}", "audio2motion": "data/models/audio2motion",
+    inputs={"processed": "data/processed/{identity}", "audio2motion": "data/models/audio2motion",
             "sync_expert": "data/models/sync_expert"},
     outputs={"model": "data/models/{method}/{identity}"},
     description=__doc__,

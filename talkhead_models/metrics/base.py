@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -99,6 +99,23 @@ class MetricValue:
         """JSON-ready: everything but the per-frame array."""
         return {"name": self.name, "value": self.value, "unit": self.unit, "reference": self.reference,
                 "note": self.note, "higher_is_better": self.higher_is_better, "hardware": self.hardware}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "MetricValue":
+        """The inverse of :meth:`to_dict` (without the per-frame array).
+
+        JSON's ``Infinity`` (ground truth's PSNR) arrives as ``float("inf")``;
+        a missing or non-numeric value raises ``ValueError`` naming the metric.
+        """
+        if not isinstance(data, Mapping) or "name" not in data or "value" not in data:
+            raise ValueError(f"a metric needs at least 'name' and 'value', got {data!r}")
+        value = data["value"]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"metric {data['name']!r}: value must be a number, Infinity or null, got {value!r}")
+        return cls(name=str(data["name"]), value=None if value is None else float(value),
+                   unit=str(data.get("unit", "")), reference=str(data.get("reference", REFERENCE)),
+                   note=str(data.get("note", "")), higher_is_better=bool(data.get("higher_is_better", True)),
+                   hardware=str(data.get("hardware", "")))
 
 
 def footnotes(values: Iterable[MetricValue]) -> list[str]:

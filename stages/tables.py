@@ -1,0 +1,95 @@
+"""DVC stage ``tables``: the papers' tables with this run's rows, the claims, and reports/index.html.
+
+Reads every metric record the evaluate stages wrote
+(``<metrics>/<method>/<identity>.json``) and every training curve
+(``<models>/<method>/<identity>/curve.csv``; the folder may not exist yet).
+Writes ``<tables>/``: ``<table id>.md`` and ``.csv`` per paper table plus
+``tables.md`` (all of them); ``claims.md``; ``index.html`` (one
+self-contained page; sample frames and videos come from ``videos/`` beside
+it, other reports beside it are linked); ``<plots>/psnr_vs_time.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from stages._stage import Stage, StageResult
+from talkhead_models.atomic import atomic_dir, write_text
+from talkhead_models.reporting import (DOES_NOT_HOLD, HOLDS, NOT_MEASURABLE, Evidence, build_tables, claims_markdown,
+                                       collect_media, default_claims, evaluate_claims, load_curves, load_records,
+                                       psnr_vs_time_csv, render_index, tables_markdown, to_csv, to_markdown)
+
+log = logging.getLogger(__name__)
+
+LINKED_REPORTS = (("Dataset", "dataset.md"), ("Preprocessing accuracy", "preprocess_accuracy.md"),
+                  ("Corpus-level models (pretraining)", "pretrain.md"))
+"""Other reports that sit beside index.html, linked from it when they exist."""
+VIDEOS_FOLDER = "videos"
+"""Beside index.html: ``videos/<method>/<identity>/*.mp4|jpg`` from the evaluate stages."""
+
+
+@dataclass(frozen=True)
+class TablesConfig:
+    """How the report is put together (no paper values: the papers' numbers live in the reporting package)."""
+
+    static_margin_db: float = 3.0
+    """Claim "every trained method beats the static row": the PSNR margin in dB."""
+    frames_per_result: int = 6
+    """Sample frames embedded in index.html per (method, identity)."""
+    frame_width: int = 256
+    """Embedded frames are downscaled to this width (keeps index.html small)."""
+
+
+def run(cfg: TablesConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> StageResult:
+    records = load_records(inputs["metrics"])
+    curves = load_curves(inputs.get("models"))
+    tables = build_tables(records)
+    outcomes = evaluate_claims(Evidence(records, curves), default_claims(cfg.static_margin_db))
+
+    with atomic_dir(outputs["tables"]) as folder:
+        for table in tables:
+            (folder / f"{table.id}.md").write_text(to_markdown(table))
+            (folder / f"{table.id}.csv").write_text(to_csv(table))
+        (folder / "tables.md").write_text(tables_markdown(tables))
+    write_text(outputs["claims"], claims_markdown(outcomes, context=f"This run: {records.describe()}."))
+    with atomic_dir(outputs["plots"]) as folder:
+        (folder / "psnr_vs_time.csv").write_text(psnr_vs_time_csv(curves))
+
+    page = Path(outputs["index"])
+    media = collect_media(page.parent / VIDEOS_FOLDER, page.parent, cfg.frames_per_result, cfg.frame_width)
+    links = [(title, page.parent / name) for title, name in LINKED_REPORTS]
+    links += [("Claims (Markdown)", Path(outputs["claims"])),
+              ("All tables (Markdown)", Path(outputs["tables"]) / "tables.md")]
+    write_text(page, render_index(tables, outcomes, records, curves, page, media, links))
+
+    counts = {status: sum(o.verdict.status == status for o in outcomes)
+              for status in (HOLDS, DOES_NOT_HOLD, NOT_MEASURABLE)}
+    run_rows = [row for table in tables for row in table.our_rows()]
+    log.info("tables: %d tables from %d records; claims: %d hold, %d do not, %d not yet measurable",
+             len(tables), len(records), counts[HOLDS], counts[DOES_NOT_HOLD], counts[NOT_MEASURABLE])
+    return StageResult(
+        metrics={"tables": float(len(tables)), "records": float(len(records)), "curves": float(len(curves)),
+                 "claims": float(len(outcomes)), "claims_hold": float(counts[HOLDS]),
+                 "claims_do_not_hold": float(counts[DOES_NOT_HOLD]),
+                 "claims_not_measurable": float(counts[NOT_MEASURABLE]),
+                 "rows_not_run": float(sum(row.not_run for row in run_rows))},
+        artifacts=[Path(outputs["claims"]), Path(outputs["tables"]) / "tables.md"],
+    )
+
+
+STAGE = Stage(
+    name="tables",
+    config=TablesConfig,
+    section="tables",
+    run=run,
+    inputs={"metrics": "reports/metrics", "models": "data/models"},
+    outputs={"tables": "reports/tables", "claims": "reports/claims.md", "index": "reports/index.html",
+             "plots": "reports/plots"},
+    description=__doc__,
+)
+
+if __name__ == "__main__":
+    raise SystemExit(STAGE.main())

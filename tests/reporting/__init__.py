@@ -1,0 +1,1 @@
+"""Tests of talkhead_models.reporting and the tables stage."""
