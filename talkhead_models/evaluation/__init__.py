@@ -26,10 +26,14 @@ from talkhead_models.evaluation.evaluate import (FACE_MODEL_FILE, ClipScorer, Ev
                                                  RoleResult, evaluate_role, training_metric)
 from talkhead_models.evaluation.videos import SideBySide
 from talkhead_models.methods.base import MethodSpec
+from talkhead_models.metrics import MetricValue
 from talkhead_models.metrics.speed import device_description
 from talkhead_models.preprocess.audio_features import AudioConfig
 
 log = logging.getLogger(__name__)
+
+REFERENCE_FAMILIES = ("ground_truth", "static")
+"""Rows that render nothing (they read frames), so a rendering speed would mean nothing."""
 
 TRAINING_SUMMARY = "train.json"
 """Written into every model folder by the train stage: seconds, hardware, iterations."""
@@ -87,6 +91,9 @@ def evaluate_method(spec: MethodSpec, method_cfg: Any, cfg: EvaluationConfig, au
                 if video is not None:
                     video.close(videos_dir / f"{role}.jpg")
             result.metrics["Training time"] = training_metric(summary)
+            if spec.family in REFERENCE_FAMILIES and "FPS" in result.metrics:
+                result.metrics["FPS"] = MetricValue.not_available(
+                    "FPS", "reference row: its frames are read from disk, not rendered")
             settings[role] = _setting_record(result)
     finally:
         scorer.landmarks.close()
