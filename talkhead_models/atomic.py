@@ -26,12 +26,17 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _replace_dir(path, tmp)
+
+
+def _replace_dir(path: Path, new: Path) -> None:
+    """Rename ``new`` to ``path``; an existing ``path`` is moved aside first and removed after."""
     old = None
     if path.exists():
         old = path.with_name(f".{path.name}.{os.getpid()}.old")
         shutil.rmtree(old, ignore_errors=True)
         path.rename(old)
-    tmp.rename(path)
+    new.rename(path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -49,14 +54,7 @@ def resumable_dir(path: str | Path) -> Iterator[Path]:
     work = path.with_name(f".{path.name}.partial")
     work.mkdir(exist_ok=True)
     yield work
-    old = None
-    if path.exists():
-        old = path.with_name(f".{path.name}.{os.getpid()}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        path.rename(old)
-    work.rename(path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    _replace_dir(path, work)
 
 
 @contextlib.contextmanager
