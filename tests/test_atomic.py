@@ -34,3 +34,22 @@ def test_atomic_file(tmp_path):
     with atomic_file(target) as tmp:
         tmp.write_text("done")
     assert target.read_text() == "done"
+
+
+def test_resumable_dir_keeps_its_work_after_a_failure_and_replaces_the_output_on_success(tmp_path):
+    from talkhead_models.atomic import resumable_dir
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("previous")
+    with pytest.raises(RuntimeError):
+        with resumable_dir(target) as work:
+            (work / "checkpoint.pt").write_text("step 10")
+            raise RuntimeError("killed")
+    assert (target / "old.txt").read_text() == "previous"
+    assert (tmp_path / ".model.partial" / "checkpoint.pt").read_text() == "step 10"
+    with resumable_dir(target) as work:
+        assert (work / "checkpoint.pt").read_text() == "step 10"  # the next run resumes from it
+        (work / "final.txt").write_text("done")
+    assert sorted(p.name for p in target.iterdir()) == ["checkpoint.pt", "final.txt"]
+    assert not (tmp_path / ".model.partial").exists()
