@@ -1,8 +1,8 @@
 """The DVC DAG as a Prefect flow: each stage is a task calling the same ``Stage.execute``.
 
 Per-identity stages run once per identity of ``data.identities`` (all
-identities found in the source when the list is empty), in the order of
-dvc.yaml. Run locally (Prefect in ephemeral mode, no server needed)::
+identities found in the source when the list is empty), per-method stages
+(train, evaluate) once per entry of ``runs``, in the order of dvc.yaml. Run locally (Prefect in ephemeral mode, no server needed)::
 
     python -m flows.pipeline [--params params.yaml]
 """
@@ -17,8 +17,8 @@ import flows  # noqa: F401  (environment before Prefect is imported)
 from prefect import flow, task
 
 from stages import (
-    audio, crop, describe, landmarks, parse, preprocess_report, pretrain_audio2motion, pretrain_report,
-    pretrain_sync, synth,
+    audio, crop, describe, evaluate, landmarks, parse, preprocess_report, pretrain_audio2motion, pretrain_report,
+    pretrain_sync, synth, tables, train,
 )
 from stages._stage import Stage, configure_logging
 from talkhead_models.config import load_params, validate_name
@@ -30,13 +30,15 @@ log = logging.getLogger(__name__)
 PIPELINE: tuple[Stage, ...] = (
     synth.STAGE, describe.STAGE, crop.STAGE, landmarks.STAGE, parse.STAGE, audio.STAGE, preprocess_report.STAGE,
     pretrain_sync.STAGE, pretrain_audio2motion.STAGE, pretrain_report.STAGE,
+    train.STAGE, evaluate.STAGE, tables.STAGE,
 )
 
 
 @task
-def run_stage(stage_name: str, params: dict, root: str, identity: str | None = None) -> dict[str, float]:
+def run_stage(stage_name: str, params: dict, root: str, identity: str | None = None,
+              method: str | None = None) -> dict[str, float]:
     stage = next(s for s in PIPELINE if s.name == stage_name)
-    return stage.execute(params, root=root, identity=identity).metrics
+    return stage.execute(params, root=root, identity=identity, method=method).metrics
 
 
 def pipeline_identities(params: dict, root: Path) -> list[str]:
@@ -47,6 +49,21 @@ def pipeline_identities(params: dict, root: Path) -> list[str]:
         return [validate_name(name, "identity") for name in listed]
     source = data.get("source", "synthetic")
     return source_identities(source, root / "data" / "raw" / source)
+
+
+def pipeline_runs(params: dict) -> dict[str, tuple[str, str]]:
+    """``runs`` of params.yaml: key (``<method>-<identity>``) -> (method, identity)."""
+    runs = params.get("runs") or {}
+    if not isinstance(runs, dict):
+        raise ValueError("params.yaml `runs` must map <method>-<identity> to {method, family, identity}")
+    result = {}
+    for key, entry in runs.items():
+        missing = {"method", "family", "identity"} - set(entry or {})
+        if missing:
+            raise ValueError(f"params.yaml runs.{key}: missing {sorted(missing)}")
+        result[key] = (validate_name(str(entry["method"]), "method"), validate_name(str(entry["identity"]),
+                                                                                    "identity"))
+    return result
 
 
 @flow(name="talkhead-pipeline", log_prints=False)
@@ -63,7 +80,11 @@ def pipeline(params_path: str = "params.yaml", root: str = ".",
     for stage in PIPELINE:
         if stages is not None and stage.name not in stages:
             continue
-        if stage.per_identity:
+        if stage.per_method:
+            for key, (method, identity) in pipeline_runs(params).items():
+                results[f"{stage.name}@{key}"] = run_stage.with_options(name=f"{stage.name}@{key}")(
+                    stage.name, params, str(root_path), identity, method)
+        elif stage.per_identity:
             for identity in pipeline_identities(params, root_path):
                 results[f"{stage.name}@{identity}"] = run_stage.with_options(name=f"{stage.name}@{identity}")(
                     stage.name, params, str(root_path), identity)

@@ -19,8 +19,12 @@ def _entries(items) -> set[str]:
     return {next(iter(i)) if isinstance(i, dict) else i for i in items or []}
 
 
-def _dvc_path(path: str) -> str:
-    for ours, theirs in DVC_SPELLING.items():
+# Per-method stages iterate over params.yaml `runs` (dicts of method, family, identity).
+RUN_SPELLING = {"{identity}": "${item.identity}", "{method}": "${item.method}", "{source}": "${data.source}"}
+
+
+def _dvc_path(path: str, spelling: dict[str, str] = DVC_SPELLING) -> str:
+    for ours, theirs in spelling.items():
         path = path.replace(ours, theirs)
     return path
 
@@ -31,6 +35,9 @@ def test_every_stage_is_in_dvc_yaml_with_its_default_paths():
     all_outputs = {_dvc_path(p) for s in PIPELINE for p in s.outputs.values()}
     for stage in PIPELINE:
         entry = dag[stage.name]
+        if stage.per_method:
+            _check_per_method_stage(stage, entry)
+            continue
         if stage.per_identity:
             assert entry["foreach"] == "${data.identities}", stage.name
             entry = entry["do"]
@@ -47,7 +54,9 @@ def test_every_stage_is_in_dvc_yaml_with_its_default_paths():
         assert {_dvc_path(p) for p in stage.outputs.values()} == declared_outs, stage.name
         assert f"stages/{stage.name}.py" in deps
         for dep in deps:
-            produced = dep in all_outputs or dep in ("data/processed", "data/raw/${data.source}")
+            # A dep is produced by the DAG when it is an output or a folder holding outputs (reports/metrics).
+            produced = dep == "data/raw/${data.source}" or any(out == dep or out.startswith(dep + "/")
+                                                               for out in all_outputs)
             assert (ROOT / dep).exists() or produced, (stage.name, dep)
         for section in entry.get("params", []):
             assert isinstance(section, str)
@@ -59,3 +68,39 @@ def test_params_file_resolves_for_every_stage():
     params = load_params(ROOT / "params.yaml")
     for stage in PIPELINE:
         stage.resolve_config(params)
+
+
+def _check_per_method_stage(stage, entry) -> None:
+    """train/evaluate: foreach over `runs`, the method, family and identity of the item everywhere."""
+    assert entry["foreach"] == "${runs}", stage.name
+    entry = entry["do"]
+    argv = shlex.split(entry["cmd"])
+    assert argv[:3] == ["python", "-m", f"stages.{stage.name}"]
+    given = dict(zip(argv[3::2], argv[4::2]))
+    assert given.pop("--method") == "${item.method}" and given.pop("--identity") == "${item.identity}"
+    for name, path in {**stage.inputs, **stage.outputs}.items():
+        assert given.get(f"--{name.replace('_', '-')}") == _dvc_path(path, RUN_SPELLING), (stage.name, name)
+    deps = _entries(entry["deps"])
+    assert {_dvc_path(p, RUN_SPELLING) for p in stage.inputs.values()} <= deps, stage.name
+    assert f"stages/{stage.name}.py" in deps and "talkhead_models/methods/${item.family}" in deps
+    declared_outs = _entries(entry.get("outs")) | _entries(entry.get("metrics"))
+    assert {_dvc_path(p, RUN_SPELLING) for p in stage.outputs.values()} == declared_outs, stage.name
+    assert "${item.family}" in entry["params"] and "profiles.demo.${item.family}" in entry["params"]
+
+
+def test_every_run_names_a_registered_method_of_its_family_with_params_sections():
+    from talkhead_models.config import load_params
+    from talkhead_models.methods import get_method
+
+    params = load_params(ROOT / "params.yaml")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert params["runs"], "params.yaml has no runs"
+    for key, entry in params["runs"].items():
+        spec = get_method(entry["method"])
+        assert key == f"{entry['method']}-{entry['identity']}"
+        assert spec.family == entry["family"], key
+        # DVC refuses a params key that is missing, so each family has a section and a demo section.
+        assert spec.family in raw and spec.family in raw["profiles"]["demo"], key
+        assert entry["identity"] in params["data"]["identities"], key
+        spec.resolve_config(raw[spec.family] or {})
+

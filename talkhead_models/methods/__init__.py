@@ -2,8 +2,8 @@
 
 ``get_method(name)`` returns a :class:`MethodSpec` (config class, trainer,
 loader); ``method_names()`` lists every registered method and ablation
-variant. The reference rows ``ground_truth`` and ``static`` live in
-:mod:`talkhead_models.methods.reference`.
+variant. The reference rows are methods too: :mod:`talkhead_models.methods.ground_truth`
+and :mod:`talkhead_models.methods.static`.
 """
 
 from talkhead_models.methods.base import (Driving, MethodSpec, TalkingHead, UnsupportedDriving, get_method,

@@ -176,7 +176,8 @@ def method_names() -> list[str]:
 
 def _load_builtin_methods() -> None:
     # Importing a method's package registers it; done lazily so this module has no import cycle.
-    import talkhead_models.methods.reference  # noqa: F401
+    import talkhead_models.methods.ground_truth  # noqa: F401
+    import talkhead_models.methods.static  # noqa: F401
 
 
 def model_dir_file(model_dir: Path, name: str) -> Path:
