@@ -32,7 +32,7 @@ demo: setup
 	dvc config core.analytics false
 	dvc repro
 	@echo
-	@echo "Reports: $(CURDIR)/reports (dataset.md, preprocess_accuracy.md, pretrain.md)"
+	@echo "Reports: $(CURDIR)/reports (index.html: tables, claims, videos; dataset.md, preprocess_accuracy.md, pretrain.md)"
 	@echo "MLflow:  .venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1"
 
 clean-demo:
