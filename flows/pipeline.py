@@ -17,8 +17,8 @@ import flows  # noqa: F401  (environment before Prefect is imported)
 from prefect import flow, task
 
 from stages import (
-    audio, crop, describe, evaluate, landmarks, parse, preprocess_report, pretrain_audio2motion, pretrain_report,
-    pretrain_sync, synth, tables, train,
+    audio, crop, describe, evaluate, face_model, landmarks, pair, parse, preprocess_report, pretrain_audio2motion,
+    pretrain_report, pretrain_sync, split, synth, tables, track, train,
 )
 from stages._stage import Stage, configure_logging
 from talkhead_models.config import load_params, validate_name
@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 # In dependency order, as dvc.yaml chains them.
 PIPELINE: tuple[Stage, ...] = (
-    synth.STAGE, describe.STAGE, crop.STAGE, landmarks.STAGE, parse.STAGE, audio.STAGE, preprocess_report.STAGE,
+    synth.STAGE, describe.STAGE, crop.STAGE, landmarks.STAGE, parse.STAGE, audio.STAGE,
+    face_model.STAGE, track.STAGE, pair.STAGE, split.STAGE, preprocess_report.STAGE,
     pretrain_sync.STAGE, pretrain_audio2motion.STAGE, pretrain_report.STAGE,
     train.STAGE, evaluate.STAGE, tables.STAGE,
 )

@@ -5,6 +5,11 @@ frame size (``crop/clips.parquet``), self-calibrates each identity's focal
 length, and writes ``face_model.npz`` (mean, identity and expression bases,
 landmark selection; see talkhead_models.preprocess.face_model) with
 ``calibration.json`` (per-identity focal and how it was found).
+
+In dvc.yaml the stage depends on each identity's landmarks folder and clip
+table (:data:`IDENTITY_DEPS`, one entry per identity of ``data.identities``),
+not on ``data/processed`` as a whole: the track stages write under
+``data/processed/<ID>/track`` from this stage's model, which would be a cycle.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "face_model.npz"
 CALIBRATION_FILE = "calibration.json"
+
+IDENTITY_DEPS = ("data/processed/{identity}/landmarks", "data/processed/{identity}/crop/clips.parquet")
+"""What the stage reads of each identity (dvc.yaml lists these for every identity of ``data.identities``)."""
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,14 @@ def track_params(result: TrackResult) -> dict[str, torch.Tensor]:
     }
 
 
+def model_focal_status(face_model: Path, identity: str) -> tuple[str | None, float]:
+    """How the face model found this identity's focal and the focal it used (calibration.json); None, nan
+    when not recorded."""
+    path = face_model / "calibration.json"
+    entry = json.loads(path.read_text()).get(identity, {}) if path.is_file() else {}
+    return entry.get("status"), float(entry.get("focal_px", float("nan")))
+
+
 def run(cfg: TrackStageConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path], identity: str) -> StageResult:
     clips, points, detected, image_size = read_inputs(inputs["crop"], inputs["landmarks"], identity)
     model = FaceModel.load(inputs["face_model"] / MODEL_FILE)
@@ -102,6 +110,12 @@ def run(cfg: TrackStageConfig, inputs: Mapping[str, Path], outputs: Mapping[str,
     started = time.perf_counter()
     result = track(model, points, detected, recording_labels(clips, len(points)), image_size, tracker_cfg, identity)
     seconds = time.perf_counter() - started
+    model_focal, model_focal_px = model_focal_status(inputs["face_model"], identity)
+    if model_focal not in ("ok", None):
+        log.warning("%s: the face model was built at its default focal %.1f px for this identity (self-calibration: "
+                    "%s); the focal search stays near the focal the model was built at, so %.1f px follows that "
+                    "default rather than measuring the camera (face_model's calibration.json)", identity,
+                    model_focal_px, model_focal, result.focal)
     validation = validation_mask(clips, len(points), cfg.split)
     if not validation.any():
         log.warning("%s: no validation frames (a single sentence and no continuous video); transforms_val.json "
@@ -121,6 +135,7 @@ def run(cfg: TrackStageConfig, inputs: Mapping[str, Path], outputs: Mapping[str,
             "validation_frames": float(validation.sum()),
         }
         params = {**to_dict(cfg), "face_model_source": model.source, "focal_status": result.focal_status,
+                  "face_model_focal_status": model_focal,
                   "focal_curve": result.focal_curve, "metrics": metrics}
         write_manifest(tmp, params, "track")
     log.info("%s: tracked %d frames at %.0f frames/s, focal %.1f px (%s), median residual %.2f px", identity,

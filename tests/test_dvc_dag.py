@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import shlex
 from pathlib import Path
 
@@ -49,14 +50,22 @@ def test_every_stage_is_in_dvc_yaml_with_its_default_paths():
         for name, path in {**stage.inputs, **stage.outputs}.items():
             assert given.get(f"--{name.replace('_', '-')}") == _dvc_path(path), (stage.name, name)
         deps = _entries(entry["deps"])
-        assert {_dvc_path(p) for p in stage.inputs.values()} <= deps, stage.name
+        inputs = {_dvc_path(p) for p in stage.inputs.values()}
+        identity_deps = _identity_deps(stage)
+        if identity_deps is not None:
+            # Per-identity parts instead of data/processed as a whole, which holds outputs made downstream.
+            assert "data/processed" not in deps and identity_deps <= deps, (stage.name, identity_deps - deps)
+            inputs.discard("data/processed")
+        assert inputs <= deps, stage.name
         declared_outs = _entries(entry.get("outs")) | _entries(entry.get("metrics"))
         assert {_dvc_path(p) for p in stage.outputs.values()} == declared_outs, stage.name
         assert f"stages/{stage.name}.py" in deps
         for dep in deps:
-            # A dep is produced by the DAG when it is an output or a folder holding outputs (reports/metrics).
-            produced = dep == "data/raw/${data.source}" or any(out == dep or out.startswith(dep + "/")
-                                                               for out in all_outputs)
+            # A dep is produced by the DAG when it is an output, a folder holding outputs (reports/metrics),
+            # or a file inside one identity's output folder (data/processed/S001/crop/clips.parquet).
+            produced = dep == "data/raw/${data.source}" or any(
+                out == dep or out.startswith(dep + "/") or dep.startswith(out + "/")
+                for out in all_outputs | _per_identity_outputs())
             assert (ROOT / dep).exists() or produced, (stage.name, dep)
         for section in entry.get("params", []):
             assert isinstance(section, str)
@@ -68,6 +77,45 @@ def test_params_file_resolves_for_every_stage():
     params = load_params(ROOT / "params.yaml")
     for stage in PIPELINE:
         stage.resolve_config(params)
+
+
+def _identities() -> list[str]:
+    from talkhead_models.config import load_params
+
+    return list(load_params(ROOT / "params.yaml")["data"]["identities"])
+
+
+def _per_identity_outputs() -> set[str]:
+    """Every per-identity stage's outputs, spelled out for each identity of data.identities."""
+    return {path.replace("{identity}", identity) for stage in PIPELINE if stage.per_identity
+            for path in stage.outputs.values() for identity in _identities()}
+
+
+def _identity_deps(stage) -> set[str] | None:
+    """A corpus-level stage's per-identity deps (``IDENTITY_DEPS`` of its module), for every identity; else None."""
+    templates = getattr(importlib.import_module(f"stages.{stage.name}"), "IDENTITY_DEPS", None)
+    if templates is None:
+        return None
+    return {template.replace("{identity}", identity) for template in templates for identity in _identities()}
+
+
+def test_dvc_builds_the_graph_without_a_cycle_and_the_face_model_before_tracking():
+    """DVC refuses a cyclic DAG; face_model must sit between the landmarks and the track stages."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        graph = repo.index.graph  # raises on a cycle
+        stages = {stage.addressing: stage for stage in graph}
+    assert nx.is_directed_acyclic_graph(graph)
+    upstream = {stage.addressing for stage in nx.descendants(graph, stages["face_model"])}
+    identities = _identities()
+    assert {f"landmarks@{identity}" for identity in identities} <= upstream
+    assert not {name for name in upstream if name.split("@")[0] in ("track", "pair", "split", "parse", "audio")}
+    for identity in identities:
+        assert stages["face_model"] in nx.descendants(graph, stages[f"track@{identity}"])
+        assert stages[f"track@{identity}"] in nx.descendants(graph, stages[f"pair@{identity}"])
+        assert stages[f"pair@{identity}"] in nx.descendants(graph, stages["preprocess_report"])
 
 
 def _check_per_method_stage(stage, entry) -> None:

@@ -94,7 +94,8 @@ class TrackConfig:
     batch_frames: int = 256
     """Frames per batch when building Jacobians (bounds memory)."""
     max_points: int = 128
-    """Model points fitted per frame: the iBUG-68 subset first, then evenly spread points (speed)."""
+    """Model points fitted per frame: the inner iBUG-68 subset first, then evenly spread inner-face points
+    (speed; outline points are never fitted, see :func:`fitted_rows`)."""
     threads: int = 1
     """torch threads during the fit. The work is many small batched solves; on shared cores a second
     thread's spin-waiting made the fit up to 9x slower (measured), and one thread alone does 300+ frames/s."""
@@ -549,18 +550,34 @@ def _fill_gaps(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(index, index[valid], values[valid, d]) for d in range(values.shape[1])], axis=1)
 
 
+SILHOUETTE = frozenset(topo.FACE_OVAL) | frozenset(int(v) for v in topo.MP68[:17])
+"""FaceMesh vertices on the face's outline (mediapipe's face oval and the iBUG-68 jaw line)."""
+
+
 def fitted_rows(model: FaceModel, max_points: int) -> np.ndarray:
-    """Model rows the tracker fits: FaceMesh's iBUG-68 vertices first, then farthest-point samples of the mean."""
+    """Model rows the tracker fits: the inner iBUG-68 vertices, then farthest-point samples of the inner face.
+
+    Outline points are left out: they mark where the silhouette is, which
+    slides over the face as the head turns, so they are not fixed points of
+    the head (measured on the demo corpus: leaving them out lowers the median
+    rotation error of every identity, by 0.01-0.06 deg). Farthest-point
+    sampling would otherwise favour them, being on the shape's rim. A model
+    with nothing but outline points keeps them all.
+    """
+    inner = np.array([i for i, v in enumerate(model.landmarks) if int(v) not in SILHOUETTE])
+    if len(inner) == 0:
+        inner = np.arange(model.n_points)
     position = {int(v): i for i, v in enumerate(model.landmarks)}
-    chosen = [position[int(v)] for v in topo.MP68 if int(v) in position][:max_points]
+    chosen = [position[int(v)] for v in topo.MP68 if int(v) in position and int(v) not in SILHOUETTE][:max_points]
     if not chosen:
-        chosen = [0]
-    distance = np.linalg.norm(model.mean[:, None] - model.mean[chosen][None], axis=-1).min(axis=1)
-    while len(chosen) < min(max_points, model.n_points):
+        chosen = [int(inner[0])]
+    candidates = model.mean[inner]
+    distance = np.linalg.norm(candidates[:, None] - model.mean[chosen][None], axis=-1).min(axis=1)
+    while len(chosen) < min(max_points, len(inner)):
         farthest = int(np.argmax(distance))
-        chosen.append(farthest)
-        distance = np.minimum(distance, np.linalg.norm(model.mean - model.mean[farthest], axis=-1))
-    return np.array(sorted(chosen))
+        chosen.append(int(inner[farthest]))
+        distance = np.minimum(distance, np.linalg.norm(candidates - candidates[farthest], axis=-1))
+    return np.array(sorted(set(chosen)))
 
 
 def frame_weights(points: np.ndarray, detected: np.ndarray, interpolated_weight: float) -> np.ndarray:

@@ -13,6 +13,7 @@ import pytest
 from stages import preprocess_report
 from stages.preprocess_report import PreprocessReportConfig
 from talkhead_models.data import DataConfig
+from talkhead_models.preprocess import tracking_accuracy
 from talkhead_models.preprocess.accuracy import RecordingTruth, iter_npz_frames, recording_truths
 
 
@@ -116,3 +117,69 @@ def test_recording_truth_resizes_like_the_frames():
     source = np.arange(16, dtype=np.uint8).reshape(4, 4)
     assert recording.labels(source).shape == (8, 8)
     assert recording.labels(source)[7, 7] == 15
+
+
+def _tracked_copy(tiny_corpus, tmp_path: Path, exact: bool) -> Path:
+    """A processed root linking the tracked test corpus' identities, with emotion pairs added."""
+    from tests.preprocess.test_pairing import run_pair
+    from tests.preprocess.test_tracking import IDENTITIES, tracked_corpus
+
+    source = tracked_corpus(str(tiny_corpus), exact=exact)
+    root = tmp_path / ("exact" if exact else "facemesh")
+    (root / "models").mkdir(parents=True)
+    (root / "models" / "face_model").symlink_to(source / "models" / "face_model")
+    for identity in IDENTITIES:
+        for part in ("crop", "landmarks", "track"):
+            (root / identity).mkdir(exist_ok=True)
+            (root / identity / part).symlink_to(source / identity / part)
+        run_pair(source, identity, root / identity / "pair")
+    return root
+
+
+def test_tracking_section_meets_the_bars_with_exact_landmarks(tiny_corpus, tmp_path):
+    root = _tracked_copy(tiny_corpus, tmp_path, exact=True)
+    summary, markdown = tracking_accuracy.report(root, tiny_corpus, root / "models" / "face_model",
+                                                 ["S001", "S002"])
+    targets = tracking_accuracy.targets(summary)
+    assert [t["target"].split(" ")[0] for t in targets] == list(tracking_accuracy.BARS)
+    assert all(t["met"] for t in targets), targets
+    assert summary["all"]["rotation_median_deg"] == pytest.approx(
+        np.median([summary[i]["rotation_median_deg"] for i in ("S001", "S002")]))
+    assert summary["all"]["focal_error"] == max(abs(summary[i]["focal_error"]) for i in ("S001", "S002"))
+    assert summary["S001"]["pairs"] == 2 and "| S002 " in markdown and "self-calibrated" in markdown
+    assert "Rotation:" not in markdown and "Focal:" not in markdown  # nothing missed, nothing to explain
+
+
+def test_tracking_section_explains_missed_bars_and_skips_untracked(tiny_corpus, tmp_path):
+    root = _tracked_copy(tiny_corpus, tmp_path, exact=False)
+    (root / "V001" / "landmarks").mkdir(parents=True)  # processed, not tracked yet
+    summary, markdown = tracking_accuracy.report(root, tiny_corpus, root / "models" / "face_model",
+                                                 ["S001", "S002", "V001"])
+    assert summary["notes"] == {"V001": "not tracked"} and "V001" not in summary
+    assert "- V001: not tracked" in markdown
+    for identity in ("S001", "S002"):
+        assert summary[identity]["reprojection_median_px_512"] <= 1.5
+        assert summary[identity]["dtw_warp_error_frames"] <= 1.0
+    # A missed rotation bar is explained exactly when some identity's landmark bound is above the bar too.
+    above = [i for i in ("S001", "S002") if summary[i]["rotation_landmark_bound_deg"] > 1.0]
+    missed = summary["all"]["rotation_median_deg"] > 1.0
+    assert ("Rotation:" in markdown) == (missed and bool(above))
+    if "Rotation:" in markdown:
+        assert all(identity in markdown.split("Rotation:")[1].split("\n")[0] for identity in above)
+    rows = {t["target"].split(" ")[0]: t for t in tracking_accuracy.targets(summary)}
+    assert rows["rotation_median_deg"]["met"] == (not missed)
+
+
+def test_report_stage_puts_tracking_bars_in_the_target_table():
+    from stages.preprocess_report import ReportWithTracking
+    from talkhead_models.preprocess.accuracy import Report
+
+    tracking = {"S001": {"rotation_median_deg": 1.4}, "notes": {},
+                "all": {"rotation_median_deg": 1.4, "focal_error": -0.02, "reprojection_median_px_512": 0.7}}
+    report = ReportWithTracking.extend(Report(sections=(), identities=["S001"]), tracking, "## Tracking and pairing\n")
+    rows = {t["target"]: t["met"] for t in report.to_json()["targets"]}
+    assert rows == {"rotation_median_deg <= 1": False, "focal_error <= 0.05": True,
+                    "reprojection_median_px_512 <= 1.5": True}
+    markdown = report.to_markdown()
+    assert "| Tracking and pairing | rotation_median_deg <= 1 | 1.4 | **no** |" in markdown
+    assert markdown.rstrip().endswith("## Tracking and pairing") and report.to_json()["tracking"] == tracking

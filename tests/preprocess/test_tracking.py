@@ -68,13 +68,17 @@ def write_identity(corpus: Path, identity: str, base: Path, exact: bool) -> None
     np.save(base / "landmarks" / "detected.npy", np.isfinite(points).all(axis=(1, 2)))
 
 
-@functools.cache
 def tracked_corpus(corpus: str, exact: bool = False) -> Path:
     """A processed root (``<ID>/crop``, ``<ID>/landmarks``, ``<ID>/track``, ``models/face_model``), made once.
 
     Shared by the preprocessing test modules (they import it), so FaceMesh and
     the fits run once per session.
     """
+    return _tracked_corpus(str(corpus), bool(exact))  # one cache key however the caller spells the arguments
+
+
+@functools.cache
+def _tracked_corpus(corpus: str, exact: bool) -> Path:
     from stages import face_model, track as track_stage
 
     root = Path(corpus).parent / ("tracked_exact" if exact else "tracked_facemesh")
@@ -249,3 +253,25 @@ def test_truth_alignment_maps_crops_and_frame_rates(tiny_corpus):
     plain, cropped = load_truth(tiny_corpus, clips), load_truth(tiny_corpus, moved)
     assert np.allclose(cropped.landmarks_2d, (plain.landmarks_2d - [10, 20]) * 2.0)
     assert cropped.focal == pytest.approx(plain.focal * 2.0)
+
+
+def test_fitted_points_leave_out_the_outline(tiny_corpus):
+    from talkhead_models.preprocess.tracking import SILHOUETTE, fitted_rows
+
+    model = FaceModel.load(tracked_corpus(str(tiny_corpus)) / "models" / "face_model" / "face_model.npz")
+    rows = fitted_rows(model, 128)
+    vertices = {int(v) for v in model.landmarks[rows]}
+    assert len(rows) == 128 and len(set(rows.tolist())) == 128
+    assert not vertices & SILHOUETTE
+    from talkhead_models import face_topology as topo
+    assert {int(v) for v in topo.MP68[17:]} <= vertices  # the inner iBUG-68 points always
+    assert len(fitted_rows(model, 10_000)) == model.n_points - len(SILHOUETTE & set(model.landmarks.tolist()))
+
+
+def test_track_stage_reads_how_the_model_found_the_focal(tmp_path):
+    from stages.track import model_focal_status
+
+    assert model_focal_status(tmp_path, "S001")[0] is None  # no calibration.json: nothing to say
+    (tmp_path / "calibration.json").write_text(json.dumps({"S001": {"status": "flat", "focal_px": 626.0}}))
+    assert model_focal_status(tmp_path, "S001") == ("flat", 626.0)
+    assert model_focal_status(tmp_path, "S002")[0] is None
