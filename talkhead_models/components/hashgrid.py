@@ -160,11 +160,14 @@ def encode_torch(
     multilinear weights are separable over axes, so each is computed per
     axis for the two neighbouring vertices and combined by an outer XOR / sum
     / product. Autograd gives the gradients for the table and the points.
+    All levels are gathered from the table in one ``index_select``: its
+    backward fills a table-sized gradient once per call instead of once per
+    level, which dominated the CPU time of small training batches.
     """
     num_points, input_dim = unit_points.shape
     neighbour = torch.tensor([[0], [1]], device=unit_points.device)
     axes = unit_points.T  # [D, N]
-    level_features = []
+    level_indices, level_weights = [], []
     for layout in layouts:
         grid_position = axes * layout.scale + 0.5
         cell = torch.floor(grid_position)
@@ -179,10 +182,12 @@ def encode_torch(
             contributions = [vertices[d] * layout.resolution**d for d in range(input_dim)]
             index = _combine_over_axes(contributions, torch.add) % layout.size
         axis_weights = [torch.stack([1.0 - fraction[d], fraction[d]]) for d in range(input_dim)]
-        weights = _combine_over_axes(axis_weights, torch.mul)  # [2^D, N]
-        values = embeddings.index_select(0, (index + layout.offset).flatten()).view(*index.shape, -1)  # [2^D, N, F]
-        level_features.append((weights.unsqueeze(-1) * values).sum(0))
-    return torch.stack(level_features, dim=1).reshape(num_points, len(layouts) * level_dim)
+        level_weights.append(_combine_over_axes(axis_weights, torch.mul))  # [2^D, N]
+        level_indices.append(index + layout.offset)
+    weights = torch.stack(level_weights)  # [L, 2^D, N]
+    values = embeddings.index_select(0, torch.stack(level_indices).flatten()).view(*weights.shape, -1)
+    features = (weights.unsqueeze(-1) * values).sum(1)  # [L, N, F]
+    return features.transpose(0, 1).reshape(num_points, len(layouts) * level_dim)
 
 
 class HashGridEncoding(nn.Module):
