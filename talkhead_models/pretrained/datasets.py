@@ -23,8 +23,11 @@ import pandas as pd
 from talkhead_models.config import validate_name
 from talkhead_models.data.processed import ProcessedIdentity
 from talkhead_models.face_topology import to_68
+from talkhead_models.preprocess.accuracy import recording_truths
 from talkhead_models.preprocess.frames import read_clips
-from talkhead_models.pretrained.canonical import NeutralShape, canonical_landmarks, neutral_shape
+from talkhead_models.pretrained.canonical import (
+    NeutralShape, canonical_landmarks, fit_similarity, neutral_shape, remove_pose_dependence,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +59,12 @@ class IdentityLandmarks:
     processed: ProcessedIdentity
     clips: pd.DataFrame
     image: np.ndarray  # [N, 68, 3] pixel x, y and pixel depth z
-    canonical: np.ndarray  # [N, 68, 3] head pose removed, unit-radius neutral frame
+    canonical: np.ndarray  # [N, 68, 3] head pose removed (rigid fit, then its pose dependence), unit-radius frame
     neutral: NeutralShape
+    rigid: np.ndarray  # [N, 68, 3] after the rigid fit alone (the canonical frame before the pose dependence went)
+    truth: np.ndarray | None = None
+    """[N, 68, 3] the source's true landmarks as displacements from their own neutral shape, in this canonical
+    frame (``truth_displacement``); NaN where a recording has no truth; None without ground truth."""
 
 
 def processed_identities(root: Path, wanted: Sequence[str] = ()) -> list[ProcessedIdentity]:
@@ -88,8 +95,12 @@ def holdout_identity(names: Sequence[str], cfg: SplitConfig) -> str:
     return cfg.holdout_identity
 
 
-def load_identity(processed: ProcessedIdentity) -> IdentityLandmarks:
-    """Read an identity's clip table and landmarks and canonicalise them against its neutral frames."""
+def load_identity(processed: ProcessedIdentity, raw_root: Path | None = None) -> IdentityLandmarks:
+    """Read an identity's clip table and landmarks and canonicalise them against its neutral frames.
+
+    With ``raw_root`` (the source corpus, ``data/raw/<source>``) the recordings whose clips.parquet row names
+    a ground-truth file also get their true landmarks (``IdentityLandmarks.truth``).
+    """
     path = processed.path("landmarks478")
     if not path.is_file():
         raise PretrainDataError(f"{path}: landmarks not found; run the landmarks stage (`dvc repro landmarks`)")
@@ -107,8 +118,55 @@ def load_identity(processed: ProcessedIdentity) -> IdentityLandmarks:
         log.warning("%s: no neutral recording; the neutral shape is the mean over all frames", processed.root)
         neutral_frames = np.arange(len(image))
     neutral = neutral_shape(image[neutral_frames])
-    canonical = canonical_landmarks(image, neutral.shape)
-    return IdentityLandmarks(processed.identity, processed, clips, image, canonical, neutral)
+    transform = fit_similarity(image, neutral.shape)
+    rigid = transform.apply(image).astype(np.float32)
+    canonical = remove_pose_dependence(rigid, transform.rotation, neutral_frames)
+    truth = None
+    if raw_root is not None:
+        points = true_head_landmarks(clips, Path(raw_root), len(image))
+        truth = None if points is None else truth_displacement(points, neutral_frames, neutral)
+    return IdentityLandmarks(processed.identity, processed, clips, image, canonical, neutral, rigid, truth)
+
+
+def true_head_landmarks(clips: pd.DataFrame, raw_root: Path, frames: int) -> np.ndarray | None:
+    """[frames, 68, 3] the true 68 landmarks of each processed frame in the head's own frame (the renderer's
+    camera-space ``landmarks_3d`` with its head ``rotation`` and ``translation`` undone), so pose and perspective
+    are gone exactly; NaN where a recording has no truth, None where none has."""
+    recordings = recording_truths(clips, raw_root)
+    if not recordings:
+        return None
+    points = np.full((frames, 68, 3), np.nan, np.float32)
+    for recording in recordings:
+        with np.load(recording.truth) as truth:
+            missing = {"landmarks_3d", "rotation", "translation"} - set(truth.files)
+            if missing:
+                raise PretrainDataError(f"{recording.truth}: ground truth without {sorted(missing)}; regenerate the "
+                                        "corpus (`dvc repro synth`)")
+            camera, rotation, translation = truth["landmarks_3d"], truth["rotation"], truth["translation"]
+        source = np.minimum(recording.source_frames, len(camera) - 1)
+        head = np.einsum("nkj,nji->nki", to_68(camera[source]).astype(np.float64) - translation[source][:, None],
+                         rotation[source].astype(np.float64))
+        points[recording.frames] = head
+    return points
+
+
+def truth_displacement(points: np.ndarray, neutral_frames: np.ndarray, neutral: NeutralShape) -> np.ndarray:
+    """[N, 68, 3] true landmarks (NaN rows = unknown) as displacements from their own neutral shape, turned into
+    the frame of ``neutral`` (the detector's canonical frame).
+
+    The truth is canonicalised by the rigid fit alone (it has no detector artefact to remove; in the head
+    frame the fit is the identity up to one global similarity) against the Procrustes mean of its own neutral
+    frames; a similarity between the two neutral shapes (on the rigid anchors) carries its displacements into
+    the detector's canonical axes and units, where the model predicts.
+    """
+    known = np.isfinite(points).all(axis=(1, 2))
+    reference = neutral_frames[known[neutral_frames]]
+    truth_neutral = neutral_shape(points[reference if len(reference) else np.flatnonzero(known)])
+    moved = canonical_landmarks(points[known], truth_neutral.shape) - truth_neutral.shape
+    to_detector = fit_similarity(truth_neutral.shape[None], neutral.shape)
+    displacement = np.full(points.shape, np.nan, np.float32)
+    displacement[known] = to_detector.scale[0] * moved @ to_detector.rotation[0].T
+    return displacement
 
 
 def segment_table(identities: Sequence[IdentityLandmarks], cfg: SplitConfig) -> pd.DataFrame:

@@ -5,8 +5,9 @@ Targets (issue 6, measured on held-out sentences and the held-out identity):
 * sync expert: the best audio-video offset of the ground-truth clips within
   +-1 frame for at least 90% of the clips, and the clips' LSE-C with their own
   audio clearly above their LSE-C with another clip's audio;
-* audio2motion: mouth landmark distance to the truth at least 30% below the
-  neutral-mouth baseline (per emotion reported);
+* audio2motion: mouth landmark distance to the held-out frames' landmarks at
+  least 30% below the neutral-mouth baseline, for every emotion (the
+  definition is spelled out in the report text, ``MOTION_DEFINITION``);
 * each trains within 10 minutes on 2 CPU cores at the demo profile.
 """
 
@@ -37,16 +38,29 @@ def sync_summary(table: pd.DataFrame) -> dict[str, float]:
 
 
 def motion_by_emotion(table: pd.DataFrame) -> pd.DataFrame:
-    """Frame-weighted mouth error of the model and of the neutral baseline per split and emotion (and overall)."""
+    """Frame-weighted mouth error of the model and of the neutral baseline per split and emotion (and overall),
+    with the ratios against the rigid-fit-only reference and the ground truth where the table has them."""
+    rigid = "rigid_mouth_error" in table
+    truth = "truth_mouth_error" in table and table.truth_mouth_error.notna().any()
+
     def weighted(rows: pd.DataFrame) -> pd.Series:
         weights = rows.frames / rows.frames.sum()
         error, baseline = (rows.mouth_error * weights).sum(), (rows.baseline_error * weights).sum()
-        return pd.Series({
+        values = {
             "clips": len(rows), "frames": int(rows.frames.sum()),
             "mouth_error_px": (rows.mouth_error_px * weights).sum(),
             "baseline_error_px": (rows.baseline_error_px * weights).sum(),
             "ratio": error / baseline, "reduction_%": 100 * (1 - error / baseline),
-        })
+        }
+        if rigid:
+            values["ratio_rigid_fit_only"] = (rows.rigid_mouth_error * weights).sum() / (
+                rows.rigid_baseline_error * weights).sum()
+        if truth:
+            known = rows[rows.truth_mouth_error.notna()]
+            base = (known.truth_baseline_error * known.frames).sum()
+            values["ratio_vs_true_landmarks"] = (known.truth_mouth_error * known.frames).sum() / base
+            values["facemesh_ratio_vs_true_landmarks"] = (known.detector_truth_error * known.frames).sum() / base
+        return pd.Series(values)
 
     per_split = table.groupby(["split", "emotion"])[list(table.columns)].apply(weighted)
     overall = table.groupby("emotion")[list(table.columns)].apply(weighted)
@@ -54,6 +68,30 @@ def motion_by_emotion(table: pd.DataFrame) -> pd.DataFrame:
     total = pd.DataFrame([weighted(table)], index=pd.MultiIndex.from_tuples([("all", "all")],
                                                                             names=["split", "emotion"]))
     return pd.concat([per_split, overall, total]).reset_index().astype({"clips": int, "frames": int})
+
+
+MOTION_DEFINITION = (
+    "Mouth error: mean 3D distance of the mouth points 48-67 between the prediction and the reference in the "
+    "canonical face frame, in image pixels (canonical units times the identity's pixels per unit); baseline: "
+    "the identity's neutral mouth (zero displacement) scored the same way; ratio = error / baseline, "
+    "frame-weighted over the clips (the target: ratio <= {target:.2f} for every emotion over both held-out "
+    "splits, the `all` rows). Reference: the landmarks the landmark stage extracted from the held-out frames "
+    "(as LMD compares landmarks detected on the ground-truth frames), canonicalised exactly as the training "
+    "targets: a similarity fit on the rigid anchors (nose, eye corners) onto the identity's neutral mean shape "
+    "(Procrustes mean of its neutral recordings), then the part of the displacement that follows the head pose "
+    "(a least-squares fit on the pose angles and their squares over the identity's frames) removed, because "
+    "the detector's 3D mouth moves with a head turn. `ratio_rigid_fit_only`: the same prediction against the "
+    "reference without that last step (the definition before it was added)."
+)
+TRUTH_DEFINITION = (
+    " `ratio_vs_true_landmarks`: the same score against the source's exact landmarks (synthetic corpus: the "
+    "renderer's 3D landmarks in the head's own frame, so pose and perspective are gone exactly), as "
+    "displacements from their own neutral mean shape carried into the detector's canonical frame by a "
+    "similarity between the two neutral shapes; `facemesh_ratio_vs_true_landmarks`: that score for the "
+    "reference landmarks themselves, i.e. how close the detector's landmarks of the very frames come to the "
+    "truth. A model trained on detected landmarks learns the detector's view of the mouth (on this corpus "
+    "FaceMesh follows the lip opening but shrinks the lip-corner spread and misses the protrusion), so that "
+    "column, not 0, is what to compare `ratio_vs_true_landmarks` with.")
 
 
 def targets(sync: dict[str, float], motion: pd.DataFrame, sync_seconds: float,
@@ -69,7 +107,7 @@ def targets(sync: dict[str, float], motion: pd.DataFrame, sync_seconds: float,
         {"target": "sync: LSE-C own audio vs another clip's audio",
          "required": f"own >= {CONFIDENCE_MARGIN_TARGET:g} x other", "measured": f"{own:.3f} vs {other:.3f}",
          "met": own >= CONFIDENCE_MARGIN_TARGET * other},
-        {"target": "audio2motion: mouth distance / neutral baseline (worst emotion)",
+        {"target": "audio2motion: mouth distance / neutral baseline, held-out frames' landmarks (worst emotion)",
          "required": f"<= {MOUTH_RATIO_TARGET:.2f}", "measured": f"{worst.ratio:.3f} ({worst.emotion})",
          "met": bool(emotions.ratio.max() <= MOUTH_RATIO_TARGET)},
         {"target": "sync expert training time", "required": f"<= {TRAIN_SECONDS_TARGET:.0f} s",
@@ -79,11 +117,29 @@ def targets(sync: dict[str, float], motion: pd.DataFrame, sync_seconds: float,
     ]
 
 
+def _networks(config: dict) -> str:
+    """How many networks the model averages and what they see beyond the audio window, for the report."""
+    members = int(config.get("ensemble", 1))
+    parts = []
+    if config.get("context_frames", 0) > 1:
+        parts.append(f"an utterance context over {config['context_frames']} frames")
+    if config.get("emotion_weight", 0) > 0:
+        parts.append("an auxiliary emotion-label loss on it")
+    if config.get("vtlp", 0) > 0:
+        parts.append(f"vocal-tract-length warping +-{config['vtlp']:.0%}")
+    extras = f" ({', '.join(parts)})" if parts else ""
+    return f"{members} network(s){extras}, each " if members > 1 else f"one network{extras}, "
+
+
 def render(sync_metrics: dict[str, float], sync_table: pd.DataFrame, sync_config: dict,
            motion_metrics: dict[str, float], motion_table: pd.DataFrame, motion_config: dict) -> tuple[str, dict]:
     """The markdown report and its JSON twin."""
     motion = motion_by_emotion(motion_table)
     checks = targets(sync_metrics, motion, sync_metrics["train_seconds"], motion_metrics["train_seconds"])
+    # Models written before the true landmarks were measured call the reference's jitter truth_jitter.
+    legacy = "reference_jitter" not in motion_metrics
+    reference_jitter = motion_metrics["truth_jitter" if legacy else "reference_jitter"]
+    truth_jitter = None if legacy else motion_metrics.get("truth_jitter")
     split = sync_config["pretrain"]
     per_split = sync_table.groupby("split").apply(
         lambda rows: pd.Series({
@@ -121,13 +177,16 @@ def render(sync_metrics: dict[str, float], sync_table: pd.DataFrame, sync_config
         "## audio2motion",
         "",
         f"Variant `{motion_config['variant']}`, features `aud_{motion_config['feature_kind']}`; "
-        f"{motion_config['steps']} steps of {motion_config['batch_size']} x {motion_config['sequence_frames']} "
+        + _networks(motion_config)
+        + f"{motion_config['steps']} steps of {motion_config['batch_size']} x {motion_config['sequence_frames']} "
         f"frames in {motion_metrics['train_seconds']:.0f} s wall clock, "
         f"{motion_metrics['train_cpu_seconds']:.0f} s CPU, "
-        f"{motion_config['threads'] or 'default'} torch thread(s). Mouth error: mean 3D distance of points 48-67 to "
-        "the truth in the canonical frame, in image pixels; baseline: the neutral mouth. Jitter of the "
-        f"prediction (mean second difference): {motion_metrics['jitter']:.4f} vs the truth's "
-        f"{motion_metrics['truth_jitter']:.4f} (canonical units).",
+        f"{motion_config['threads'] or 'default'} torch thread(s). "
+        + MOTION_DEFINITION.format(target=MOUTH_RATIO_TARGET)
+        + (TRUTH_DEFINITION if "ratio_vs_true_landmarks" in motion else "")
+        + f" Jitter of the mouth (mean second difference, canonical units): prediction "
+        f"{motion_metrics['jitter']:.4f}, reference {reference_jitter:.4f}"
+        + (f", true landmarks {truth_jitter:.4f}." if truth_jitter is not None else "."),
         "",
         motion.to_markdown(index=False, floatfmt=".3f"),
         "",

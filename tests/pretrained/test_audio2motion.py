@@ -32,8 +32,8 @@ def test_beats_the_neutral_mouth_on_a_set_it_can_fit(tiny_motion, trained):
     scores = summary_scores(table)
     assert scores["mouth_error_ratio"] < 0.7, table[["clip", "mouth_error", "baseline_error"]]
     assert trained.history[-1]["loss"] < trained.history[0]["loss"]
-    # Smooth: the prediction jitters no more than twice the truth does.
-    assert (table.jitter <= 2 * table.truth_jitter + 1e-4).all()
+    # Smooth: the prediction jitters no more than twice its reference landmarks do.
+    assert (table.jitter <= 2 * table.reference_jitter + 1e-4).all()
 
 
 def test_checkpoint_round_trip_predicts_the_same_landmarks(tiny_motion, trained, tmp_path):
