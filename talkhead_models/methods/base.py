@@ -178,6 +178,8 @@ def _load_builtin_methods() -> None:
     # Importing a method's package registers it; done lazily so this module has no import cycle.
     import talkhead_models.methods.ground_truth  # noqa: F401
     import talkhead_models.methods.static  # noqa: F401
+    import talkhead_models.methods.r2talker  # noqa: F401
+    import talkhead_models.methods.gstalker  # noqa: F401
 
 
 def model_dir_file(model_dir: Path, name: str) -> Path:

@@ -1,0 +1,38 @@
+"""GSTalker (Chen et al. 2024): audio-driven deformable 3D Gaussian splatting, and its Table 4 ablations.
+
+Registered names (family ``gstalker``, params section ``gstalker``):
+
+* ``gstalker``: the full method;
+* ``gstalker_no_static_init``: no static initialisation (the random Gaussians go straight to the joint stage);
+* ``gstalker_no_hash_grid``: the deformation fields read the raw canonical coordinates instead of the tri-plane;
+* ``gstalker_no_perceptual``: no perceptual (LPIPS) term in the loss.
+
+Table 5's audio features are the config field ``audio_feature`` (see
+:class:`~talkhead_models.methods.gstalker.config.GSTalkerConfig`), not separate names: only ``mel`` is
+computed here without weights.
+"""
+
+from talkhead_models.methods.base import MethodSpec, register
+from talkhead_models.methods.gstalker.config import GSTalkerConfig
+from talkhead_models.methods.gstalker.renderer import GSTalkerHead, load
+from talkhead_models.methods.gstalker.trainer import train
+
+FAMILY = "gstalker"
+
+VARIANTS = {
+    "": ({}, "GSTalker: static init, audio-driven tri-plane deformation, pose-driven torso"),
+    "no_static_init": ({"static_iterations": 0}, "GSTalker without the static Gaussian initialisation (Table 4)"),
+    "no_hash_grid": ({"spatial_encoding": "coordinates"},
+                     "GSTalker with raw coordinates instead of the hash-grid tri-plane (Table 4)"),
+    "no_perceptual": ({"perceptual_weight": 0.0}, "GSTalker without the perceptual (LPIPS) loss (Table 4)"),
+}
+
+SPECS = {
+    variant: register(MethodSpec(
+        name=FAMILY if not variant else f"{FAMILY}_{variant}", family=FAMILY, config=GSTalkerConfig, train=train,
+        load=load, variant=variant, overrides=overrides, description=description,
+    ))
+    for variant, (overrides, description) in VARIANTS.items()
+}
+
+__all__ = ["FAMILY", "SPECS", "VARIANTS", "GSTalkerConfig", "GSTalkerHead", "load", "train"]

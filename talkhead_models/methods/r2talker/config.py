@@ -1,0 +1,235 @@
+"""R2-Talker's hyper-parameters (params.yaml section ``r2talker``); the defaults are the paper's.
+
+Numbers come from the paper (Sec. 3.4) and its supplement (Table 6). Where
+the paper is silent the value is RAD-NeRF's (the code base R2-Talker and
+its Geneface++ baseline build on), and the field says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CONDITIONS = ("landmarks", "audio")
+LIP_LOSSES = ("auto", "lpips", "dssim")
+
+
+@dataclass(frozen=True)
+class R2TalkerConfig:
+    """The model, its training schedule and the ablation switches of Table 4."""
+
+    # --- Ablation switches (Table 4: baseline -> + landmark encoding -> + M-AGLO -> + progressive) ----------
+    condition: str = "landmarks"
+    """What drives the face: "landmarks" (hash-grid landmark encoding, Sec. 3.2) or "audio" (the RAD-NeRF
+    baseline: AudioNet + AudioAttNet features of the audio windows, concatenated to every sample)."""
+    maglo: bool = True
+    """M-AGLO (Sec. 3.3): modulate every hidden FC layer of the sigma net by (scale, shift) from bypass FCs of the
+    per-frame condition; False = GLO, the conditional feature concatenated to every sample's positional feature."""
+    progressive: bool = True
+    """Conditional progressive optimisation: the positional grid starts with its coarsest levels."""
+
+    # --- Positional encoder: hash grid (Table 6) ----------------------------------------------------------
+    position_levels: int = 16
+    """Levels of the positional hash grid."""
+    position_level_dim: int = 4
+    """Features per level (4, as Neuralangelo; RAD-NeRF uses 2)."""
+    position_base_resolution: int = 32
+    """Coarsest resolution."""
+    position_log2_hashmap_size: int = 16
+    """log2 of the entries per level."""
+    position_desired_resolution: int = 2048
+    """Finest resolution."""
+
+    # --- Sigma net and colour head -------------------------------------------------------------------------
+    sigma_layers: int = 3
+    """FC layers of the sigma net (Table 6)."""
+    sigma_hidden: int = 128
+    """Hidden width of the sigma net (Table 6)."""
+    geo_feat_dim: int = 128
+    """Geometry feature passed to the colour head: the sigma net outputs 1 + 128 (Table 6)."""
+    color_layers: int = 2
+    """FC layers of the colour head (RAD-NeRF; not in Table 6)."""
+    color_hidden: int = 64
+    """Hidden width of the colour head (RAD-NeRF)."""
+    direction_frequencies: int = 4
+    """Frequency encoding of the view direction (AD-NeRF's 4 frequencies; RAD-NeRF uses degree-4 SH)."""
+
+    # --- Landmark encoder: hash grid at every landmark of a window (Table 6) -------------------------------
+    landmark_levels: int = 16
+    """Levels of the landmark hash grid."""
+    landmark_level_dim: int = 2
+    """Features per level of the landmark grid."""
+    landmark_base_resolution: int = 32
+    """Coarsest resolution of the landmark grid."""
+    landmark_log2_hashmap_size: int = 16
+    """log2 of its entries per level."""
+    landmark_desired_resolution: int = 2048
+    """Finest resolution of the landmark grid."""
+    landmark_window: int = 5
+    """Frames of 68 landmarks per condition, centred on the frame (5: the FC input is 5 x 68 x 2 x 16)."""
+    landmark_bound: float = 2.0
+    """The grid covers [-bound, bound]^3 of the canonical face frame (unit RMS radius; landmarks lie within
+    about 1.5)."""
+
+    # --- Conditioning --------------------------------------------------------------------------------------
+    bypass_layers: int = 3
+    """FC layers of each M-AGLO bypass branch (Table 6); also the landmark MLP of the GLO variant."""
+    bypass_hidden: int = 128
+    """Hidden width of the bypass branches (Table 6)."""
+    condition_dim: int = 32
+    """Conditional feature concatenated per sample in the GLO variants (RAD-NeRF's audio feature width, so the
+    audio and landmark rungs of the ladder differ only in their encoding)."""
+    use_eye: bool = True
+    """Append the eye-openness ratio to the per-frame condition (RAD-NeRF's AU45 input, which the landmark
+    generator cannot predict from audio)."""
+    audio_kind: str = "mel"
+    """Audio features of the audio baseline (features/aud_<kind>.npy)."""
+    audio_dim: int = 32
+    """AudioNet output of the audio baseline (RAD-NeRF)."""
+    audio_attention_window: int = 8
+    """Frames smoothed by AudioAttNet in the audio baseline (RAD-NeRF / AD-NeRF)."""
+
+    # --- Rendering -----------------------------------------------------------------------------------------
+    march_steps: int = 1024
+    """Stratified steps per ray across the head box (torch-ngp marches about 1024 steps across its cube)."""
+    termination_chunk: int = 16
+    """Steps composited at a time; rays whose transmittance falls below ``min_transmittance`` stop."""
+    min_transmittance: float = 1e-4
+    """Early ray termination threshold (torch-ngp's)."""
+    max_samples: int = 0
+    """Occupied samples each ray may evaluate, in training and rendering (0 = no limit, as torch-ngp's
+    inference; its training marches a bounded number of steps per ray)."""
+    box_margin: float = 0.1
+    """Relative margin added around the head box found from the training masks."""
+    occupancy_resolution: int = 128
+    """Cells per axis of the occupancy grid (torch-ngp)."""
+    occupancy_update_every: int = 16
+    """Iterations between occupancy updates (torch-ngp)."""
+    occupancy_conditions: int = 4
+    """Training frames whose conditions an update takes the maximum density over (the grid keeps a decaying
+    maximum across updates, so all conditions accumulate, Sec. 3.4)."""
+    occupancy_cell_fraction: float = 1.0
+    """Fraction of cells re-evaluated per update."""
+    density_threshold: float = 10.0
+    """Occupancy density threshold (RAD-NeRF)."""
+
+    # --- Head training (Sec. 3.4) ---------------------------------------------------------------------------
+    iterations: int = 240_000
+    """Head iterations, lips fine-tuning included."""
+    rays_per_step: int = 65_536
+    """Rays per iteration (RAD-NeRF's num_rays = 4096 x 16)."""
+    head_ray_fraction: float = 0.0
+    """Share of a frame's rays drawn inside its head mask (the rest uniformly over the projected head box, as
+    RAD-NeRF draws them over the image; 0 in the paper)."""
+    lips_ray_fraction: float = 0.0
+    """Share of a frame's rays drawn inside its lips box (0 in the paper; the lips fine-tuning stage alone
+    focuses on them there). Raising it spends a short CPU budget where the condition matters."""
+    frames_per_step: int = 1
+    """Training frames the rays of one iteration come from (RAD-NeRF: one image per iteration)."""
+    learning_rate: float = 1e-2
+    """Learning rate of the hash grids (RAD-NeRF)."""
+    network_learning_rate: float = 1e-3
+    """Learning rate of the MLPs (RAD-NeRF)."""
+    weight_decay: float = 1e-2
+    """AdamW decoupled weight decay of the MLPs (torch's default; the paper gives none); hash tables get none."""
+    decay_at: tuple[float, float] = (0.625, 0.75)
+    """Fractions of the iterations where the LR drops to x0.1 and x0.01 (150K and 180K of 240K)."""
+    lips_start: float = 200 / 240
+    """Fraction of the iterations where lips fine-tuning starts and the LR is reset (200K of 240K)."""
+    lips_patch: int = 32
+    """Side of the square patch containing the lips rendered per frame while fine-tuning (RAD-NeRF)."""
+    lips_weight: float = 0.01
+    """lambda of L = MSE + lambda * LPIPS(patch) (the paper's value is lost in the text; RAD-NeRF / ER-NeRF)."""
+    lips_loss: str = "auto"
+    """Perceptual lip loss: lpips (needs its weights), dssim (1 - SSIM, weight-free) or auto (lpips if present)."""
+    opacity_weight: float = 0.0
+    """Weight of an MSE between each head ray's opacity and the frame's head mask (parse labels head, neck,
+    lips, mouth). Not in the paper (0); a CPU-budget aid: it clears the fog around the silhouette early, so the
+    occupancy grid prunes it and fewer samples are marched."""
+    distortion_weight: float = 0.0
+    """Weight of Mip-NeRF 360's distortion loss on the head rays' weights. Not in the paper (0); a CPU-budget
+    aid: it turns the early volumetric fog into a surface, so rays terminate after a few samples."""
+    shape_prior_steps: int = 0
+    """Iterations that first fit the density to a solid head (the mask hull, cut in depth by an ellipsoid), as
+    Neuralangelo / NeuS start from a sphere. Not in the paper (0); a CPU-budget aid: training then starts
+    from a surface instead of a fog that every ray has to march through."""
+    progressive_initial_levels: int = 4
+    """Positional grid levels active at the start."""
+    progressive_every: int = 5000
+    """Iterations per additional level at ``progressive_reference_iterations``; scaled with ``iterations``."""
+    progressive_reference_iterations: int = 240_000
+    """The iteration budget ``progressive_every`` refers to (the paper's)."""
+
+    # --- Torso training (RAD-NeRF) ----------------------------------------------------------------------------
+    torso_iterations: int = 200_000
+    """Torso iterations after the head (RAD-NeRF's torso run); 0 = composite over the ground-truth-free
+    background only."""
+    torso_rays_per_step: int = 65_536
+    """Pixels per torso iteration."""
+    torso_levels: int = 16
+    """Levels of the torso's 2D hash grid (RAD-NeRF)."""
+    torso_level_dim: int = 2
+    """Features per level of the torso grid."""
+    torso_base_resolution: int = 16
+    """Coarsest resolution of the torso grid."""
+    torso_log2_hashmap_size: int = 16
+    """log2 entries per level of the torso grid."""
+    torso_desired_resolution: int = 2048
+    """Finest resolution of the torso grid."""
+    torso_hidden: int = 32
+    """Hidden width of the torso colour net (RAD-NeRF)."""
+    torso_deform_hidden: int = 64
+    """Hidden width of the torso deformation net (RAD-NeRF)."""
+
+    # --- Bookkeeping ---------------------------------------------------------------------------------------
+    checkpoint_every: int = 10_000
+    """Iterations between resumable checkpoints."""
+    validate_every: int = 10_000
+    """Iterations between validation renders (PSNR in curve.csv, a sample PNG)."""
+    validation_frames: int = 2
+    """Held-out frames rendered at each validation."""
+    log_every: int = 100
+    """Iterations between logged loss values."""
+    device: str = "auto"
+    """auto (CUDA when available), cuda or cpu."""
+    backend: str = "auto"
+    """Hash-grid backend: auto, torch or tcnn."""
+    seed: int = 0
+    """Seed of the initialisation and the sampling."""
+
+    def __post_init__(self) -> None:
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"r2talker.condition must be one of {CONDITIONS}, got {self.condition!r}")
+        if self.lips_loss not in LIP_LOSSES:
+            raise ValueError(f"r2talker.lips_loss must be one of {LIP_LOSSES}, got {self.lips_loss!r}")
+        if not 0 < self.decay_at[0] <= self.decay_at[1] <= 1:
+            raise ValueError(f"r2talker.decay_at must be increasing fractions in (0, 1], got {self.decay_at}")
+        if self.landmark_window < 1 or self.landmark_window % 2 == 0:
+            raise ValueError(f"r2talker.landmark_window must be odd and positive, got {self.landmark_window}")
+        if self.head_ray_fraction < 0 or self.lips_ray_fraction < 0 or \
+                self.head_ray_fraction + self.lips_ray_fraction > 1:
+            raise ValueError("r2talker.head_ray_fraction and lips_ray_fraction must be >= 0 and sum to at most 1")
+        if self.iterations < 1 or self.rays_per_step < 1 or self.frames_per_step < 1:
+            raise ValueError("r2talker.iterations, rays_per_step and frames_per_step must be positive")
+
+    @property
+    def total_iterations(self) -> int:
+        return self.iterations + self.torso_iterations
+
+    @property
+    def lips_start_iteration(self) -> int:
+        return int(round(self.lips_start * self.iterations))
+
+    def levels_per_step(self) -> int:
+        """Iterations per additional positional level, scaled from the paper's 5000 of 240K."""
+        scaled = self.progressive_every * self.iterations / self.progressive_reference_iterations
+        return max(1, int(round(scaled)))
+
+    def learning_rate_factor(self, iteration: int, total: int, lips_start: int | None = None) -> float:
+        """x1, then x0.1 and x0.01 at ``decay_at``; reset to x1 from ``lips_start`` (head stage only)."""
+        if lips_start is not None and iteration >= lips_start:
+            return 1.0
+        if iteration >= self.decay_at[1] * total:
+            return 0.01
+        if iteration >= self.decay_at[0] * total:
+            return 0.1
+        return 1.0

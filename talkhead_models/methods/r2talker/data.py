@@ -1,0 +1,253 @@
+"""What R2-Talker reads from a processed identity: cameras, frames, masks, landmarks and audio windows.
+
+Cameras are the tracker's ``transforms_*.json`` (OpenGL camera-to-world,
+world = the head frame in metres). The head lives in a box found from the
+training frames' head masks; positions are mapped into the scene frame, that
+box centred and scaled into [-1, 1]^3 (RAD-NeRF scales its poses by 4 so the
+head fills its unit cube; this does the same from the data).
+
+Conditions:
+
+* landmarks (R2-Talker): the tracked 68 landmarks in the canonical face frame
+  of the audio-to-landmark generator (``pretrained.datasets.load_identity``,
+  the same canonicalisation its training used), so training inputs and the
+  generator's test-time predictions share one frame of reference; a window
+  of frames around each frame, clamped inside its recording;
+* audio (the RAD-NeRF baseline): the 16-step feature windows of a window of
+  frames around each frame, also clamped inside the recording.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from talkhead_models.data.identity_reader import IdentityError, IdentityReader
+from talkhead_models.data.processed import ProcessedIdentity
+from talkhead_models.preprocess.frames import read_image
+
+log = logging.getLogger(__name__)
+
+HEAD_LABELS = (1, 2, 4, 5)
+"""Semantic labels the head NeRF renders: head (with hair), neck, lips, mouth interior."""
+TORSO_LABELS = (2, 3)
+"""Labels the torso net may cover: neck and torso."""
+LIP_LABELS = (4, 5)
+BOX_FRAMES = 48
+"""Training frames whose masks bound the head box."""
+FRAME_CACHE = 512
+"""Decoded training frames kept in memory (about 0.6 MB each at 256 px)."""
+
+
+@dataclass(frozen=True)
+class Cameras:
+    """Every frame's camera (NaN rows where the tracker wrote none) and the shared intrinsics."""
+
+    c2w: np.ndarray  # [N, 4, 4] head frame, metres
+    focal: float
+    cx: float
+    cy: float
+
+    def has(self, index: int) -> bool:
+        return bool(np.isfinite(self.c2w[index]).all())
+
+
+def read_cameras(reader: IdentityReader) -> Cameras:
+    """Poses of all frames from transforms_train.json and transforms_val.json."""
+    c2w = np.full((reader.num_frames, 4, 4), np.nan)
+    intrinsics = None
+    for split in ("train", "val"):
+        transforms = reader.transforms(split)
+        if transforms is None:
+            continue
+        intrinsics = intrinsics or (float(transforms["focal_len"]), float(transforms["cx"]), float(transforms["cy"]))
+        for frame in transforms.get("frames", []):
+            index = int(frame["img_id"])
+            if 0 <= index < reader.num_frames:
+                c2w[index] = np.asarray(frame["transform_matrix"], np.float64)
+    if intrinsics is None:
+        raise IdentityError(f"{reader.layout.path('transforms_train')} not found: R2-Talker needs the tracked "
+                            f"cameras; run `python -m stages.track --identity {reader.root.name}`")
+    return Cameras(c2w, *intrinsics)
+
+
+@dataclass(frozen=True)
+class SceneFrame:
+    """The map from the head frame (metres) into the scene frame where the head box is [-1, 1]^3 at most."""
+
+    centre: np.ndarray  # [3]
+    scale: float
+    box: np.ndarray  # [6] the head box in the scene frame (xmin, ymin, zmin, xmax, ymax, zmax)
+
+    def c2w(self, c2w: np.ndarray) -> np.ndarray:
+        """Camera-to-world [..., 4, 4] in metres -> scene frame (rotation kept, centre moved, scaled)."""
+        scene = np.array(c2w, np.float64, copy=True)
+        scene[..., :3, 3] = (scene[..., :3, 3] - self.centre) * self.scale
+        return scene
+
+
+def unproject_to_face_plane(c2w: np.ndarray, pixels: np.ndarray, focal: float, cx: float, cy: float) -> np.ndarray:
+    """Head-frame (x, y) where the rays of ``pixels`` [P, 2] (column, row) cross the plane z = 0."""
+    directions = np.stack([(pixels[:, 0] + 0.5 - cx) / focal, -(pixels[:, 1] + 0.5 - cy) / focal,
+                           -np.ones(len(pixels))], axis=-1) @ c2w[:3, :3].T
+    origin = c2w[:3, 3]
+    t = -origin[2] / np.where(np.abs(directions[:, 2]) < 1e-9, -1e-9, directions[:, 2])
+    return (origin[None, :2] + t[:, None] * directions[:, :2])
+
+
+def scene_frame(identity: "IdentityData", margin: float) -> SceneFrame:
+    """The head box from the training frames' head masks, unprojected onto the face plane.
+
+    x and y come from the masks (0.5-99.5 percentiles over frames); the depth
+    range is the half width on either side of the face plane (the box only
+    bounds the marching; the occupancy grid finds the head inside it).
+    """
+    frames = identity.training_frames
+    picked = frames[np.linspace(0, len(frames) - 1, min(BOX_FRAMES, len(frames))).astype(int)]
+    points = []
+    for index in picked:
+        rows, cols = np.nonzero(np.isin(identity.semantic(int(index)), HEAD_LABELS))
+        if len(rows) == 0:
+            continue
+        pixels = np.stack([cols, rows], -1).astype(np.float64)
+        points.append(unproject_to_face_plane(identity.cameras.c2w[index], pixels, identity.cameras.focal,
+                                              identity.cameras.cx, identity.cameras.cy))
+    if not points:
+        raise IdentityError(f"{identity.layout.path('semantic_dir')}: no head pixels in the training frames; "
+                            "re-run the parse stage")
+    cloud = np.concatenate(points)
+    low, high = np.percentile(cloud, 0.5, axis=0), np.percentile(cloud, 99.5, axis=0)
+    half_width = 0.5 * (high[0] - low[0])
+    low3 = np.array([low[0], low[1], -half_width])
+    high3 = np.array([high[0], high[1], half_width])
+    centre, half = 0.5 * (low3 + high3), 0.5 * (high3 - low3) * (1.0 + margin)
+    scale = 1.0 / float(half.max())
+    box = np.concatenate([-half * scale, half * scale])
+    log.info("%s: head box %s m (centre %s), scene scale %.2f", identity.root.name,
+             np.round(2 * half, 3).tolist(), np.round(centre, 3).tolist(), scale)
+    return SceneFrame(centre=centre, scale=scale, box=box)
+
+
+def window_indices(frames: np.ndarray, window: int, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """[n, window] frame indices centred on ``frames``, clamped to each frame's recording [first, last]."""
+    offsets = np.arange(window) - window // 2
+    return np.clip(frames[:, None] + offsets[None], first[:, None], last[:, None])
+
+
+class IdentityData:
+    """One processed identity as R2-Talker trains on it (frames are decoded lazily and cached)."""
+
+    def __init__(self, root: Path, with_landmarks: bool, audio_kind: str | None = None) -> None:
+        self.reader = IdentityReader(root)
+        self.layout: ProcessedIdentity = self.reader.layout
+        self.root = self.reader.root
+        self.cameras = read_cameras(self.reader)
+        clips = self.reader.clips()
+        self.clip_first = np.zeros(self.reader.num_frames, np.int64)
+        self.clip_last = np.zeros(self.reader.num_frames, np.int64)
+        for row in clips.itertuples(index=False):
+            self.clip_first[row.first_frame:row.last_frame + 1] = row.first_frame
+            self.clip_last[row.first_frame:row.last_frame + 1] = row.last_frame
+        tracked = np.array([self.cameras.has(i) for i in range(self.reader.num_frames)])
+        training = self.reader.training_frames()
+        self.training_frames = training[tracked[training]]
+        if len(self.training_frames) == 0:
+            raise IdentityError(f"{self.layout.path('transforms_train')}: no tracked training frame; re-run the "
+                                "track stage")
+        validation = np.flatnonzero(self.reader.validation_mask() & tracked)
+        self.validation_frames = validation
+        self.eye = np.asarray(self.reader.eye(), np.float32)
+        self.image_size = int(self.frame(int(self.training_frames[0])).shape[0])
+        self.background = read_image(self._require("background")).astype(np.float32) / 255.0
+        self.canonical = self.neutral = None
+        if with_landmarks:
+            from talkhead_models.pretrained.datasets import load_identity
+
+            landmarks = load_identity(self.layout)
+            self.canonical = landmarks.canonical.astype(np.float32)  # [N, 68, 3]
+            self.neutral = landmarks.neutral.shape.astype(np.float32)
+        self.audio = None
+        if audio_kind is not None:
+            self.audio = np.asarray(self.reader.audio_features(audio_kind), np.float32)  # [N, 16, D]
+        self._frame_cache = functools.lru_cache(maxsize=FRAME_CACHE)(self._load_training_images)
+
+    def _require(self, name: str) -> Path:
+        path = self.layout.path(name)
+        if not path.exists():
+            raise IdentityError(f"{path} not found; R2-Talker needs the parse stage's outputs (`python -m "
+                                f"stages.parse --identity {self.root.name}`)")
+        return path
+
+    def frame(self, index: int) -> np.ndarray:
+        return self.reader.frame(index)
+
+    def semantic(self, index: int) -> np.ndarray:
+        return cv2.imread(str(self._require("semantic_dir") / f"{index}.png"), cv2.IMREAD_UNCHANGED)
+
+    def torso_rgba(self, index: int) -> np.ndarray:
+        image = cv2.imread(str(self._require("torso_dir") / f"{index}.png"), cv2.IMREAD_UNCHANGED)
+        if image is None or image.ndim != 3 or image.shape[2] != 4:
+            raise IdentityError(f"{self._require('torso_dir') / f'{index}.png'}: expected an RGBA torso image; "
+                                "re-run the parse stage")
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+
+    def _load_training_images(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ground truth over bc.jpg, bc.jpg with the frame's torso, semantic labels) as uint8 / labels."""
+        truth = read_image(self._require("gt_dir") / f"{index}.jpg")
+        torso = self.torso_rgba(index)
+        alpha = torso[..., 3:].astype(np.float32) / 255.0
+        head_background = torso[..., :3].astype(np.float32) / 255.0 * alpha + self.background * (1.0 - alpha)
+        return truth, (head_background * 255.0 + 0.5).astype(np.uint8), self.semantic(index)
+
+    def training_images(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._frame_cache(int(index))
+
+    def landmark_windows(self, frames: np.ndarray, window: int) -> np.ndarray:
+        """[n, window, 68, 3] canonical landmarks around ``frames``."""
+        index = window_indices(np.asarray(frames), window, self.clip_first[frames], self.clip_last[frames])
+        return self.canonical[index]
+
+    def audio_windows(self, frames: np.ndarray, window: int) -> np.ndarray:
+        """[n, window, 16, D] audio feature windows around ``frames``."""
+        index = window_indices(np.asarray(frames), window, self.clip_first[frames], self.clip_last[frames])
+        return self.audio[np.minimum(index, len(self.audio) - 1)]
+
+    def lips_box(self, labels: np.ndarray) -> tuple[int, int, int, int] | None:
+        """(x0, y0, x1, y1) of the lips and mouth interior, or None when the frame shows none."""
+        rows, cols = np.nonzero(np.isin(labels, LIP_LABELS))
+        if len(rows) == 0:
+            return None
+        return int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
+
+    def region_mask(self, labels: tuple[int, ...], frames: np.ndarray, dilate: int) -> np.ndarray:
+        """[H, W] union of ``labels`` over ``frames``, dilated by ``dilate`` pixels."""
+        mask = np.zeros((self.image_size, self.image_size), np.uint8)
+        for index in frames:
+            mask |= np.isin(self.semantic(int(index)), labels).astype(np.uint8)
+        if dilate > 0:
+            mask = cv2.dilate(mask, np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8))
+        return mask.astype(bool)
+
+
+def features_audio_config(layout: ProcessedIdentity):
+    """The audio stage's settings recorded in features/manifest.json (defaults when absent)."""
+    from talkhead_models.config import from_dict
+    from talkhead_models.preprocess.audio_features import AudioConfig
+
+    manifest = layout.path("features_dir") / "manifest.json"
+    try:
+        params = json.loads(manifest.read_text()).get("params", {})
+        return from_dict(AudioConfig, {k: v for k, v in params.items() if k in AudioConfig.__dataclass_fields__})
+    except (OSError, ValueError, TypeError):
+        return AudioConfig()
+
+
+def as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array, np.float32), device=device)

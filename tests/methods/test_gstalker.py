@@ -1,0 +1,204 @@
+"""GSTalker: initialisation, deformation fields, variants, training, resume, checkpoints and rendering."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from talkhead_models.methods import Driving, get_method
+from talkhead_models.methods.gstalker import GSTalkerConfig
+from talkhead_models.methods.gstalker.model import FrameCondition, random_gaussians
+from talkhead_models.methods.gstalker.scene import IdentityScene, lips_box
+from talkhead_models.methods.gstalker.trainer import CHECKPOINT, CURVE, Trainer, build_model, exponential_lr
+from tests.methods.gstalker_fixtures import IDENTITY, TINY, gstalker_root  # noqa: F401
+
+VARIANTS = ("gstalker", "gstalker_no_static_init", "gstalker_no_hash_grid", "gstalker_no_perceptual")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread, as the train stage runs (on a shared 2-core machine more threads only contend)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_config(name: str = "gstalker", **changes) -> GSTalkerConfig:
+    return get_method(name).resolve_config({**TINY, **changes})
+
+
+def test_paper_values_are_the_defaults():
+    cfg = GSTalkerConfig()
+    assert (cfg.num_gaussians, cfg.init_cube_side, cfg.static_iterations, cfg.iterations) == (10_000, 2.0, 10_000,
+                                                                                            100_000)
+    assert (cfg.triplane.num_levels, cfg.triplane.level_dim, cfg.triplane.base_resolution,
+            cfg.triplane.desired_resolution) == (14, 1, 64, 512)
+    assert (cfg.hash_lr, cfg.deform_lr, cfg.pose_frequencies) == (5e-3, 1.6e-5, 6)
+
+
+def test_variants_are_registered_and_differ_as_table_4_states():
+    specs = {name: get_method(name) for name in VARIANTS}
+    assert {spec.family for spec in specs.values()} == {"gstalker"}
+    assert [spec.variant for spec in specs.values()] == ["", "no_static_init", "no_hash_grid", "no_perceptual"]
+    configs = {name: spec.resolve_config({"static_iterations": 7, "perceptual_weight": 0.3})
+               for name, spec in specs.items()}
+    full = configs["gstalker"]
+    assert (full.static_iterations, full.spatial_encoding, full.perceptual_weight) == (7, "hash_grid", 0.3)
+    # Each ablation changes exactly its own switch, whatever params.yaml says.
+    assert configs["gstalker_no_static_init"] == GSTalkerConfig(**{**full.__dict__, "static_iterations": 0})
+    assert configs["gstalker_no_hash_grid"] == GSTalkerConfig(**{**full.__dict__, "spatial_encoding": "coordinates"})
+    assert configs["gstalker_no_perceptual"] == GSTalkerConfig(**{**full.__dict__, "perceptual_weight": 0.0})
+    with pytest.raises(ValueError, match="audio_feature"):
+        GSTalkerConfig(audio_feature="deepspeech2")
+
+
+def test_static_initialisation_puts_10000_points_in_the_cube():
+    tensors = random_gaussians(10_000, 2.0, 0.1, 3, torch.Generator().manual_seed(0))
+    means = tensors["means"]
+    assert means.shape == (10_000, 3) and means.abs().max() <= 1.0
+    # Uniform: every octant holds about an eighth (binomial sd ~33), the mean is near the centre.
+    octants = torch.bincount(((means > 0).long() * torch.tensor([1, 2, 4])).sum(-1), minlength=8)
+    assert octants.min() > 1250 - 150 and octants.max() < 1250 + 150
+    assert means.mean(0).abs().max() < 0.03
+    # 3D-GS's initial scale: RMS distance to the 3 nearest neighbours, isotropic.
+    distances = torch.cdist(means[:5], means).sort(-1).values[:, 1:4]
+    assert torch.allclose(tensors["scales"][:5, 0].exp(), distances.square().mean(-1).sqrt(), rtol=1e-4)
+    assert torch.equal(tensors["scales"][:, 0], tensors["scales"][:, 2])
+    assert torch.allclose(torch.sigmoid(tensors["opacities"]), torch.full((10_000,), 0.1))
+    assert torch.equal(tensors["quats"][0], torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    assert tensors["colors"].shape == (10_000, 1, 3) and tensors["sh_rest"].shape == (10_000, 15, 3)
+
+
+@pytest.fixture(scope="module")
+def scene(gstalker_root) -> IdentityScene:
+    return IdentityScene(gstalker_root / IDENTITY, GSTalkerConfig().scene_scale, "mel")
+
+
+def test_scene_cameras_poses_and_lip_boxes(scene):
+    n = scene.reader.num_frames
+    assert scene.c2w.shape == (n, 4, 4) and np.isfinite(scene.c2w).all()
+    # Cameras sit a few world units from the head, looking at it (ER-NeRF's scale 4 of a ~1 m distance).
+    assert 1.0 < scene.mean_camera_distance() < 10.0
+    assert scene.raw_poses.shape == (n, 6)
+    targets = scene.targets(int(scene.training_frames[0]), 96)
+    assert targets.image.shape == (96, 96, 3) and targets.head_mask.shape == (96, 96, 1)
+    # Area-averaged labels: fractions of each pixel, and head and torso never share more than the whole pixel.
+    assert 0.0 < float(targets.head_mask.mean()) < 0.6 and 0.0 < float(targets.torso_mask.mean()) < 0.8
+    assert float((targets.head_mask + targets.torso_mask).max()) <= 1.0 + 1e-6
+    x0, y0, x1, y1 = targets.lips_box
+    assert 0 <= x0 < x1 <= 96 and 0 <= y0 < y1 <= 96 and x1 - x0 >= 8
+    assert lips_box(np.array([[10.0, 10.0], [20.0, 14.0]]), 64, padding=0.0) == (10, 8, 20, 16)
+
+
+def test_deformation_fields_start_at_zero_and_keep_colour_and_opacity(scene):
+    cfg = tiny_config()
+    model = build_model(cfg, scene)
+    means = model.head.params["means"]
+    condition = FrameCondition(torch.from_numpy(scene.c2w[0]), torch.from_numpy(scene.audio(0)),
+                               torch.tensor([0.5]), torch.from_numpy(scene.raw_poses[0]))
+    for part, field in (("head", model.head_deformation), ("torso", model.torso_deformation)):
+        dx, dq, ds = field(means, model.condition_vector(part, condition))
+        assert dx.shape == (cfg.num_gaussians, 3) and dq.shape == (cfg.num_gaussians, 4) and ds.shape == dx.shape
+        assert dx.abs().max() == 0 and dq.abs().max() == 0 and ds.abs().max() == 0
+    # Head condition: smoothed audio + eye; torso: the pose's frequency encoding (6 values, L = 6, with input).
+    assert model.condition_vector("head", condition).shape == (cfg.audio_dim + 1,)
+    assert model.condition_vector("torso", condition).shape == (6 * (1 + 2 * 6),)
+    intrinsics = scene.intrinsics.matrix(48)
+    static = model.render_part("head", condition, intrinsics, 48, deform=False)
+    deformed = model.render_part("head", condition, intrinsics, 48, deform=True)
+    assert static.rgb.shape == (48, 48, 3) and static.alpha.shape == (48, 48, 1)
+    assert torch.allclose(static.rgb, deformed.rgb) and static.info["backend"] == "torch"
+    # The deformation moves the Gaussians but never touches colour or opacity.
+    with torch.no_grad():
+        model.head_deformation.decoder.layers[-1].bias.copy_(torch.tensor([0.05, 0, 0, 0, 0, 0, 0, 0, 0, 0.0]))
+    moved = model.render_part("head", condition, intrinsics, 48, deform=True)
+    assert not torch.allclose(moved.rgb, static.rgb)
+    assert set(model.head.params) == {"means", "scales", "quats", "opacities", "colors", "sh_rest"}
+
+
+def test_no_hash_grid_feeds_the_coordinates(scene):
+    full, ablation = build_model(tiny_config(), scene), build_model(tiny_config("gstalker_no_hash_grid"), scene)
+    assert full.head_deformation.encoder is not None and ablation.head_deformation.encoder is None
+    assert ablation.head_deformation.decoder.layers[0].in_features == 3 + tiny_config().audio_dim + 1
+    assert full.hash_parameters() and not ablation.hash_parameters()
+
+
+def _fixed_loss(trainer: Trainer, frames: list[int]) -> float:
+    with torch.no_grad():
+        return float(np.mean([float(trainer._frame_loss("head", ("head",), index)[0]) for index in frames]))
+
+
+def test_a_few_static_steps_reduce_the_loss(scene):
+    cfg = tiny_config(static_iterations=30)
+    trainer = Trainer(cfg, scene, build_model(cfg, scene), torch.device("cpu"),
+                      generator=torch.Generator().manual_seed(1))
+    frames = [int(i) for i in scene.training_frames[:: max(1, len(scene.training_frames) // 2)][:2]]
+    before = _fixed_loss(trainer, frames)
+    for _ in range(15):
+        trainer.iteration()
+    after = _fixed_loss(trainer, frames)
+    assert after < 0.8 * before
+    # Densification ran (clone/split/prune) and kept parameters and Adam moments row for row.
+    count = trainer.model.head.count
+    assert count != cfg.num_gaussians
+    state = trainer.optimizers["head"].state[trainer.model.head.params["means"]]
+    assert state["exp_avg"].shape == (count, 3)
+
+
+def test_train_resume_checkpoint_and_render(gstalker_root, tmp_path):
+    spec = get_method("gstalker")
+    cfg = tiny_config()
+    logged = []
+    model_dir = tmp_path / "model"
+    first = spec.train(cfg, gstalker_root / IDENTITY, {}, model_dir, log_metric=lambda *a: logged.append(a))
+    assert first["iterations"] == cfg.total_iterations == 10
+    assert first["gaussians"] == first["gaussians_head"] + first["gaussians_torso"] > 0
+    assert {name for name, _, _ in logged} >= {"loss", "val_psnr", "gaussians", "gaussians_head"}
+    assert len(list((model_dir / "samples").glob("*.png"))) == cfg.samples
+
+    # Weights only: tensors and plain containers; the Gaussian counts come back as trained.
+    checkpoint = torch.load(model_dir / CHECKPOINT, weights_only=True)
+    assert checkpoint["step"] == 10 and checkpoint["meta"]["deformed"] is True
+    assert checkpoint["head"]["means"].shape[0] == first["gaussians_head"]
+
+    # Resume: a longer schedule continues from iteration 10 instead of starting again.
+    longer = tiny_config(iterations=8)
+    second = spec.train(longer, gstalker_root / IDENTITY, {}, model_dir)
+    assert second["iterations"] == 14 and second["seconds"] >= first["seconds"]
+    with (model_dir / CURVE).open() as handle:
+        rows = list(csv.DictReader(handle))
+    steps = [int(row["step"]) for row in rows]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps) and steps[-1] == 14 and 10 in steps
+    assert list(rows[0]) == ["step", "seconds", "loss", "val_psnr"]
+    assert any(row["val_psnr"] for row in rows) and any(not row["val_psnr"] for row in rows)
+    assert all(math.isfinite(float(row["loss"])) for row in rows)
+
+    head = spec.load(longer, gstalker_root / IDENTITY, {}, model_dir)
+    reader = head.scene.reader
+    frames = np.flatnonzero(reader.validation_mask())[:3]
+    features = reader.audio_features("mel")
+    driving = Driving(identity=IDENTITY, role="self", audio=np.zeros(640 * 3, np.float32),
+                      audio_features={"mel": np.asarray(features[frames])}, eye=reader.eye()[frames],
+                      frame_indices=frames)
+    rendered = list(head.render(driving))
+    size = reader.frame(0).shape[0]
+    assert head.image_size == size and len(rendered) == 3
+    assert all(frame.shape == (size, size, 3) and frame.dtype == np.uint8 for frame in rendered)
+    # Composed over the background: the corners (background in these frames) match bc.jpg closely.
+    background = head.scene.background(size).numpy() * 255
+    assert np.abs(rendered[0][:8, :8].astype(float) - background[:8, :8]).mean() < 40
+    with pytest.raises(ValueError, match="audio.kind"):
+        list(head.render(Driving(identity=IDENTITY, role="self", audio=np.zeros(640, np.float32),
+                                 audio_features={"hubert": np.zeros((1, 16, 1024), np.float32)},
+                                 eye=np.ones(1), frame_indices=frames[:1])))
+
+
+def test_position_schedule_is_log_linear():
+    assert exponential_lr(1e-2, 1e-4, 0.0) == pytest.approx(1e-2)
+    assert exponential_lr(1e-2, 1e-4, 0.5) == pytest.approx(1e-3)
+    assert exponential_lr(1e-2, 1e-4, 2.0) == pytest.approx(1e-4)

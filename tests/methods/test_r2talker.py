@@ -1,0 +1,238 @@
+"""R2-Talker: the ablation ladder's architectures, the paper's schedule, the renderer, training, resume, render."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from talkhead_models.components.hashgrid import LandmarkHashEncoder
+from talkhead_models.components.mlp import MLP, AffineConditionedMLP
+from talkhead_models.components.occupancy import OccupancyGrid, OccupancyGridConfig
+from talkhead_models.components.volume import composite, sample_stratified
+from talkhead_models.methods import Driving, get_method
+from talkhead_models.methods.r2talker import R2TalkerConfig
+from talkhead_models.methods.r2talker.fields import HeadField
+from talkhead_models.methods.r2talker.model import MODEL_FILE, R2TalkerModel
+from talkhead_models.methods.r2talker.render import march_and_composite
+from tests.methods.r2talker_fixtures import IDENTITY, TINY, r2talker_root, tiny_audio2motion  # noqa: F401
+
+LADDER = {"r2talker_audio_baseline": ("audio_baseline", "audio", False, False),
+          "r2talker_landmark_encoding": ("landmark_encoding", "landmarks", False, False),
+          "r2talker_maglo": ("maglo", "landmarks", True, False),
+          "r2talker": ("", "landmarks", True, True)}
+
+
+def tiny_config(name: str, **overrides) -> R2TalkerConfig:
+    return get_method(name).resolve_config({**TINY, **overrides})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Configuration and architecture
+
+
+def test_the_ladder_is_registered_with_its_switches():
+    for name, (variant, condition, maglo, progressive) in LADDER.items():
+        spec = get_method(name)
+        cfg = spec.resolve_config({"condition": "landmarks", "maglo": True, "progressive": True})  # params can't undo
+        assert spec.family == "r2talker" and spec.variant == variant
+        assert (cfg.condition, cfg.maglo, cfg.progressive) == (condition, maglo, progressive)
+        assert ("audio2motion" in spec.pretrained) == (condition == "landmarks")
+
+
+def test_paper_defaults_and_schedule():
+    cfg = R2TalkerConfig()
+    assert (cfg.position_levels, cfg.position_level_dim, cfg.position_base_resolution,
+            cfg.position_log2_hashmap_size, cfg.position_desired_resolution) == (16, 4, 32, 16, 2048)
+    assert (cfg.landmark_levels, cfg.landmark_level_dim, cfg.landmark_window) == (16, 2, 5)
+    assert (cfg.sigma_layers, cfg.sigma_hidden, cfg.geo_feat_dim, cfg.bypass_layers, cfg.bypass_hidden) == \
+        (3, 128, 128, 3, 128)
+    assert cfg.iterations == 240_000 and cfg.lips_start_iteration == 200_000
+    lips = cfg.lips_start_iteration
+    factors = [cfg.learning_rate_factor(i, cfg.iterations, lips) for i in (0, 149_999, 150_000, 179_999, 180_000,
+                                                                           199_999, 200_000, 239_999)]
+    assert factors == [1.0, 1.0, 0.1, 0.1, 0.01, 0.01, 1.0, 1.0]
+    assert cfg.levels_per_step() == 5000
+    assert dataclasses.replace(cfg, iterations=2400).levels_per_step() == 50
+
+
+def test_paper_architecture_shapes():
+    """Table 6: positional grid 16 x 4 -> sigma net (3 FC, 128) -> 1 + 128; bypass FCs read 5 * 68 * 2 * 16."""
+    field = HeadField(R2TalkerConfig(backend="torch"))
+    assert field.position.output_dim == 64
+    assert isinstance(field.sigma_net, AffineConditionedMLP)
+    assert len(field.sigma_net.layers) == 3 and field.sigma_net.layers[-1].out_features == 129
+    assert len(field.sigma_net.bypasses) == 2  # one per hidden FC layer
+    first = field.sigma_net.bypasses[0]
+    assert len(first.layers) == 3 and first.layers[0].in_features == 5 * 68 * 2 * 16 + 1  # + eye
+    assert first.layers[-1].out_features == 2 * 128
+
+
+def test_variants_differ_as_the_ladder_says():
+    fields = {name: HeadField(tiny_config(name), audio_feature_dim=95) for name in LADDER}
+    baseline, landmarks, maglo, full = (fields[n] for n in LADDER)
+    assert not hasattr(baseline, "landmarks") and hasattr(baseline, "audio_net")
+    assert isinstance(baseline.sigma_net, MLP) and isinstance(landmarks.sigma_net, MLP)
+    assert isinstance(landmarks.landmarks, LandmarkHashEncoder) and not hasattr(landmarks, "audio_net")
+    assert isinstance(maglo.sigma_net, AffineConditionedMLP) and isinstance(full.sigma_net, AffineConditionedMLP)
+    # GLO concatenates the conditional feature to every sample's positional features.
+    assert landmarks.sigma_net.layers[0].in_features == landmarks.position.output_dim + TINY["condition_dim"]
+    assert baseline.sigma_net.layers[0].in_features == baseline.position.output_dim + TINY["audio_dim"] + 1
+    eye = torch.ones(3)
+    inputs = {"audio": torch.randn(3, 8, 16, 95), "landmarks": torch.randn(3, 5, 68, 3) * 0.5}
+    points, directions = torch.rand(50, 3) * 2 - 1, torch.nn.functional.normalize(torch.randn(50, 3), dim=-1)
+    for name, field in fields.items():
+        conditions = field.frame_conditions(inputs[field.cfg.condition], eye)
+        assert conditions.shape[0] == 3
+        sigma, rgb = field(points, directions, conditions[0])
+        assert sigma.shape == (50,) and rgb.shape == (50, 3) and (sigma >= 0).all()
+        assert ((rgb >= 0) & (rgb <= 1)).all()
+
+
+def test_progressive_levels_enable_coarse_to_fine():
+    cfg = tiny_config("r2talker", iterations=400, position_levels=8)  # one more level every 8 iterations
+    model = R2TalkerModel(cfg, np.array([-1, -1, -1, 1, 1, 1.0]), 32)
+    assert cfg.levels_per_step() == round(5000 * 400 / 240_000)
+    assert [model.set_progress(i) for i in (0, 7, 8, 16, 40, 10_000)] == [4, 4, 5, 6, 8, 8]
+    model.set_progress(0)
+    features = model.head.position(torch.rand(20, 3) * 2 - 1).view(20, 8, -1)
+    assert features[:, 4:].abs().sum() == 0 and features[:, :4].abs().sum() > 0
+    plain = R2TalkerModel(tiny_config("r2talker_maglo", position_levels=8), np.array([-1, -1, -1, 1, 1, 1.0]), 32)
+    assert plain.set_progress(0) == 8
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rendering
+
+
+class ConstantField:
+    """Density ``sigma`` inside a sphere of radius 0.5, colour from the position."""
+
+    def __init__(self, sigma: float) -> None:
+        self.sigma, self.calls = sigma, 0
+
+    def __call__(self, points, directions):
+        self.calls += len(points)
+        inside = (points.norm(dim=-1) < 0.5).float()
+        return self.sigma * inside, torch.sigmoid(points)
+
+
+def test_chunked_marching_equals_dense_compositing():
+    torch.manual_seed(0)
+    grid = OccupancyGrid([-1, -1, -1, 1, 1, 1], OccupancyGridConfig(resolution=8))  # fresh grid: all occupied
+    origins = torch.tensor([[0.0, 0.0, 3.0]]).repeat(40, 1) + torch.randn(40, 3) * 0.05
+    directions = torch.nn.functional.normalize(torch.cat([torch.randn(40, 2) * 0.1, -torch.ones(40, 1)], -1), dim=-1)
+    near, far = torch.full((40,), 2.0), torch.full((40,), 4.0)
+    field = ConstantField(3.0)
+    result = march_and_composite(field, grid, origins, directions, near, far, num_steps=64, chunk=7,
+                                 min_transmittance=0.0, distortion=True)
+    t, deltas = sample_stratified(near, far, 64)
+    positions = origins[:, None] + t[..., None] * directions[:, None]
+    sigma, rgb = field(positions.reshape(-1, 3), None)
+    dense = composite(sigma.view(40, 64), rgb.view(40, 64, 3), deltas, t)
+    assert torch.allclose(result.color, dense.color, atol=1e-5)
+    assert torch.allclose(result.opacity, dense.opacity, atol=1e-5)
+    # Mip-NeRF 360's distortion, brute force over all pairs of samples (normalised distances).
+    s = (t - near[:, None]) / (far - near)[:, None]
+    w = dense.weights
+    brute = (w[:, :, None] * w[:, None, :] * (s[:, :, None] - s[:, None, :]).abs()).sum((1, 2)) \
+        + (w ** 2 * deltas / (far - near)[:, None]).sum(-1) / 3
+    assert torch.allclose(result.distortion, brute, atol=1e-5)
+
+
+def test_early_termination_and_sample_budget_bound_the_work():
+    grid = OccupancyGrid([-1, -1, -1, 1, 1, 1], OccupancyGridConfig(resolution=8))
+    origins, directions = torch.tensor([[0.0, 0.0, 3.0]]).repeat(10, 1), torch.tensor([[0.0, 0.0, -1.0]]).repeat(10, 1)
+    near, far = torch.full((10,), 2.0), torch.full((10,), 4.0)
+    opaque = ConstantField(1e4)
+    result = march_and_composite(opaque, grid, origins, directions, near, far, 64, chunk=4, min_transmittance=1e-3)
+    # The sphere starts at step 16 of 64: the first chunk inside it makes every ray opaque; nothing after is read.
+    assert torch.allclose(result.opacity, torch.ones(10)) and result.samples == 10 * 20
+    thin = ConstantField(0.01)
+    budget = march_and_composite(thin, grid, origins, directions, near, far, 64, chunk=4, min_transmittance=1e-3,
+                                 max_samples=5)
+    assert budget.samples == 10 * 5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training, resume and rendering on a tiny tracked identity
+
+
+def read_curve(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "curve.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def trained(r2talker_root, tmp_path_factory):
+    """The full method trained briefly (head, lips, torso) into a model folder."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("r2talker_model")
+    spec = get_method("r2talker")
+    summary = spec.train(tiny_config("r2talker"), r2talker_root / IDENTITY, {}, folder)
+    return folder, summary
+
+
+def test_training_lowers_the_loss_and_writes_its_outputs(trained):
+    folder, summary = trained
+    assert summary["iterations"] == TINY["iterations"] + TINY["torso_iterations"] and summary["seconds"] > 0
+    rows = read_curve(folder)
+    assert list(rows[0]) == ["step", "seconds", "loss", "val_psnr"]
+    head = [float(r["loss"]) for r in rows if int(r["step"]) <= TINY["iterations"] * 0.8]
+    assert head[-1] < 0.85 * head[0]
+    assert rows[-1]["val_psnr"] != "" and all(r["val_psnr"] == "" for r in rows[:-1])
+    assert list((folder / "samples").glob("*.png"))
+    record = torch.load(folder / MODEL_FILE, weights_only=True)
+    assert record["config"]["iterations"] == TINY["iterations"] and "state_dict" in record
+    assert bool(record["state_dict"]["torso_trained"])
+
+
+def test_training_resumes_from_its_checkpoint(trained, r2talker_root, tmp_path):
+    folder, summary = trained
+    spec = get_method("r2talker")
+    again = spec.train(tiny_config("r2talker"), r2talker_root / IDENTITY, {}, folder)
+    assert again["iterations"] == summary["iterations"]  # finished: nothing left to do
+    assert again["seconds"] == pytest.approx(summary["seconds"])
+    longer = spec.train(tiny_config("r2talker", torso_iterations=TINY["torso_iterations"] + 4),
+                        r2talker_root / IDENTITY, {}, folder)
+    assert longer["iterations"] == summary["iterations"] + 4 and longer["seconds"] > summary["seconds"]
+    steps = [int(r["step"]) for r in read_curve(folder)]
+    assert steps == sorted(steps) and steps[-1] == summary["iterations"] + 4
+
+
+def driving(root: Path, role: str, frames: np.ndarray) -> Driving:
+    from talkhead_models.data.identity_reader import IdentityReader
+
+    reader = IdentityReader(root)
+    n = len(frames)
+    return Driving(identity=IDENTITY, role=role, audio=np.zeros(n * 640, np.float32),
+                   audio_features={"mel": np.asarray(reader.audio_features("mel")[frames])},
+                   eye=reader.eye()[frames], frame_indices=frames,
+                   audio_identity=IDENTITY if role == "self" else "S002")
+
+
+def test_render_gives_one_frame_per_driving_frame_and_module_timings(trained, r2talker_root, tiny_audio2motion):
+    folder, _ = trained
+    spec = get_method("r2talker")
+    head = spec.load(tiny_config("r2talker"), r2talker_root / IDENTITY, {"audio2motion": tiny_audio2motion}, folder)
+    frames = np.flatnonzero(np.load(r2talker_root / IDENTITY / "landmarks" / "detected.npy"))[:3]
+    for role in ("self", "cross"):
+        rendered = list(head.render(driving(r2talker_root / IDENTITY, role, frames)))
+        assert len(rendered) == 3
+        assert all(f.shape == (head.image_size, head.image_size, 3) and f.dtype == np.uint8 for f in rendered)
+        assert head.timings["frames"] == 3 and head.timings["rendering_ms"] > 0
+        assert head.timings["audio_to_landmarks_ms"] > 0 and head.timings["audio_features_ms"] > 0
+
+
+def test_audio_baseline_trains_and_renders_without_the_motion_generator(r2talker_root, tmp_path):
+    spec = get_method("r2talker_audio_baseline")
+    cfg = tiny_config("r2talker_audio_baseline", iterations=6, torso_iterations=2)
+    summary = spec.train(cfg, r2talker_root / IDENTITY, {}, tmp_path)
+    assert summary["iterations"] == 8
+    head = spec.load(cfg, r2talker_root / IDENTITY, {}, tmp_path)
+    rendered = list(head.render(driving(r2talker_root / IDENTITY, "cross", np.array([0, 1]))))
+    assert len(rendered) == 2 and head.timings["audio_to_landmarks_ms"] == 0
