@@ -1,4 +1,4 @@
-"""R2-Talker (Zhiling Ye et al., 2023): hash-grid landmark encoding and progressive multilayer conditioning.
+"""R2-Talker (2023): hash-grid landmark encoding and progressive multilayer conditioning.
 
 Registered names, one per rung of the paper's ablation ladder (Table 4),
 all of family ``r2talker`` (params.yaml section ``r2talker``):

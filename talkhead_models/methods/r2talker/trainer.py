@@ -109,6 +109,8 @@ class Trainer:
         self.cfg, self.data, self.scene, self.model, self.device = cfg, data, scene, model, device
         self.model_dir, self.log_metric = Path(model_dir), log_metric
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        # Sampling along rays happens on the device; a CPU generator cannot drive it on CUDA (global RNG there).
+        self.march_generator = self.generator if device.type == "cpu" else None
         self.iteration, self.seconds, self.curve = 0, 0.0, []  # curve rows: step, seconds, loss, val_psnr
         size = data.image_size
         self.intrinsics = (data.cameras.focal, data.cameras.cx, data.cameras.cy)
@@ -344,7 +346,7 @@ class Trainer:
             else:
                 pixels = self.training_pixels(int(frame), labels, max(1, cfg.rays_per_step // count))
             head = self.model.render_head(condition, self.c2w[int(frame)], self.intrinsics, pixels, perturb=True,
-                                          generator=self.generator, distortion=cfg.distortion_weight > 0)
+                                          generator=self.march_generator, distortion=cfg.distortion_weight > 0)
             self._samples += head.samples
             self._rays += len(pixels)
             predicted = head.color + (1.0 - head.opacity[:, None]) * backdrop[pixels]
@@ -362,7 +364,7 @@ class Trainer:
         self.head_optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.head_optimiser.step()
-        return float(loss)
+        return float(loss.detach())
 
     def torso_step(self) -> float:
         cfg = self.cfg
@@ -388,7 +390,7 @@ class Trainer:
         self.torso_optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.torso_optimiser.step()
-        return float(loss)
+        return float(loss.detach())
 
     # -- validation and samples ----------------------------------------------------------------------------
 
