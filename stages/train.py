@@ -25,7 +25,7 @@ from talkhead_models.atomic import resumable_dir
 from talkhead_models.config import to_dict
 from talkhead_models.data.manifest import write_manifest
 from talkhead_models.evaluation import TRAINING_SUMMARY
-from talkhead_models.methods.base import MethodSpec, MetricLogger
+from talkhead_models.methods.base import MethodSpec, MetricLogger, training_artifacts
 from talkhead_models.metrics.speed import device_description
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,9 @@ def run(cfg: TrainConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path
         torch.set_num_threads(previous_threads)
     log.info("train %s@%s: %.1f s", method.name, identity, summary["seconds"])
     metrics = {f"train_{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))}
-    return StageResult(metrics=metrics, artifacts=[outputs["model"] / TRAINING_SUMMARY])
+    # The curve and sample frames go to MLflow with the run, so methods can be compared there by eye too.
+    return StageResult(metrics=metrics,
+                       artifacts=[outputs["model"] / TRAINING_SUMMARY, *training_artifacts(outputs["model"])])
 
 
 STAGE = Stage(

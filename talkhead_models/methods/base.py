@@ -182,6 +182,20 @@ def _load_builtin_methods() -> None:
     import talkhead_models.methods.gstalker  # noqa: F401
 
 
+CURVE_FILE = "curve.csv"
+"""A trainer's training curve in its model folder (step, seconds, loss, val_psnr); the train stage logs it."""
+
+SAMPLES_DIR = "samples"
+"""Folder of a trainer's sample renders (``*.png``) in its model folder; the train stage logs them."""
+
+
+def training_artifacts(model_dir: Path) -> list[Path]:
+    """The curve and sample renders a trainer left in ``model_dir`` (those it wrote; none is required)."""
+    model_dir = Path(model_dir)
+    curve = [model_dir / CURVE_FILE] if (model_dir / CURVE_FILE).is_file() else []
+    return curve + sorted((model_dir / SAMPLES_DIR).glob("*.png"))
+
+
 def model_dir_file(model_dir: Path, name: str) -> Path:
     """A file a method's trainer wrote; a missing one names the train stage to run."""
     path = Path(model_dir) / name
