@@ -158,6 +158,29 @@ def test_early_termination_and_sample_budget_bound_the_work():
     assert budget.samples == 10 * 5
 
 
+def test_training_render_in_one_field_call_matches_the_chunked_render():
+    # Training composites the whole march in one field call per frame; without early termination that is the
+    # chunked renderer's image exactly.
+    torch.manual_seed(0)
+    cfg = tiny_config("r2talker", march_steps=32, termination_chunk=4, min_transmittance=0.0, max_samples=0)
+    model = R2TalkerModel(cfg, np.array([-0.5, -0.5, -0.5, 0.5, 0.5, 0.5]), 16)
+    condition = model.head.frame_conditions(torch.rand(1, cfg.landmark_window, 68, 3), torch.zeros(1))[0]
+    c2w = torch.eye(4)
+    c2w[2, 3] = 2.0  # OpenGL camera on +z looking at the box
+    calls = []
+    forward = model.head.forward
+    model.head.forward = lambda *args: calls.append(len(args[0])) or forward(*args)
+    pixels = torch.arange(16 * 16)
+    with torch.no_grad():
+        chunked = model.render_head(condition, c2w, (20.0, 8.0, 8.0), pixels)
+        chunked_calls, calls[:] = len(calls), []
+        whole = model.render_head(condition, c2w, (20.0, 8.0, 8.0), pixels, chunk=cfg.march_steps)
+    assert chunked.samples == whole.samples > 0
+    assert chunked_calls > 1 and len(calls) == 1
+    assert torch.allclose(chunked.color, whole.color, atol=1e-6)
+    assert torch.allclose(chunked.opacity, whole.opacity, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Training, resume and rendering on a tiny tracked identity
 

@@ -80,10 +80,13 @@ class R2TalkerModel(nn.Module):
 
     def render_head(self, condition: Tensor, c2w: Tensor, intrinsics: tuple[float, float, float], pixels: Tensor,
                     perturb: bool = False, generator: torch.Generator | None = None,
-                    distortion: bool = False) -> HeadRender:
+                    distortion: bool = False, chunk: int | None = None) -> HeadRender:
+        """``chunk``: steps composited per field call (default ``termination_chunk``); training passes the whole
+        march, since one call per frame costs a third of a chunked one on a CPU and its rays' sample budget
+        already bounds the work that early termination would save."""
         cfg = self.cfg
         return render_head(lambda p, d: self.head(p, d, condition), self.grid, c2w, *intrinsics, self.image_size,
-                           pixels, self.box, cfg.march_steps, cfg.termination_chunk, cfg.min_transmittance,
+                           pixels, self.box, cfg.march_steps, chunk or cfg.termination_chunk, cfg.min_transmittance,
                            perturb, generator, distortion, cfg.max_samples)
 
     def torso_layer(self, pixels: Tensor, anchors: Tensor, background: Tensor) -> tuple[Tensor, Tensor, Tensor]:

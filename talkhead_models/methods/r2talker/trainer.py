@@ -346,7 +346,8 @@ class Trainer:
             else:
                 pixels = self.training_pixels(int(frame), labels, max(1, cfg.rays_per_step // count))
             head = self.model.render_head(condition, self.c2w[int(frame)], self.intrinsics, pixels, perturb=True,
-                                          generator=self.march_generator, distortion=cfg.distortion_weight > 0)
+                                          generator=self.march_generator, distortion=cfg.distortion_weight > 0,
+                                          chunk=cfg.march_steps)
             self._samples += head.samples
             self._rays += len(pixels)
             predicted = head.color + (1.0 - head.opacity[:, None]) * backdrop[pixels]
