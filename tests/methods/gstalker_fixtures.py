@@ -49,3 +49,19 @@ def gstalker_root(tmp_path_factory, evaluation_root) -> Path:
                                          "face_model": models / "face_model"}, {"track": base / "track"},
               identity=IDENTITY)
     return root
+
+
+@pytest.fixture(scope="session")
+def gstalker_audio2motion(tmp_path_factory, gstalker_root) -> Path:
+    """An untrained audio-to-motion model folder for the identity's mel features: the a2m feature path needs its
+    interface (load_model, predict_landmarks), not its accuracy."""
+    import numpy as np
+    import torch
+
+    from talkhead_models.pretrained.audio2motion import Audio2Motion, Audio2MotionConfig, save_model
+
+    torch.manual_seed(0)
+    features = np.load(gstalker_root / IDENTITY / "features" / "aud_mel.npy", mmap_mode="r")
+    folder = tmp_path_factory.mktemp("gstalker_audio2motion")
+    save_model(Audio2Motion(features.shape[-1], hidden=32).eval(), Audio2MotionConfig(hidden=32), folder / "model.pt")
+    return folder

@@ -14,7 +14,8 @@ from talkhead_models.methods.gstalker import GSTalkerConfig
 from talkhead_models.methods.gstalker.model import FrameCondition, random_gaussians
 from talkhead_models.methods.gstalker.scene import IdentityScene, lips_box
 from talkhead_models.methods.gstalker.trainer import CHECKPOINT, CURVE, Trainer, build_model, exponential_lr
-from tests.methods.gstalker_fixtures import IDENTITY, TINY, gstalker_root  # noqa: F401
+from talkhead_models.methods.gstalker.motion import centred_windows, training_features
+from tests.methods.gstalker_fixtures import IDENTITY, TINY, gstalker_audio2motion, gstalker_root  # noqa: F401
 
 VARIANTS = ("gstalker", "gstalker_no_static_init", "gstalker_no_hash_grid", "gstalker_no_perceptual")
 
@@ -55,6 +56,8 @@ def test_variants_are_registered_and_differ_as_table_4_states():
     assert configs["gstalker_no_perceptual"] == GSTalkerConfig(**{**full.__dict__, "perceptual_weight": 0.0})
     with pytest.raises(ValueError, match="audio_feature"):
         GSTalkerConfig(audio_feature="deepspeech2")
+    with pytest.raises(ValueError, match="motion_window"):
+        GSTalkerConfig(audio_feature="a2m", motion_window=0)
 
 
 def test_static_initialisation_puts_10000_points_in_the_cube():
@@ -196,6 +199,108 @@ def test_train_resume_checkpoint_and_render(gstalker_root, tmp_path):
         list(head.render(Driving(identity=IDENTITY, role="self", audio=np.zeros(640, np.float32),
                                  audio_features={"hubert": np.zeros((1, 16, 1024), np.float32)},
                                  eye=np.ones(1), frame_indices=frames[:1])))
+
+
+def test_motion_windows_stay_inside_their_recording():
+    per_frame = np.arange(6, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
+    first, last = np.array([0, 0, 0, 3, 3, 3]), np.array([2, 2, 2, 5, 5, 5])
+    windows = centred_windows(per_frame, 4, first, last)
+    assert windows.shape == (6, 4, 2)
+    # Offsets -2..1 around each frame, clamped to its recording: frame 2 never sees frame 3 and back.
+    assert windows[2, :, 0].tolist() == [0, 1, 2, 2] and windows[3, :, 0].tolist() == [3, 3, 3, 4]
+    assert windows[5, :, 0].tolist() == [3, 4, 5, 5]
+    assert np.array_equal(centred_windows(per_frame, 1, first, last)[:, 0], per_frame)
+
+
+def test_a2m_features_match_between_training_and_driving(gstalker_root, gstalker_audio2motion):
+    root = gstalker_root / IDENTITY
+    motion, features = training_features(root, {"audio2motion": gstalker_audio2motion}, 3, torch.device("cpu"))
+    reader = IdentityScene(root, 4.0, "a2m", features).reader
+    assert features.shape == (reader.num_frames, 3, 60) and np.isfinite(features).all()
+    # Normalised on the training frames: zero mean per point, unit spread overall.
+    centre = features[reader.training_frames(), 1]
+    assert np.abs(centre.mean(0)).max() < 1e-3 and centre.std() == pytest.approx(1.0, rel=1e-3)
+    # A driving recording of the identity's own voice gets exactly the features its frames were trained with.
+    clip = reader.clips().iloc[0]
+    first, last = int(clip.first_frame), int(clip.last_frame) + 1
+    mel = np.asarray(reader.audio_features("mel")[first:last])
+    assert np.allclose(motion.recording(mel, own_voice=True), features[first:last], atol=1e-5)
+    # Another speaker's voice is normalised by that speaker's own mean, so the features differ.
+    assert not np.allclose(motion.recording(mel + 1.0, own_voice=False), features[first:last], atol=1e-3)
+    with pytest.raises(FileNotFoundError, match="pretrain_audio2motion"):
+        training_features(root, {}, 3, torch.device("cpu"))
+
+
+def test_a2m_train_and_render(gstalker_root, gstalker_audio2motion, tmp_path):
+    spec = get_method("gstalker")
+    cfg = tiny_config(audio_feature="a2m", motion_window=4, mouth_motion_weight=0.05, mouth_warmup_iterations=2)
+    pretrained = {"audio2motion": gstalker_audio2motion}
+    model_dir = tmp_path / "model"
+    summary = spec.train(cfg, gstalker_root / IDENTITY, pretrained, model_dir)
+    assert summary["iterations"] == cfg.total_iterations
+    assert (model_dir / CURVE).is_file() and len(list((model_dir / "samples").glob("*.png"))) == cfg.samples
+    checkpoint = torch.load(model_dir / CHECKPOINT, weights_only=True)
+    assert checkpoint["meta"]["feature_kind"] == "a2m" and checkpoint["meta"]["feature_window"] == 4
+    assert checkpoint["motion"]["neutral"].shape == (68, 3) and checkpoint["motion"]["window"] == 4
+    head = spec.load(cfg, gstalker_root / IDENTITY, pretrained, model_dir)
+    reader = head.scene.reader
+    frames = np.flatnonzero(reader.validation_mask())[:3]
+    mel = np.asarray(reader.audio_features("mel")[frames])
+    for role, voice in (("self", IDENTITY), ("cross", "S002")):
+        driving = Driving(identity=IDENTITY, role=role, audio=np.zeros(640 * 3, np.float32),
+                          audio_features={"mel": mel}, eye=reader.eye()[frames], frame_indices=frames,
+                          audio_identity=voice)
+        rendered = list(head.render(driving))
+        assert len(rendered) == 3 and rendered[0].shape == (head.image_size, head.image_size, 3)
+    with pytest.raises(ValueError, match="audio.kind=mel"):
+        list(head.render(Driving(identity=IDENTITY, role="self", audio=np.zeros(640, np.float32),
+                                 audio_features={"hubert": np.zeros((1, 16, 8), np.float32)},
+                                 eye=np.ones(1), frame_indices=frames[:1])))
+
+
+@pytest.mark.parametrize("name", ["gstalker_no_static_init", "gstalker_no_hash_grid"])
+def test_ablations_train_with_the_demo_aids(name, gstalker_root, gstalker_audio2motion, tmp_path):
+    cfg = tiny_config(name, audio_feature="a2m", mouth_motion_weight=0.05, mouth_warmup_iterations=2,
+                      deform_hash_init=0.1)
+    summary = get_method(name).train(cfg, gstalker_root / IDENTITY, {"audio2motion": gstalker_audio2motion},
+                                     tmp_path / "model")
+    assert summary["iterations"] == cfg.total_iterations and math.isfinite(summary["final_loss"])
+
+
+def test_mouth_motion_is_the_lips_against_the_mean_mouth(scene):
+    frames = scene.training_frames
+    index = int(frames[len(frames) // 2])
+    reference, displacement = scene.mouth_motion(index)
+    assert reference.shape == displacement.shape == (20, 2)
+    assert np.allclose(reference + displacement, scene.mouth_points(index), atol=1e-4)
+    # Over the frames the mean is taken from, the displacements average out.
+    sampled = frames[:: max(1, len(frames) // 500)]
+    assert np.abs(np.mean([scene.mouth_motion(int(i))[1] for i in sampled], axis=0)).max() < 1e-3
+
+
+def test_mouth_motion_prior_teaches_the_field_the_lip_motion(scene):
+    cfg = tiny_config(mouth_motion_weight=1.0, deform_hash_init=0.1, num_gaussians=3000, init_cube_side=1.0)
+    trainer = Trainer(cfg, scene, build_model(cfg, scene), torch.device("cpu"),
+                      generator=torch.Generator().manual_seed(0))
+    frames = scene.training_frames
+    # The frame whose lips are furthest from the mean mouth: a target of several pixels.
+    index = int(max(frames, key=lambda i: np.abs(scene.mouth_motion(int(i))[1]).sum()))
+    condition = trainer.condition(index)
+    model, means = trainer.model, trainer.model.head.params["means"].detach()
+    code = model.condition_vector("head", condition).detach()
+
+    def loss() -> torch.Tensor:
+        return trainer.mouth_motion_loss(index, condition, means,
+                                         lambda inside: model.head_deformation(means[inside], code)[0])
+
+    unmoved = trainer.mouth_motion_loss(index, condition, means, lambda inside: torch.zeros_like(means[inside]))
+    assert float(loss().detach()) == pytest.approx(float(unmoved)) and float(unmoved) > 0.5
+    optimizer = torch.optim.Adam(model.head_deformation.parameters(), lr=1e-2)
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss().backward()
+        optimizer.step()
+    assert float(loss().detach()) < 0.5 * float(unmoved)
 
 
 def test_position_schedule_is_log_linear():

@@ -9,7 +9,8 @@ Registered names (family ``gstalker``, params section ``gstalker``):
 
 Table 5's audio features are the config field ``audio_feature`` (see
 :class:`~talkhead_models.methods.gstalker.config.GSTalkerConfig`), not separate names: only ``mel`` is
-computed here without weights.
+computed here without weights, and ``a2m`` (the audio-to-motion model's mouth displacements) stands in for
+DeepSpeech / HuBERT when their weights are absent.
 """
 
 from talkhead_models.methods.base import MethodSpec, register
@@ -31,6 +32,8 @@ SPECS = {
     variant: register(MethodSpec(
         name=FAMILY if not variant else f"{FAMILY}_{variant}", family=FAMILY, config=GSTalkerConfig, train=train,
         load=load, variant=variant, overrides=overrides, description=description,
+        # Read only with audio_feature: a2m; every train stage has it as an input anyway.
+        pretrained=("audio2motion",),
     ))
     for variant, (overrides, description) in VARIANTS.items()
 }

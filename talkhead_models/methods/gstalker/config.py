@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from talkhead_models.components.densify import DensificationConfig
 from talkhead_models.components.hashgrid import TriPlaneConfig
 
-AUDIO_FEATURE_KINDS = ("mel", "hubert", "wav2vec2", "ds", "hu", "eo")
-"""Feature files ``aud_<kind>.npy`` the deformation field can read (see ``GSTalkerConfig.audio_feature``)."""
+AUDIO_FEATURE_KINDS = ("mel", "hubert", "wav2vec2", "ds", "hu", "eo", "a2m")
+"""Audio features the deformation field can read: files ``aud_<kind>.npy``, or ``a2m`` (computed from ``mel``
+by the audio-to-motion model; see ``GSTalkerConfig.audio_feature``)."""
 SPATIAL_ENCODINGS = ("hash_grid", "coordinates")
 PERCEPTUAL_LOSSES = ("auto", "lpips", "dssim")
 
@@ -60,7 +61,12 @@ class GSTalkerConfig:
     """Audio feature kind read from ``aud_<kind>.npy`` and from the driving signal. The paper's Table 1 uses
     DeepSpeech (``ds``: an ER-NeRF-prepared ``aud_ds.npy``); Table 5 compares wav2vec (``wav2vec2``, or ER-NeRF's
     ``eo``) and HuBERT (``hubert``, or ER-NeRF's ``hu``). The audio stage computes ``mel`` without any weights and
-    hubert / wav2vec2 from local weights; set ``audio.kind`` to the same value."""
+    hubert / wav2vec2 from local weights; set ``audio.kind`` to the same value. ``a2m`` is a substitute for
+    DeepSpeech / HuBERT when those weights are absent: the mouth-landmark displacements that the corpus-trained
+    audio-to-motion model (data/models/audio2motion) predicts from the audio stage's features, windowed over
+    ``motion_window`` frames (derived from audio only, for training and driving frames alike)."""
+    motion_window: int = 8
+    """Frames per ``a2m`` feature window, centred on the frame (RAD-NeRF's attention window of 8)."""
     audio_dim: int = 32
     """Size of the temporally smoothed audio feature f_a. Not given; RAD-NeRF's audio code size."""
     audio_heads: int = 4
@@ -77,6 +83,13 @@ class GSTalkerConfig:
     """Adam learning rate of the hash-grid tri-planes."""
     deform_lr: float = 1.6e-5
     """Adam learning rate of the deformation networks (decoders and the audio smoother)."""
+    audio_lr: float = 1.6e-5
+    """Adam learning rate of the audio smoother alone (the paper: ``deform_lr``). Lower than the decoders' in a
+    short run: while the tri-plane features are still near zero the field can only move every Gaussian alike, the
+    frame-to-frame variation of the audio code is then noise to it, and a fast smoother learns to flatten it."""
+    deform_hash_init: float = 1e-4
+    """Half-range of the uniform initialisation of the deformation tri-planes' tables (Instant-NGP's 1e-4). A
+    larger one lets the field tell the mouth from the rest of the head from the first joint iteration."""
     position_lr: float = 1.6e-4
     """Gaussian means, times ``densify_extent`` (3D-GS position_lr_init)."""
     position_lr_final: float = 1.6e-6
@@ -100,6 +113,16 @@ class GSTalkerConfig:
     used without the weights) or auto (LPIPS when its weights are present, else dssim, with a log line)."""
     lips_weight: float = 1.0
     """l3: extra L1 on the lip patch (the 68 landmarks' mouth points, padded). Not given."""
+    mouth_motion_weight: float = 0.0
+    """Weight of a mouth-motion prior (not in the paper, 0 = off): in the joint stage the deformation field is
+    also asked to move the mouth's Gaussians on screen as the frame's tracked lips moved from the training
+    frames' mean mouth (L1 in processed pixels). A few hundred CPU iterations are too few for the photometric
+    loss alone to teach the field lip motion; the paper's 100,000 need no such help. Training only: the
+    renderer never reads landmarks."""
+    mouth_warmup_iterations: int = 0
+    """Steps that fit the head's deformation field to the mouth-motion prior alone (no rendering, a few ms each)
+    when the joint stage begins; 0 = none (the paper). The field then starts the joint stage already moving the
+    lips with the audio feature instead of discovering that from pixels."""
     lips_padding: float = 0.3
     """The lip patch is the mouth landmarks' box grown by this fraction of its size on each side."""
 
@@ -155,6 +178,10 @@ class GSTalkerConfig:
         if self.joint_crop < 0 or not 0.0 <= self.crop_mouth_fraction <= 1.0 or self.frames_per_step < 1:
             raise ValueError("gstalker.joint_crop must be >= 0, crop_mouth_fraction in [0, 1] and frames_per_step "
                              ">= 1")
+        if self.mouth_warmup_iterations < 0 or self.mouth_motion_weight < 0:
+            raise ValueError("gstalker.mouth_warmup_iterations and mouth_motion_weight must be non-negative")
+        if self.motion_window < 1:
+            raise ValueError(f"gstalker.motion_window must be at least 1, got {self.motion_window}")
         if self.static_iterations < 0 or self.iterations < 0:
             raise ValueError("gstalker.static_iterations and iterations must be non-negative")
 

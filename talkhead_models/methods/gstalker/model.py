@@ -110,6 +110,10 @@ class DeformationField(nn.Module):
         super().__init__()
         self.encoder = (TriPlaneHashGrid(cfg.triplane, backend=cfg.hashgrid_backend, bound=bound)
                         if cfg.spatial_encoding == "hash_grid" else None)
+        if self.encoder is not None:
+            with torch.no_grad():
+                for table in self.encoder.parameters():
+                    table.uniform_(-cfg.deform_hash_init, cfg.deform_hash_init)
         spatial_dim = self.encoder.output_dim if self.encoder is not None else 3
         self.decoder = MLP(spatial_dim + condition_dim, DEFORMATION_OUTPUTS, cfg.deform_hidden, cfg.deform_layers)
         last = self.decoder.layers[-1]
@@ -138,6 +142,10 @@ class PartRender:
     """[H, W, 1]."""
     info: dict[str, Any]
     """The rasteriser's info (``means2d`` for densification)."""
+    means: Tensor | None = None
+    """[N, 3] canonical means of the rendered Gaussians (with ``offsets``: for the mouth-motion prior)."""
+    offsets: Tensor | None = None
+    """[N, 3] the deformation field's dx (None when not deformed)."""
 
 
 @dataclass
@@ -186,8 +194,9 @@ class GSTalkerModel(nn.Module):
                 for p in field.encoder.parameters()]
 
     def network_parameters(self) -> list[nn.Parameter]:
-        hashed = {id(p) for p in self.hash_parameters()}
-        return [p for p in self.parameters() if id(p) not in hashed]
+        """The deformation decoders (and the torso's); not the tables, not the audio smoother."""
+        excluded = {id(p) for p in [*self.hash_parameters(), *self.audio_encoder.parameters()]}
+        return [p for p in self.parameters() if id(p) not in excluded]
 
     def condition_vector(self, part: str, condition: FrameCondition) -> Tensor:
         """The deformation field's per-frame input: (f_a, f_e) for the head, gamma(P) for the torso."""
@@ -212,6 +221,7 @@ class GSTalkerModel(nn.Module):
             means, quats, log_scales, logits, colours = (params["means"][subset], params["quats"][subset],
                                                          params["scales"][subset], params["opacities"][subset],
                                                          gaussians.colours()[subset])
+        canonical, dx = means, None
         if deform:
             field = self.head_deformation if part == "head" else self.torso_deformation
             dx, dq, ds = field(means, self.condition_vector(part, condition), spatial)
@@ -222,7 +232,7 @@ class GSTalkerModel(nn.Module):
             opengl_c2w_to_viewmat(c2w), intrinsics, size, size, sh_degree=degree, background=means.new_zeros(3),
             backend=self.cfg.raster_backend,
         )
-        return PartRender(out.image, out.alpha, out.info)
+        return PartRender(out.image, out.alpha, out.info, canonical, dx)
 
     @torch.no_grad()
     def in_view(self, part: str, condition: FrameCondition, intrinsics: Tensor, size: int,
@@ -233,14 +243,23 @@ class GSTalkerModel(nn.Module):
         the margin leaves room for the deformation's offsets.
         """
         params = (self.head if part == "head" else self.torso).params
-        viewmat = opengl_c2w_to_viewmat(condition.c2w if part == "head" else self.torso_c2w)
-        camera = params["means"] @ viewmat[:3, :3].T + viewmat[:3, 3]
-        depth = camera[:, 2].clamp_min(1e-6)
-        u = intrinsics[0, 0] * camera[:, 0] / depth + intrinsics[0, 2]
-        v = intrinsics[1, 1] * camera[:, 1] / depth + intrinsics[1, 2]
-        reach = 3.0 * params["scales"].exp().amax(-1) * intrinsics[0, 0] / depth + margin
-        keep = ((camera[:, 2] > 0) & (u + reach > 0) & (u - reach < size) & (v + reach > 0) & (v - reach < size))
+        pixels, depth = project_points(params["means"], condition.c2w if part == "head" else self.torso_c2w,
+                                       intrinsics)
+        u, v = pixels[:, 0], pixels[:, 1]
+        reach = 3.0 * params["scales"].exp().amax(-1) * intrinsics[0, 0] / depth.clamp_min(1e-6) + margin
+        keep = ((depth > 0) & (u + reach > 0) & (u - reach < size) & (v + reach > 0) & (v - reach < size))
         return keep.nonzero().squeeze(-1)
+
+
+def project_points(points: Tensor, c2w: Tensor, intrinsics: Tensor) -> tuple[Tensor, Tensor]:
+    """World points [N, 3] seen by the camera ``c2w`` -> pixel coordinates [N, 2] and depths [N]."""
+    viewmat = opengl_c2w_to_viewmat(c2w)
+    camera = points @ viewmat[:3, :3].T + viewmat[:3, 3]
+    depth = camera[:, 2]
+    safe = depth.clamp_min(1e-6)
+    pixels = torch.stack([intrinsics[0, 0] * camera[:, 0] / safe + intrinsics[0, 2],
+                          intrinsics[1, 1] * camera[:, 1] / safe + intrinsics[1, 2]], dim=-1)
+    return pixels, depth
 
 
 def compose(head: PartRender | None, torso: PartRender | None, background: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ import torch
 from talkhead_models.methods.base import Driving, model_dir_file
 from talkhead_models.methods.gstalker.config import GSTalkerConfig
 from talkhead_models.methods.gstalker.model import FrameCondition, GSTalkerModel, compose
+from talkhead_models.methods.gstalker.motion import MotionFeatures, motion_from_state
 from talkhead_models.methods.gstalker.scene import IdentityScene
 from talkhead_models.methods.gstalker.trainer import CHECKPOINT, load_checkpoint, model_from_checkpoint, resolve_device
 
@@ -26,8 +27,10 @@ class GSTalkerHead:
     smoother, the two small decoders and the rasteriser run.
     """
 
-    def __init__(self, model: GSTalkerModel, scene: IdentityScene, deform: bool, device: torch.device) -> None:
+    def __init__(self, model: GSTalkerModel, scene: IdentityScene, deform: bool, device: torch.device,
+                 motion: MotionFeatures | None = None) -> None:
         self.model = model.eval()
+        self.motion = motion
         self.scene = scene
         self.deform = deform
         self.device = device
@@ -40,6 +43,14 @@ class GSTalkerHead:
 
     def _features(self, driving: Driving) -> np.ndarray:
         kind = self.scene.audio_feature
+        if self.motion is not None:
+            source = self.motion.kind
+            if source not in driving.audio_features:
+                raise ValueError(f"GSTalker of {self.scene.reader.root.name} reads audio-to-motion features computed "
+                                 f"from {source!r} audio features, but the driving signal has "
+                                 f"{sorted(driving.audio_features)}; set audio.kind={source}")
+            own_voice = driving.audio_identity in ("", driving.identity)
+            return self.motion.recording(driving.audio_features[source], own_voice)
         if kind not in driving.audio_features:
             raise ValueError(f"GSTalker of {self.scene.reader.root.name} was trained on {kind!r} audio features but "
                              f"the driving signal has {sorted(driving.audio_features)}; set audio.kind={kind} (or "
@@ -79,7 +90,8 @@ def load(cfg: GSTalkerConfig, identity_root: Path, pretrained: Mapping[str, Path
     meta = checkpoint["meta"]
     scene = IdentityScene(identity_root, cfg.scene_scale, str(meta["feature_kind"]))
     model = model_from_checkpoint(cfg, checkpoint).to_device(device)
+    motion = motion_from_state(checkpoint["motion"], pretrained, device) if "motion" in checkpoint else None
     deform = bool(meta["deformed"])
     log.info("gstalker@%s: %d head + %d torso Gaussians after %d iterations", meta["identity"], model.head.count,
              model.torso.count, int(checkpoint["step"]))
-    return GSTalkerHead(model, scene, deform, device)
+    return GSTalkerHead(model, scene, deform, device, motion)

@@ -33,6 +33,9 @@ TORSO_LABELS = (2, 3)
 """Semantic labels rendered by the torso's Gaussians: neck and torso (ER-NeRF's torso images include the neck)."""
 MOUTH_LANDMARKS = slice(48, 68)
 """iBUG-68 mouth points (outer and inner lips)."""
+SKULL_LANDMARKS = np.array([27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45])
+"""Points that move with the skull only (nose, eye corners): their centroid takes the head's translation out of
+the mouth's motion."""
 
 # ER-NeRF's parsing colours as cv2 reads them back (flat folders have no semantic/ labels).
 _PARSING_COLOURS = {1: (255, 0, 0), 2: (0, 255, 0), 3: (0, 0, 255)}
@@ -120,8 +123,12 @@ def _fill_missing(c2w: np.ndarray) -> np.ndarray:
 class IdentityScene:
     """Cameras, poses, frames and masks of one processed identity for GSTalker."""
 
-    def __init__(self, root: str | Path, scene_scale: float, audio_feature: str) -> None:
+    def __init__(self, root: str | Path, scene_scale: float, audio_feature: str,
+                 features: np.ndarray | None = None) -> None:
+        """``features`` [N, window, D] replaces ``aud_<audio_feature>.npy`` (features computed at run time, such
+        as the audio-to-motion ones)."""
         self.reader = IdentityReader(root)
+        self._given_features = features
         self.scene_scale = scene_scale
         c2w, self.intrinsics = _read_cameras(self.reader)
         c2w = _fill_missing(c2w)
@@ -140,6 +147,8 @@ class IdentityScene:
 
     @cached_property
     def _features(self) -> np.ndarray:
+        if self._given_features is not None:
+            return self._given_features
         features = self.reader.audio_features(self.audio_feature)
         if features.ndim != 3:
             raise IdentityError(f"aud_{self.audio_feature}.npy of {self.reader.root} has shape {features.shape}; "
@@ -176,11 +185,31 @@ class IdentityScene:
             return None  # flat folder: read <i>.lms per frame
         raise IdentityError(f"{path} not found: the lip patch needs the 68 landmarks; run the landmarks stage")
 
+    def landmarks(self, index: int) -> np.ndarray:
+        """[68, 2] landmarks of frame ``index`` in processed pixels."""
+        if self._landmarks is not None:
+            return np.asarray(self._landmarks[index, :, :2], dtype=np.float32)
+        return np.asarray(self.reader.landmarks68(index), dtype=np.float32)
+
     def mouth_points(self, index: int) -> np.ndarray:
         """[20, 2] mouth landmarks of frame ``index`` in processed pixels."""
-        if self._landmarks is not None:
-            return np.asarray(self._landmarks[index, MOUTH_LANDMARKS, :2], dtype=np.float32)
-        return self.reader.landmarks68(index)[MOUTH_LANDMARKS]
+        return self.landmarks(index)[MOUTH_LANDMARKS]
+
+    def _mouth_relative(self, index: int) -> np.ndarray:
+        points = self.landmarks(index)
+        return points[MOUTH_LANDMARKS] - points[SKULL_LANDMARKS].mean(0)
+
+    @cached_property
+    def _mean_mouth(self) -> np.ndarray:
+        """[20, 2] the training frames' mean mouth relative to the skull points (what a static fit renders)."""
+        frames = self.training_frames[:: max(1, len(self.training_frames) // 500)]
+        return np.mean([self._mouth_relative(int(i)) for i in frames], axis=0)
+
+    def mouth_motion(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame ``index``'s mouth against the mean mouth, in processed pixels: the mean mouth placed on this
+        frame's skull points [20, 2], and each point's displacement from there to the tracked one [20, 2]."""
+        displacement = self._mouth_relative(index) - self._mean_mouth
+        return self.mouth_points(index) - displacement, displacement
 
     def labels(self, index: int) -> np.ndarray:
         """[H, W] semantic labels (0 bg, 1 head, 2 neck, 3 torso, 4 lips, 5 mouth) of frame ``index``."""

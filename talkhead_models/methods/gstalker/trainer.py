@@ -17,6 +17,15 @@ stage with the real frame. The perceptual term is LPIPS
 when its weights are present and 1 - SSIM (3D-GS's structural term)
 otherwise.
 
+A few hundred CPU iterations are too few for the pixels alone to teach the
+head's field lip motion (it learns a pose correction and flattens the audio
+code instead), so two aids the paper does not need can be switched on: a
+mouth-motion prior (``mouth_motion_weight``: the mouth's Gaussians should move
+on screen as the tracked lips moved from the mean mouth) and a warm-up that
+fits the field to that prior alone, without rendering, when the joint stage
+begins (``mouth_warmup_iterations``). Both read landmarks of training frames
+only; the renderer is driven by audio.
+
 On a CPU the joint stage can train on windows of the frames (``joint_crop``,
 mostly around the mouth) with the Gaussians outside a window culled before
 the deformation fields run; the paper's setting is the whole frame.
@@ -49,8 +58,9 @@ from talkhead_models.config import to_dict
 from talkhead_models.methods.base import MetricLogger
 from talkhead_models.methods.gstalker.config import GSTalkerConfig
 from talkhead_models.methods.gstalker.model import (FrameCondition, GaussianPart, GSTalkerModel, PartRender, compose,
-                                                    random_gaussians)
-from talkhead_models.methods.gstalker.scene import FrameTargets, IdentityScene
+                                                    project_points, random_gaussians)
+from talkhead_models.methods.gstalker.motion import MotionFeatures, training_features
+from talkhead_models.methods.gstalker.scene import FrameTargets, IdentityScene, lips_box
 from talkhead_models.metrics.base import MissingWeightsError
 from talkhead_models.metrics.image import ssim_per_frame
 
@@ -60,8 +70,13 @@ CHECKPOINT = "checkpoint.pt"
 CURVE = "curve.csv"
 CURVE_COLUMNS = ("step", "seconds", "loss", "val_psnr")
 SAMPLES = "samples"
-FORMAT = "gstalker-1"
+FORMAT = "gstalker-2"
 PARTS = ("head", "torso")
+MOTION_SOFTNESS = 1.0
+"""Pixels added (squared) to the squared distances of the mouth-motion prior's interpolation, so a Gaussian on a
+landmark takes that landmark's displacement without dividing by zero."""
+MOUTH_WARMUP_FRAMES = 4
+"""Training frames per mouth warm-up step (their gradients averaged)."""
 CULL_MARGIN = 0.25
 """Joint-stage windows render the Gaussians within this fraction of the window's side of it (room for offsets)."""
 
@@ -203,6 +218,8 @@ class Trainer:
     densify: dict[str, DensificationState] = field(default_factory=dict)
     generator: torch.Generator = field(default_factory=torch.Generator)
     optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
+    motion: MotionFeatures | None = None
+    """The audio-to-motion features' normaliser (``audio_feature: a2m``), saved so renders use the same."""
 
     def __post_init__(self) -> None:
         self.size = self.scene.image_size // self.cfg.train_downscale
@@ -233,7 +250,9 @@ class Trainer:
             if "sh_rest" in params:
                 groups.append({"params": [params["sh_rest"]], "lr": cfg.color_lr / 20.0, "name": "sh_rest"})
             self.optimizers[part] = torch.optim.Adam(groups, lr=0.0, eps=1e-15)
-        network_groups = [{"params": self.model.network_parameters(), "lr": cfg.deform_lr, "name": "deformation"}]
+        network_groups = [{"params": self.model.network_parameters(), "lr": cfg.deform_lr, "name": "deformation"},
+                          {"params": list(self.model.audio_encoder.parameters()), "lr": cfg.audio_lr,
+                           "name": "audio"}]
         hashed = self.model.hash_parameters()
         if hashed:
             network_groups.append({"params": hashed, "lr": cfg.hash_lr, "name": "hash"})
@@ -331,6 +350,8 @@ class Trainer:
     def iteration(self) -> float:
         """One optimisation step on random training frames (``frames_per_step`` in the joint stage); the loss."""
         step, phase = self.step, self.phase(self.step)
+        if phase == "joint" and step == 2 * self.cfg.static_iterations and self.cfg.mouth_warmup_iterations > 0:
+            self.mouth_warmup()
         parts = PARTS if phase == "joint" else (phase,)
         for part in parts:
             self._update_schedule(part, self.part_step(part, step))
@@ -378,7 +399,55 @@ class Trainer:
         if torch.is_grad_enabled():
             for render in renders.values():
                 render.info["means2d"].retain_grad()
-        return self.loss(phase, renders, targets, background), renders, subsets
+        loss = self.loss(phase, renders, targets, background)
+        if deform and self.cfg.mouth_motion_weight > 0:
+            head = renders["head"]
+            loss = loss + self.cfg.mouth_motion_weight * self.mouth_motion_loss(
+                index, condition, head.means.detach(), lambda inside: head.offsets[inside])
+        return loss, renders, subsets
+
+    def mouth_motion_loss(self, index: int, condition: FrameCondition, means: Tensor,
+                          offsets: Callable[[Tensor], Tensor]) -> Tensor:
+        """Mean distance (processed pixels) between where the deformation moves the mouth's Gaussians on screen
+        and where the tracked lips moved from the mean mouth (``mouth_motion_weight``).
+
+        ``means`` are the canonical means of the rendered Gaussians, ``offsets(inside)`` the field's dx of those
+        selected by the boolean mask ``inside``. Each Gaussian whose undeformed centre projects into the mouth
+        box gets the landmarks' displacements interpolated by inverse squared distance.
+        """
+        size = self.scene.image_size
+        intrinsics = self.scene.intrinsics.matrix(size).to(self.device)
+        reference, displacement = self.scene.mouth_motion(index)
+        x0, y0, x1, y1 = lips_box(reference, size, self.cfg.lips_padding)
+        reference, displacement = torch.from_numpy(reference).to(self.device), torch.from_numpy(displacement).to(
+            self.device)
+        before, depth = project_points(means, condition.c2w, intrinsics)
+        inside = ((depth > 0) & (before[:, 0] >= x0) & (before[:, 0] < x1) & (before[:, 1] >= y0)
+                  & (before[:, 1] < y1))
+        if not bool(inside.any()):
+            return means.new_zeros(())
+        after, _ = project_points(means[inside] + offsets(inside), condition.c2w, intrinsics)
+        weights = 1.0 / (torch.cdist(before[inside], reference).square() + MOTION_SOFTNESS ** 2)
+        target = (weights / weights.sum(-1, keepdim=True)) @ displacement
+        return (after - before[inside] - target).abs().sum(-1).mean()
+
+    def mouth_warmup(self) -> None:
+        """Fit the head's deformation field to the mouth-motion prior alone (no rendering) before the joint stage:
+        ``mouth_warmup_iterations`` steps of ``MOUTH_WARMUP_FRAMES`` training frames each."""
+        cfg = self.cfg
+        means = self.model.head.params["means"].detach()
+        field, optimizer = self.model.head_deformation, self.optimizers["networks"]
+        frames = self.scene.training_frames
+        for _ in tqdm(range(cfg.mouth_warmup_iterations), desc="gstalker mouth warm-up", unit="it",
+                      mininterval=5.0):
+            for _ in range(MOUTH_WARMUP_FRAMES):
+                index = int(frames[int(torch.randint(len(frames), (1,), generator=self.generator))])
+                condition = self.condition(index)
+                code = self.model.condition_vector("head", condition)
+                loss = self.mouth_motion_loss(index, condition, means, lambda inside: field(means[inside], code)[0])
+                (loss / MOUTH_WARMUP_FRAMES).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
     def crop_origin(self, lips: tuple[int, int, int, int] | None, size: int, side: int) -> tuple[int, int]:
         """Top-left pixel of the joint stage's window: near the mouth or anywhere (``crop_mouth_fraction``)."""
@@ -459,7 +528,9 @@ class Trainer:
             "deformed": self.deformed,
             "config": to_dict(self.cfg),
         }
+        extra = {} if self.motion is None else {"motion": self.motion.state()}
         return {
+            **extra,
             "format": FORMAT, "step": self.step, "seconds": self.seconds, "meta": meta,
             "head": self.model.head.state(), "torso": self.model.torso.state(),
             "networks": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
@@ -475,7 +546,7 @@ class Trainer:
 
     @classmethod
     def resume(cls, cfg: GSTalkerConfig, scene: IdentityScene, checkpoint: Mapping[str, Any],
-               device: torch.device) -> "Trainer":
+               device: torch.device, motion: MotionFeatures | None = None) -> "Trainer":
         model = model_from_checkpoint(cfg, checkpoint).to_device(device)
         densify = {part: DensificationState(state["grad_norm_sum"].to(device), state["visible_count"].to(device),
                                             float(state["scene_extent"]))
@@ -483,7 +554,7 @@ class Trainer:
         generator = torch.Generator()
         generator.set_state(checkpoint["generator"])
         trainer = cls(cfg, scene, model, device, step=int(checkpoint["step"]), seconds=float(checkpoint["seconds"]),
-                      densify=densify, generator=generator)
+                      densify=densify, generator=generator, motion=motion)
         for name, optimizer in trainer.optimizers.items():
             optimizer.load_state_dict(checkpoint["optimizers"][name])
         return trainer
@@ -519,15 +590,18 @@ def train(cfg: GSTalkerConfig, identity_root: Path, pretrained: Mapping[str, Pat
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
-    scene = IdentityScene(identity_root, cfg.scene_scale, cfg.audio_feature)
+    motion, features = None, None
+    if cfg.audio_feature == "a2m":
+        motion, features = training_features(Path(identity_root), pretrained, cfg.motion_window, device)
+    scene = IdentityScene(identity_root, cfg.scene_scale, cfg.audio_feature, features)
     path = model_dir / CHECKPOINT
     if path.is_file():
-        trainer = Trainer.resume(cfg, scene, load_checkpoint(path), device)
+        trainer = Trainer.resume(cfg, scene, load_checkpoint(path), device, motion)
         log.info("gstalker@%s: resuming at iteration %d of %d (%.0f s trained)", scene.reader.root.name,
                  trainer.step, cfg.total_iterations, trainer.seconds)
     else:
         trainer = Trainer(cfg, scene, build_model(cfg, scene).to_device(device), device,
-                          generator=torch.Generator().manual_seed(cfg.seed))
+                          generator=torch.Generator().manual_seed(cfg.seed), motion=motion)
     curve = read_curve(model_dir / CURVE, trainer.step)
     metric = log_metric or (lambda name, value, step: None)
     _train_loop(trainer, model_dir, curve, metric)
