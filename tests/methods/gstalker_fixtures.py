@@ -1,20 +1,9 @@
-"""Fixtures of the GSTalker tests: a tiny tracked and parsed identity, and a tiny config.
-
-The identity is S001 of the session's ``evaluation_root`` (crop, landmarks,
-audio features and split of the tiny synthetic corpus), copied and completed
-with what GSTalker reads besides: the parse stage's masks and background and
-the track stage's cameras (through the face model stage, which needs both
-identities' landmarks).
-"""
+"""The GSTalker tests' tiny config (the tracked identity and the audio2motion model are shared fixtures:
+tests/methods/conftest.py)."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
-import pytest
-
-IDENTITY = "S001"
+from tests.methods.conftest import IDENTITY  # noqa: F401  (re-exported for the tests)
 
 # Small enough for a few iterations per second on one CPU core, with every mechanism still exercised:
 # SH degree 1, densification, joint-stage windows of several frames, checkpoints and validation.
@@ -30,38 +19,3 @@ TINY = dict(
     device="cpu", raster_backend="torch", hashgrid_backend="torch",
 )
 
-
-@pytest.fixture(scope="session")
-def gstalker_root(tmp_path_factory, evaluation_root) -> Path:
-    """A processed root whose S001 has crop, landmarks, features, split, parse and track."""
-    from stages import face_model, parse, track
-    from talkhead_models.preprocess.parsing import ParseConfig
-
-    root = tmp_path_factory.mktemp("gstalker_processed")
-    for identity in ("S001", "S002"):
-        shutil.copytree(evaluation_root / identity, root / identity)
-    base = root / IDENTITY
-    parse.run(ParseConfig(), {"crop": base / "crop", "landmarks": base / "landmarks"}, {"parse": base / "parse"},
-              identity=IDENTITY)
-    models = tmp_path_factory.mktemp("gstalker_models")
-    face_model.run(face_model.FaceModelStageConfig(), {"processed": root}, {"model": models / "face_model"})
-    track.run(track.TrackStageConfig(), {"crop": base / "crop", "landmarks": base / "landmarks",
-                                         "face_model": models / "face_model"}, {"track": base / "track"},
-              identity=IDENTITY)
-    return root
-
-
-@pytest.fixture(scope="session")
-def gstalker_audio2motion(tmp_path_factory, gstalker_root) -> Path:
-    """An untrained audio-to-motion model folder for the identity's mel features: the a2m feature path needs its
-    interface (load_model, predict_landmarks), not its accuracy."""
-    import numpy as np
-    import torch
-
-    from talkhead_models.pretrained.audio2motion import Audio2Motion, Audio2MotionConfig, save_model
-
-    torch.manual_seed(0)
-    features = np.load(gstalker_root / IDENTITY / "features" / "aud_mel.npy", mmap_mode="r")
-    folder = tmp_path_factory.mktemp("gstalker_audio2motion")
-    save_model(Audio2Motion(features.shape[-1], hidden=32).eval(), Audio2MotionConfig(hidden=32), folder / "model.pt")
-    return folder

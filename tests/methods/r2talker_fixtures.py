@@ -1,20 +1,9 @@
-"""Fixtures of the R2-Talker tests: a tiny tracked identity, a tiny audio-to-landmark model, a tiny config.
-
-The identity is S001 of the session's ``evaluation_root`` (crop, landmarks,
-audio features and split of the tiny synthetic corpus), copied and completed
-with what R2-Talker reads besides: the parse stage's masks and background
-and the track stage's cameras (through the face model stage, which needs
-both identities' landmarks).
-"""
+"""The R2-Talker tests' tiny config (the tracked identity and the audio2motion model are shared fixtures:
+tests/methods/conftest.py)."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
-import pytest
-
-IDENTITY = "S001"
+from tests.methods.conftest import IDENTITY  # noqa: F401  (re-exported for the tests)
 
 # A model small enough to train a few dozen iterations in seconds on one CPU core; every switch of the ladder
 # is still exercised (the full method's values are set per test).
@@ -32,38 +21,3 @@ TINY = dict(
     log_every=5, checkpoint_every=10, device="cpu", backend="torch", lips_loss="dssim", network_learning_rate=1e-2,
 )
 
-
-@pytest.fixture(scope="session")
-def r2talker_root(tmp_path_factory, evaluation_root) -> Path:
-    """A processed root whose S001 has crop, landmarks, features, split, parse and track."""
-    from stages import face_model, parse, track
-    from talkhead_models.preprocess.parsing import ParseConfig
-
-    root = tmp_path_factory.mktemp("r2talker_processed")
-    for identity in ("S001", "S002"):
-        shutil.copytree(evaluation_root / identity, root / identity)
-    base = root / IDENTITY
-    parse.run(ParseConfig(), {"crop": base / "crop", "landmarks": base / "landmarks"}, {"parse": base / "parse"},
-              identity=IDENTITY)
-    models = tmp_path_factory.mktemp("r2talker_models")
-    face_model.run(face_model.FaceModelStageConfig(), {"processed": root}, {"model": models / "face_model"})
-    track.run(track.TrackStageConfig(), {"crop": base / "crop", "landmarks": base / "landmarks",
-                                         "face_model": models / "face_model"}, {"track": base / "track"},
-              identity=IDENTITY)
-    return root
-
-
-@pytest.fixture(scope="session")
-def tiny_audio2motion(tmp_path_factory, r2talker_root) -> Path:
-    """An (untrained) audio-to-landmark model folder for the identity's feature size: rendering only needs its
-    interface (load_model, predict_landmarks), not its accuracy."""
-    import numpy as np
-    import torch
-
-    from talkhead_models.pretrained.audio2motion import Audio2Motion, Audio2MotionConfig, save_model
-
-    torch.manual_seed(0)
-    features = np.load(r2talker_root / IDENTITY / "features" / "aud_mel.npy", mmap_mode="r")
-    folder = tmp_path_factory.mktemp("audio2motion")
-    save_model(Audio2Motion(features.shape[-1]).eval(), Audio2MotionConfig(), folder / "model.pt")
-    return folder

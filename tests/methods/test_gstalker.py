@@ -15,7 +15,7 @@ from talkhead_models.methods.gstalker.model import FrameCondition, random_gaussi
 from talkhead_models.methods.gstalker.scene import IdentityScene, lips_box
 from talkhead_models.methods.gstalker.trainer import CHECKPOINT, CURVE, Trainer, build_model, exponential_lr
 from talkhead_models.methods.gstalker.motion import centred_windows, training_features
-from tests.methods.gstalker_fixtures import IDENTITY, TINY, gstalker_audio2motion, gstalker_root  # noqa: F401
+from tests.methods.gstalker_fixtures import IDENTITY, TINY
 
 VARIANTS = ("gstalker", "gstalker_no_static_init", "gstalker_no_hash_grid", "gstalker_no_perceptual")
 
@@ -78,8 +78,8 @@ def test_static_initialisation_puts_10000_points_in_the_cube():
 
 
 @pytest.fixture(scope="module")
-def scene(gstalker_root) -> IdentityScene:
-    return IdentityScene(gstalker_root / IDENTITY, GSTalkerConfig().scene_scale, "mel")
+def scene(tracked_root) -> IdentityScene:
+    return IdentityScene(tracked_root / IDENTITY, GSTalkerConfig().scene_scale, "mel")
 
 
 def test_scene_cameras_poses_and_lip_boxes(scene):
@@ -153,12 +153,12 @@ def test_a_few_static_steps_reduce_the_loss(scene):
     assert state["exp_avg"].shape == (count, 3)
 
 
-def test_train_resume_checkpoint_and_render(gstalker_root, tmp_path):
+def test_train_resume_checkpoint_and_render(tracked_root, tmp_path):
     spec = get_method("gstalker")
     cfg = tiny_config()
     logged = []
     model_dir = tmp_path / "model"
-    first = spec.train(cfg, gstalker_root / IDENTITY, {}, model_dir, log_metric=lambda *a: logged.append(a))
+    first = spec.train(cfg, tracked_root / IDENTITY, {}, model_dir, log_metric=lambda *a: logged.append(a))
     assert first["iterations"] == cfg.total_iterations == 10
     assert first["gaussians"] == first["gaussians_head"] + first["gaussians_torso"] > 0
     assert {name for name, _, _ in logged} >= {"loss", "val_psnr", "gaussians", "gaussians_head"}
@@ -171,7 +171,7 @@ def test_train_resume_checkpoint_and_render(gstalker_root, tmp_path):
 
     # Resume: a longer schedule continues from iteration 10 instead of starting again.
     longer = tiny_config(iterations=8)
-    second = spec.train(longer, gstalker_root / IDENTITY, {}, model_dir)
+    second = spec.train(longer, tracked_root / IDENTITY, {}, model_dir)
     assert second["iterations"] == 14 and second["seconds"] >= first["seconds"]
     with (model_dir / CURVE).open() as handle:
         rows = list(csv.DictReader(handle))
@@ -181,7 +181,7 @@ def test_train_resume_checkpoint_and_render(gstalker_root, tmp_path):
     assert any(row["val_psnr"] for row in rows) and any(not row["val_psnr"] for row in rows)
     assert all(math.isfinite(float(row["loss"])) for row in rows)
 
-    head = spec.load(longer, gstalker_root / IDENTITY, {}, model_dir)
+    head = spec.load(longer, tracked_root / IDENTITY, {}, model_dir)
     reader = head.scene.reader
     frames = np.flatnonzero(reader.validation_mask())[:3]
     features = reader.audio_features("mel")
@@ -212,9 +212,9 @@ def test_motion_windows_stay_inside_their_recording():
     assert np.array_equal(centred_windows(per_frame, 1, first, last)[:, 0], per_frame)
 
 
-def test_a2m_features_match_between_training_and_driving(gstalker_root, gstalker_audio2motion):
-    root = gstalker_root / IDENTITY
-    motion, features = training_features(root, {"audio2motion": gstalker_audio2motion}, 3, torch.device("cpu"))
+def test_a2m_features_match_between_training_and_driving(tracked_root, untrained_audio2motion):
+    root = tracked_root / IDENTITY
+    motion, features = training_features(root, {"audio2motion": untrained_audio2motion}, 3, torch.device("cpu"))
     reader = IdentityScene(root, 4.0, "a2m", features).reader
     assert features.shape == (reader.num_frames, 3, 60) and np.isfinite(features).all()
     # Normalised on the training frames: zero mean per point, unit spread overall.
@@ -231,18 +231,18 @@ def test_a2m_features_match_between_training_and_driving(gstalker_root, gstalker
         training_features(root, {}, 3, torch.device("cpu"))
 
 
-def test_a2m_train_and_render(gstalker_root, gstalker_audio2motion, tmp_path):
+def test_a2m_train_and_render(tracked_root, untrained_audio2motion, tmp_path):
     spec = get_method("gstalker")
     cfg = tiny_config(audio_feature="a2m", motion_window=4, mouth_motion_weight=0.05, mouth_warmup_iterations=2)
-    pretrained = {"audio2motion": gstalker_audio2motion}
+    pretrained = {"audio2motion": untrained_audio2motion}
     model_dir = tmp_path / "model"
-    summary = spec.train(cfg, gstalker_root / IDENTITY, pretrained, model_dir)
+    summary = spec.train(cfg, tracked_root / IDENTITY, pretrained, model_dir)
     assert summary["iterations"] == cfg.total_iterations
     assert (model_dir / CURVE).is_file() and len(list((model_dir / "samples").glob("*.png"))) == cfg.samples
     checkpoint = torch.load(model_dir / CHECKPOINT, weights_only=True)
     assert checkpoint["meta"]["feature_kind"] == "a2m" and checkpoint["meta"]["feature_window"] == 4
     assert checkpoint["motion"]["neutral"].shape == (68, 3) and checkpoint["motion"]["window"] == 4
-    head = spec.load(cfg, gstalker_root / IDENTITY, pretrained, model_dir)
+    head = spec.load(cfg, tracked_root / IDENTITY, pretrained, model_dir)
     reader = head.scene.reader
     frames = np.flatnonzero(reader.validation_mask())[:3]
     mel = np.asarray(reader.audio_features("mel")[frames])
@@ -259,10 +259,10 @@ def test_a2m_train_and_render(gstalker_root, gstalker_audio2motion, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["gstalker_no_static_init", "gstalker_no_hash_grid"])
-def test_ablations_train_with_the_demo_aids(name, gstalker_root, gstalker_audio2motion, tmp_path):
+def test_ablations_train_with_the_demo_aids(name, tracked_root, untrained_audio2motion, tmp_path):
     cfg = tiny_config(name, audio_feature="a2m", mouth_motion_weight=0.05, mouth_warmup_iterations=2,
                       deform_hash_init=0.1)
-    summary = get_method(name).train(cfg, gstalker_root / IDENTITY, {"audio2motion": gstalker_audio2motion},
+    summary = get_method(name).train(cfg, tracked_root / IDENTITY, {"audio2motion": untrained_audio2motion},
                                      tmp_path / "model")
     assert summary["iterations"] == cfg.total_iterations and math.isfinite(summary["final_loss"])
 

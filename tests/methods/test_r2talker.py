@@ -19,7 +19,7 @@ from talkhead_models.methods.r2talker import R2TalkerConfig
 from talkhead_models.methods.r2talker.fields import HeadField
 from talkhead_models.methods.r2talker.model import MODEL_FILE, R2TalkerModel
 from talkhead_models.methods.r2talker.render import march_and_composite
-from tests.methods.r2talker_fixtures import IDENTITY, TINY, r2talker_root, tiny_audio2motion  # noqa: F401
+from tests.methods.r2talker_fixtures import IDENTITY, TINY
 
 LADDER = {"r2talker_audio_baseline": ("audio_baseline", "audio", False, False),
           "r2talker_landmark_encoding": ("landmark_encoding", "landmarks", False, False),
@@ -191,12 +191,12 @@ def read_curve(folder: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def trained(r2talker_root, tmp_path_factory):
+def trained(tracked_root, tmp_path_factory):
     """The full method trained briefly (head, lips, torso) into a model folder."""
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("r2talker_model")
     spec = get_method("r2talker")
-    summary = spec.train(tiny_config("r2talker"), r2talker_root / IDENTITY, {}, folder)
+    summary = spec.train(tiny_config("r2talker"), tracked_root / IDENTITY, {}, folder)
     return folder, summary
 
 
@@ -214,14 +214,14 @@ def test_training_lowers_the_loss_and_writes_its_outputs(trained):
     assert bool(record["state_dict"]["torso_trained"])
 
 
-def test_training_resumes_from_its_checkpoint(trained, r2talker_root, tmp_path):
+def test_training_resumes_from_its_checkpoint(trained, tracked_root, tmp_path):
     folder, summary = trained
     spec = get_method("r2talker")
-    again = spec.train(tiny_config("r2talker"), r2talker_root / IDENTITY, {}, folder)
+    again = spec.train(tiny_config("r2talker"), tracked_root / IDENTITY, {}, folder)
     assert again["iterations"] == summary["iterations"]  # finished: nothing left to do
     assert again["seconds"] == pytest.approx(summary["seconds"])
     longer = spec.train(tiny_config("r2talker", torso_iterations=TINY["torso_iterations"] + 4),
-                        r2talker_root / IDENTITY, {}, folder)
+                        tracked_root / IDENTITY, {}, folder)
     assert longer["iterations"] == summary["iterations"] + 4 and longer["seconds"] > summary["seconds"]
     steps = [int(r["step"]) for r in read_curve(folder)]
     assert steps == sorted(steps) and steps[-1] == summary["iterations"] + 4
@@ -238,24 +238,24 @@ def driving(root: Path, role: str, frames: np.ndarray) -> Driving:
                    audio_identity=IDENTITY if role == "self" else "S002")
 
 
-def test_render_gives_one_frame_per_driving_frame_and_module_timings(trained, r2talker_root, tiny_audio2motion):
+def test_render_gives_one_frame_per_driving_frame_and_module_timings(trained, tracked_root, untrained_audio2motion):
     folder, _ = trained
     spec = get_method("r2talker")
-    head = spec.load(tiny_config("r2talker"), r2talker_root / IDENTITY, {"audio2motion": tiny_audio2motion}, folder)
-    frames = np.flatnonzero(np.load(r2talker_root / IDENTITY / "landmarks" / "detected.npy"))[:3]
+    head = spec.load(tiny_config("r2talker"), tracked_root / IDENTITY, {"audio2motion": untrained_audio2motion}, folder)
+    frames = np.flatnonzero(np.load(tracked_root / IDENTITY / "landmarks" / "detected.npy"))[:3]
     for role in ("self", "cross"):
-        rendered = list(head.render(driving(r2talker_root / IDENTITY, role, frames)))
+        rendered = list(head.render(driving(tracked_root / IDENTITY, role, frames)))
         assert len(rendered) == 3
         assert all(f.shape == (head.image_size, head.image_size, 3) and f.dtype == np.uint8 for f in rendered)
         assert head.timings["frames"] == 3 and head.timings["rendering_ms"] > 0
         assert head.timings["audio_to_landmarks_ms"] > 0 and head.timings["audio_features_ms"] > 0
 
 
-def test_audio_baseline_trains_and_renders_without_the_motion_generator(r2talker_root, tmp_path):
+def test_audio_baseline_trains_and_renders_without_the_motion_generator(tracked_root, tmp_path):
     spec = get_method("r2talker_audio_baseline")
     cfg = tiny_config("r2talker_audio_baseline", iterations=6, torso_iterations=2)
-    summary = spec.train(cfg, r2talker_root / IDENTITY, {}, tmp_path)
+    summary = spec.train(cfg, tracked_root / IDENTITY, {}, tmp_path)
     assert summary["iterations"] == 8
-    head = spec.load(cfg, r2talker_root / IDENTITY, {}, tmp_path)
-    rendered = list(head.render(driving(r2talker_root / IDENTITY, "cross", np.array([0, 1]))))
+    head = spec.load(cfg, tracked_root / IDENTITY, {}, tmp_path)
+    rendered = list(head.render(driving(tracked_root / IDENTITY, "cross", np.array([0, 1]))))
     assert len(rendered) == 2 and head.timings["audio_to_landmarks_ms"] == 0

@@ -46,6 +46,20 @@ def test_na_values_make_a_claim_not_yet_measurable(tmp_path):
     assert verdict.status == NOT_MEASURABLE and "LPIPS of r2talker_maglo n/a" in verdict.numbers
 
 
+def test_perceptual_claims_fall_back_to_ssim_and_say_so(tmp_path):
+    metrics = write_corpus(tmp_path / "metrics")
+    write_record(metrics, "r2talker_maglo", "r2talker", "maglo", "S001", {"PSNR": 27.9, "LPIPS": None, "SSIM": 0.74})
+    write_record(metrics, "r2talker_landmark_encoding", "r2talker", "landmark_encoding", "S001",
+                 {"PSNR": 27.5, "LPIPS": None, "SSIM": 0.71})
+    verdict = _verdict(metrics, "r2talker_maglo_lowers_lpips")
+    assert verdict.status == HOLDS and verdict.numbers.startswith("LPIPS n/a, SSIM instead: SSIM 0.740")
+    write_record(metrics, "r2talker_maglo", "r2talker", "maglo", "S001", {"PSNR": 27.9, "LPIPS": 0.2, "SSIM": 0.70})
+    write_record(metrics, "r2talker_landmark_encoding", "r2talker", "landmark_encoding", "S001",
+                 {"PSNR": 27.5, "LPIPS": 0.1, "SSIM": 0.71})
+    verdict = _verdict(metrics, "r2talker_maglo_lowers_lpips")  # LPIPS present: it decides, SSIM is not read
+    assert verdict.status == DOES_NOT_HOLD and verdict.numbers.startswith("LPIPS 0.200")
+
+
 def test_static_margin_is_checked_for_every_trained_run(tmp_path):
     metrics = write_corpus(tmp_path / "metrics")   # static 21 dB, trained 26-28 dB
     assert _verdict(metrics, "trained_beat_static").status == HOLDS
