@@ -65,6 +65,8 @@ def run(cfg: EvaluateStageConfig, inputs: Mapping[str, Path], outputs: Mapping[s
             value = setting["metrics"].get(name, {}).get("value")
             if value is not None and math.isfinite(value):
                 metrics[f"{role}_{name.replace('-', '_')}"] = float(value)
+        for name, value in setting.get("module_timings_ms", {}).items():
+            metrics[f"{role}_{name}"] = float(value)
     summary = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if k.startswith("self_"))
     log.info("evaluate %s@%s: %s", method.name, identity, summary)
     artifacts = [outputs["metrics"], *sorted(outputs["videos"].glob("*.jpg"))]

@@ -105,8 +105,11 @@ def evaluate_method(spec: MethodSpec, method_cfg: Any, cfg: EvaluationConfig, au
 
 
 def _setting_record(result: RoleResult) -> dict:
-    return {"frames": result.frames, "clips": result.clips,
-            "metrics": {name: value.to_dict() for name, value in sorted(result.metrics.items())}}
+    record = {"frames": result.frames, "clips": result.clips,
+              "metrics": {name: value.to_dict() for name, value in sorted(result.metrics.items())}}
+    if result.module_timings_ms:
+        record["module_timings_ms"] = dict(sorted(result.module_timings_ms.items()))
+    return record
 
 
 def _sync_scorer(inputs: EvaluationInputs):

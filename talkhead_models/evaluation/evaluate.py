@@ -217,6 +217,8 @@ class RoleResult:
     metrics: dict[str, MetricValue]
     frames: int
     clips: list[dict] = field(default_factory=list)
+    module_timings_ms: dict[str, float] = field(default_factory=dict)
+    """Per-module wall time (ms per frame, frame-weighted over the clips) of heads that time their modules."""
 
 
 FrameSink = Callable[[Driving, np.ndarray, np.ndarray | None], None]
@@ -237,6 +239,7 @@ def evaluate_role(head: TalkingHead, drivings: list[Driving], scorer: ClipScorer
     role = drivings[0].role if drivings else "self"
     parts: dict[str, list[tuple[MetricValue, int]]] = {}
     clips, fid_sample, render_seconds, frames_total = [], [], 0.0, 0
+    module_ms: dict[str, float] = {}  # frame-weighted sums
     fid_every = max(1, math.ceil(sum(d.num_frames for d in drivings) / max(cfg.fid_frames, 1)))
     for driving in tqdm(drivings, desc=f"evaluate {role}", unit="clip"):
         try:
@@ -247,6 +250,9 @@ def evaluate_role(head: TalkingHead, drivings: list[Driving], scorer: ClipScorer
         truth = truth_frames(driving.frame_indices) if truth_frames is not None else None
         render_seconds += seconds
         frames_total += len(rendered)
+        for name, value in (getattr(head, "timings", None) or {}).items():
+            if name.endswith("_ms"):
+                module_ms[name] = module_ms.get(name, 0.0) + float(value) * len(rendered)
         for name, value in scorer.score(rendered, driving, truth).items():
             parts.setdefault(name, []).append((value, len(rendered)))
         clips.append({"clip": driving.clip, "audio_identity": driving.audio_identity, "emotion": driving.emotion,
@@ -266,7 +272,8 @@ def evaluate_role(head: TalkingHead, drivings: list[Driving], scorer: ClipScorer
         if role == "cross":
             metrics[name] = MetricValue.not_available(name, "no ground-truth frames for cross-driven audio",
                                                       higher_is_better=METRICS[name].higher_is_better)
-    return RoleResult(metrics=metrics, frames=frames_total, clips=clips)
+    timings = {name: total / frames_total for name, total in module_ms.items()} if frames_total else {}
+    return RoleResult(metrics=metrics, frames=frames_total, clips=clips, module_timings_ms=timings)
 
 
 def _combine_role(name: str, parts: list[tuple[MetricValue, int]]) -> MetricValue:

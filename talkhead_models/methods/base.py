@@ -110,6 +110,10 @@ class TalkingHead(Protocol):
         """One RGB uint8 frame [image_size, image_size, 3] per driving frame, in order.
 
         Raises :class:`UnsupportedDriving` when the method cannot follow this signal.
+
+        A head may also expose ``timings``: after each ``render``, a dict of per-module wall times in
+        milliseconds per frame (keys ending in ``_ms``, e.g. ``rendering_ms``), which the evaluation reports
+        beside FPS (R2-Talker's supplement times audio features, audio-to-landmarks and rendering apart).
         """
         ...
 

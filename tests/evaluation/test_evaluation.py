@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -134,3 +135,48 @@ def test_combine_weights_by_frames_and_keeps_not_available():
     missing = MetricValue.not_available("PSNR", "no weights")
     assert combine("PSNR", [(a, 1), (missing, 1)]).value is None
     assert math.isinf(combine("PSNR", [(MetricValue("PSNR", math.inf), 2)] * 2).value)
+
+
+class TimedHead:
+    """Wraps a head and reports per-module times as R2-Talker does: ms per frame, a different value per clip."""
+
+    def __init__(self, head) -> None:
+        self.head, self.image_size, self.timings, self.clip_times = head, head.image_size, {}, []
+
+    def render(self, driving):
+        yield from self.head.render(driving)
+        per_frame = float(len(self.clip_times) + 1)  # 1 ms for the first clip, 2 ms for the second, ...
+        self.clip_times.append((per_frame, driving.num_frames, driving.role))
+        self.timings = {"frames": float(driving.num_frames), "rendering_ms": per_frame, "total_ms": 2 * per_frame}
+
+
+def test_module_timings_are_reported_frame_weighted_when_a_head_has_them(evaluation_root, tiny_corpus, tmp_path,
+                                                                        monkeypatch):
+    spec = get_method("static")
+    heads = []
+
+    def load(*args):
+        heads.append(TimedHead(spec.load(*args)))
+        return heads[-1]
+
+    timed = dataclasses.replace(spec, load=load)
+    monkeypatch.setattr("talkhead_models.evaluation._sync_scorer", lambda inputs: None)
+    cfg = timed.resolve_config({})
+    model = tmp_path / "model"
+    model.mkdir()
+    timed.train(cfg, evaluation_root / "S001", {}, model)
+    inputs = EvaluationInputs(identity_root=evaluation_root / "S001", model_dir=model, raw_root=tiny_corpus,
+                              sync_expert=None, face_model=None, pretrained={}, weights=tmp_path / "no_weights")
+    record = evaluate_method(timed, cfg, EvaluationConfig(max_self_frames=60, max_cross_frames=60, min_clip_frames=20,
+                                                          videos=False),
+                             AudioConfig(), inputs, tmp_path / "videos", profile="test")
+    times = [t for head in heads for t in head.clip_times]
+    for role in ("self", "cross"):
+        reported = record["settings"][role]["module_timings_ms"]
+        assert set(reported) == {"rendering_ms", "total_ms"}  # only the *_ms keys
+        assert reported["total_ms"] == pytest.approx(2 * reported["rendering_ms"])
+    for role in ("self", "cross"):
+        clips = [(ms, n) for ms, n, clip_role in times if clip_role == role]
+        assert len({ms for ms, _ in clips}) >= 2 or role == "cross"  # several self clips exercise the weighting
+        expected = sum(ms * n for ms, n in clips) / sum(n for _, n in clips)
+        assert record["settings"][role]["module_timings_ms"]["rendering_ms"] == pytest.approx(expected)
