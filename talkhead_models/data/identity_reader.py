@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,20 @@ log = logging.getLogger(__name__)
 
 class IdentityError(FileNotFoundError):
     """A processed identity folder that lacks what is asked of it; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class TrackedCameras:
+    """Every frame's camera from the track stage (NaN rows where it wrote none) and the shared intrinsics."""
+
+    c2w: np.ndarray
+    """[N, 4, 4] camera-to-world in the head's frame (OpenGL axes, metres), as in ``transforms_*.json``."""
+    focal: float
+    cx: float
+    cy: float
+
+    def has(self, index: int) -> bool:
+        return bool(np.isfinite(self.c2w[index]).all())
 
 
 class IdentityReader:
@@ -87,6 +102,27 @@ class IdentityReader:
         """``transforms_<split>.json`` (focal_len, cx, cy, frames[...]) or None when absent."""
         path = self.layout.path(f"transforms_{split}")
         return json.loads(path.read_text()) if path.is_file() else None
+
+    def cameras(self) -> TrackedCameras:
+        """Poses of all frames from ``transforms_train.json`` and ``transforms_val.json`` (frames in neither are
+        NaN: the tracker skips frames without a face)."""
+        c2w = np.full((self.num_frames, 4, 4), np.nan)
+        intrinsics = None
+        for split in ("train", "val"):
+            transforms = self.transforms(split)
+            if transforms is None:
+                continue
+            intrinsics = intrinsics or (float(transforms["focal_len"]), float(transforms["cx"]),
+                                        float(transforms["cy"]))
+            for frame in transforms.get("frames", []):
+                index = int(frame["img_id"])
+                if 0 <= index < self.num_frames:
+                    c2w[index] = np.asarray(frame["transform_matrix"], np.float64)
+        if intrinsics is None:
+            raise IdentityError(f"{self.layout.path('transforms_train')} not found: no tracked cameras; run "
+                                f"`python -m stages.track --identity {self.root.name}` (after "
+                                "`python -m stages.face_model`)")
+        return TrackedCameras(c2w, *intrinsics)
 
     def frame(self, index: int) -> np.ndarray:
         """Processed frame ``index`` as RGB uint8."""

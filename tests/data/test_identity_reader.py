@@ -75,6 +75,22 @@ def test_flat_ernerf_folder_reads_as_a_processed_identity(ernerf_folder):
         identity.eye()
 
 
+def test_cameras_merge_both_transforms_files_and_leave_untracked_frames_nan(ernerf_folder):
+    train = transforms([0, 2, 4])
+    train["frames"][1]["transform_matrix"] = (np.eye(4) * 2).tolist()
+    (ernerf_folder / "transforms_train.json").write_text(json.dumps(train))
+    (ernerf_folder / "transforms_val.json").write_text(json.dumps(transforms([10])))
+    cameras = open_identity(ernerf_folder).cameras()
+    assert cameras.c2w.shape == (N_FRAMES, 4, 4) and (cameras.focal, cameras.cx, cameras.cy) == (1200.0, 24.0, 24.0)
+    assert [i for i in range(N_FRAMES) if cameras.has(i)] == [0, 2, 4, 10]
+    np.testing.assert_array_equal(cameras.c2w[2], np.eye(4) * 2)
+    for name in ("transforms_train.json", "transforms_val.json"):
+        (ernerf_folder / name).unlink()
+    with pytest.raises(IdentityError, match=r"transforms_train.json not found: no tracked cameras; run `python -m "
+                                            r"stages.track --identity obama`"):
+        open_identity(ernerf_folder).cameras()
+
+
 def test_flat_folder_whose_transforms_name_missing_frames_is_an_error(ernerf_folder):
     (ernerf_folder / "transforms_val.json").write_text(json.dumps(transforms(range(10, N_FRAMES + 3))))
     with pytest.raises(IdentityError, match=f"names frame {N_FRAMES + 2} but ori_imgs/ has {N_FRAMES} frames"):

@@ -87,24 +87,9 @@ class FrameTargets:
 
 def _read_cameras(reader: IdentityReader) -> tuple[np.ndarray, Intrinsics]:
     """Camera-to-world [N, 4, 4] (OpenGL, metres; NaN for frames in neither file) and the intrinsics."""
-    c2w = np.full((reader.num_frames, 4, 4), np.nan)
-    intrinsics = None
-    for split in ("train", "val"):
-        transforms = reader.transforms(split)
-        if transforms is None:
-            continue
-        for frame in transforms.get("frames", []):
-            index = int(frame["img_id"])
-            if 0 <= index < reader.num_frames:
-                c2w[index] = np.asarray(frame["transform_matrix"], dtype=np.float64)
-        if intrinsics is None:
-            intrinsics = (float(transforms["focal_len"]), float(transforms["cx"]), float(transforms["cy"]))
-    if intrinsics is None:
-        path = reader.layout.path("transforms_train")
-        raise IdentityError(f"{path} not found: GSTalker needs the tracked cameras; run `python -m stages.track "
-                            f"--identity {reader.root.name}` (after `python -m stages.face_model`)")
+    cameras = reader.cameras()
     size = int(reader.frame(0).shape[0])
-    return c2w, Intrinsics(*intrinsics, size=size)
+    return cameras.c2w.copy(), Intrinsics(cameras.focal, cameras.cx, cameras.cy, size=size)
 
 
 def _fill_missing(c2w: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import torch
 
-from talkhead_models.data.identity_reader import IdentityError, IdentityReader
+from talkhead_models.data.identity_reader import IdentityError, IdentityReader, TrackedCameras
 from talkhead_models.data.processed import ProcessedIdentity
 from talkhead_models.preprocess.frames import read_image
 
@@ -46,36 +46,13 @@ FRAME_CACHE = 512
 """Decoded training frames kept in memory (about 0.6 MB each at 256 px)."""
 
 
-@dataclass(frozen=True)
-class Cameras:
-    """Every frame's camera (NaN rows where the tracker wrote none) and the shared intrinsics."""
-
-    c2w: np.ndarray  # [N, 4, 4] head frame, metres
-    focal: float
-    cx: float
-    cy: float
-
-    def has(self, index: int) -> bool:
-        return bool(np.isfinite(self.c2w[index]).all())
+Cameras = TrackedCameras
+"""Every frame's camera and the shared intrinsics (the identity reader's ``cameras()``)."""
 
 
 def read_cameras(reader: IdentityReader) -> Cameras:
     """Poses of all frames from transforms_train.json and transforms_val.json."""
-    c2w = np.full((reader.num_frames, 4, 4), np.nan)
-    intrinsics = None
-    for split in ("train", "val"):
-        transforms = reader.transforms(split)
-        if transforms is None:
-            continue
-        intrinsics = intrinsics or (float(transforms["focal_len"]), float(transforms["cx"]), float(transforms["cy"]))
-        for frame in transforms.get("frames", []):
-            index = int(frame["img_id"])
-            if 0 <= index < reader.num_frames:
-                c2w[index] = np.asarray(frame["transform_matrix"], np.float64)
-    if intrinsics is None:
-        raise IdentityError(f"{reader.layout.path('transforms_train')} not found: R2-Talker needs the tracked "
-                            f"cameras; run `python -m stages.track --identity {reader.root.name}`")
-    return Cameras(c2w, *intrinsics)
+    return reader.cameras()
 
 
 @dataclass(frozen=True)
