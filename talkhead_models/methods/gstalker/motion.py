@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from talkhead_models.metrics.landmarks import MOUTH  # iBUG-68 lips: the points whose displacements are the feature
+
 log = logging.getLogger(__name__)
 
-MOUTH = slice(48, 68)
-"""iBUG-68 mouth points (outer and inner lips) whose displacements are the feature."""
 MODEL_FILE = "model.pt"
 
 
@@ -69,7 +69,7 @@ class MotionFeatures:
 
     @property
     def dim(self) -> int:
-        return 3 * (MOUTH.stop - MOUTH.start)
+        return 3 * len(MOUTH)
 
     def displacements(self, features: np.ndarray, own_voice: bool) -> np.ndarray:
         """[n, 60] raw mouth displacements predicted from one recording's [n, 16, D] audio windows."""
@@ -123,7 +123,7 @@ def training_features(identity_root: Path, pretrained: Mapping[str, Path], windo
     neutral = load_identity(reader.layout).neutral.shape.astype(np.float32)
     own_mean = speaker_mean(audio, network_config.get("pitch_column", -1))
     motion = MotionFeatures(network, network_config, neutral, own_mean,
-                            np.zeros(3 * (MOUTH.stop - MOUTH.start), np.float32), 1.0, window)
+                            np.zeros(3 * len(MOUTH), np.float32), 1.0, window)
     clips = reader.clips()
     raw = np.zeros((len(audio), motion.dim), np.float32)
     # Frames outside every recording (none in a staged identity) form windows of their own.

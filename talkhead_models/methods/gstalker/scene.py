@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from talkhead_models.data.identity_reader import IdentityError, IdentityReader
+from talkhead_models.metrics.landmarks import MOUTH
 from talkhead_models.preprocess.cameras import pose_from_transform
 from talkhead_models.preprocess.frames import read_image
 
@@ -31,8 +32,6 @@ HEAD_LABELS = (1, 4, 5)
 """Semantic labels rendered by the head's Gaussians: head, lips, mouth interior."""
 TORSO_LABELS = (2, 3)
 """Semantic labels rendered by the torso's Gaussians: neck and torso (ER-NeRF's torso images include the neck)."""
-MOUTH_LANDMARKS = slice(48, 68)
-"""iBUG-68 mouth points (outer and inner lips)."""
 SKULL_LANDMARKS = np.array([27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45])
 """Points that move with the skull only (nose, eye corners): their centroid takes the head's translation out of
 the mouth's motion."""
@@ -178,11 +177,11 @@ class IdentityScene:
 
     def mouth_points(self, index: int) -> np.ndarray:
         """[20, 2] mouth landmarks of frame ``index`` in processed pixels."""
-        return self.landmarks(index)[MOUTH_LANDMARKS]
+        return self.landmarks(index)[MOUTH]
 
     def _mouth_relative(self, index: int) -> np.ndarray:
         points = self.landmarks(index)
-        return points[MOUTH_LANDMARKS] - points[SKULL_LANDMARKS].mean(0)
+        return points[MOUTH] - points[SKULL_LANDMARKS].mean(0)
 
     @cached_property
     def _mean_mouth(self) -> np.ndarray:

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import torch
 
-from talkhead_models.data.identity_reader import IdentityError, IdentityReader, TrackedCameras
+from talkhead_models.data.identity_reader import IdentityError, IdentityReader
 from talkhead_models.data.processed import ProcessedIdentity
 from talkhead_models.preprocess.frames import read_image
 
@@ -46,13 +46,6 @@ FRAME_CACHE = 512
 """Decoded training frames kept in memory (about 0.6 MB each at 256 px)."""
 
 
-Cameras = TrackedCameras
-"""Every frame's camera and the shared intrinsics (the identity reader's ``cameras()``)."""
-
-
-def read_cameras(reader: IdentityReader) -> Cameras:
-    """Poses of all frames from transforms_train.json and transforms_val.json."""
-    return reader.cameras()
 
 
 @dataclass(frozen=True)
@@ -125,7 +118,7 @@ class IdentityData:
         self.reader = IdentityReader(root)
         self.layout: ProcessedIdentity = self.reader.layout
         self.root = self.reader.root
-        self.cameras = read_cameras(self.reader)
+        self.cameras = self.reader.cameras()
         clips = self.reader.clips()
         self.clip_first = np.zeros(self.reader.num_frames, np.int64)
         self.clip_last = np.zeros(self.reader.num_frames, np.int64)

@@ -30,10 +30,10 @@ from torch import Tensor, nn
 
 from talkhead_models.components.occupancy import OccupancyGrid, OccupancyGridConfig
 from talkhead_models.config import from_dict
+from talkhead_models.data.identity_reader import TrackedCameras
 from talkhead_models.methods.base import Driving, model_dir_file
 from talkhead_models.methods.r2talker.config import R2TalkerConfig
-from talkhead_models.methods.r2talker.data import (Cameras, IdentityData, SceneFrame, features_audio_config,
-                                                    read_cameras, window_indices)
+from talkhead_models.methods.r2talker.data import IdentityData, SceneFrame, features_audio_config, window_indices
 from talkhead_models.methods.r2talker.fields import HeadField, TorsoField
 from talkhead_models.methods.r2talker.render import HeadRender, render_head
 
@@ -151,7 +151,7 @@ class R2TalkerHead:
     (the motion generator) and rendering.
     """
 
-    def __init__(self, model: R2TalkerModel, scene: SceneFrame, cameras: Cameras, background: np.ndarray,
+    def __init__(self, model: R2TalkerModel, scene: SceneFrame, cameras: TrackedCameras, background: np.ndarray,
                  device: torch.device, audio2motion: tuple[Any, dict] | None = None,
                  neutral: np.ndarray | None = None, own_speaker_mean: Tensor | None = None,
                  audio_config: Any = None, identity: str = "") -> None:
@@ -253,7 +253,7 @@ def load_r2talker(cfg: R2TalkerConfig, identity_root: Path, pretrained: Mapping[
         neutral = np.asarray(record["neutral"], np.float32)
         kind = audio2motion[1].get("feature_kind", "mel")
         own_mean = speaker_mean(reader.audio_features(kind), audio2motion[1].get("pitch_column", -1))
-    head = R2TalkerHead(model, scene, read_cameras(reader), background, device, audio2motion, neutral, own_mean,
+    head = R2TalkerHead(model, scene, reader.cameras(), background, device, audio2motion, neutral, own_mean,
                         features_audio_config(reader.layout), reader.root.name)
     return head
 
