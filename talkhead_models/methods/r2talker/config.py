@@ -149,9 +149,16 @@ class R2TalkerConfig:
     """Weight of Mip-NeRF 360's distortion loss on the head rays' weights. Not in the paper (0); a CPU-budget
     aid: it turns the early volumetric fog into a surface, so rays terminate after a few samples."""
     shape_prior_steps: int = 0
-    """Iterations that first fit the density to a solid head (the mask hull, cut in depth by an ellipsoid), as
-    Neuralangelo / NeuS start from a sphere. Not in the paper (0); a CPU-budget aid: training then starts
+    """Iterations that first fit the density to a solid head (the mask hull, cut in depth by an ellipsoid whose
+    front is the face's landmarks triangulated with the tracked cameras, and by their depth inside the face's
+    outline), as Neuralangelo / NeuS start from a sphere. Not in the paper (0); a CPU-budget aid: training then starts
     from a surface instead of a fog that every ray has to march through."""
+    shape_prior_carve: float = 0.0
+    """Hull cells further than this (scene units; the head box spans 2) in front of the shape prior's surface
+    are removed from the occupancy grid for good; 0 keeps them. Not in the paper; a CPU-budget aid that goes
+    with ``max_samples``: a ray that may only evaluate a few samples must meet the face, not the empty space
+    in front of it (where the field, left free, grows the density that paints the texture centimetres in
+    front of the face, smeared across views)."""
     progressive_initial_levels: int = 4
     """Positional grid levels active at the start."""
     progressive_every: int = 5000

@@ -44,6 +44,8 @@ BOX_FRAMES = 48
 """Training frames whose masks bound the head box."""
 FRAME_CACHE = 512
 """Decoded training frames kept in memory (about 0.6 MB each at 256 px)."""
+TRIANGULATION_FRAMES = 240
+"""Training frames whose landmarks are triangulated into the face's 3D points."""
 
 
 
@@ -70,6 +72,24 @@ def unproject_to_face_plane(c2w: np.ndarray, pixels: np.ndarray, focal: float, c
     origin = c2w[:3, 3]
     t = -origin[2] / np.where(np.abs(directions[:, 2]) < 1e-9, -1e-9, directions[:, 2])
     return (origin[None, :2] + t[:, None] * directions[:, :2])
+
+
+def triangulate(c2w: np.ndarray, pixels: np.ndarray, focal: float, cx: float, cy: float) -> np.ndarray:
+    """[P, 3] world points whose projections best match ``pixels`` [F, P, 2] in cameras ``c2w`` [F, 4, 4].
+
+    Linear least squares (DLT) in the peers' projection ``u = -f x / z + cx``,
+    ``v = f y / z + cy`` of the camera point ``(x, y, z) = R^T (X - o)``: each
+    view gives two planes through the point, ``row . (X - o) = 0``.
+    """
+    to_camera = np.swapaxes(c2w[:, :3, :3], 1, 2)  # [F, 3, 3] world -> camera
+    origins = c2w[:, :3, 3]
+    axis_x, axis_y, axis_z = to_camera[:, 0], to_camera[:, 1], to_camera[:, 2]  # [F, 3]
+    u, v = pixels[..., 0] - cx, pixels[..., 1] - cy  # [F, P]
+    rows = np.concatenate([u[..., None] * axis_z[:, None] + focal * axis_x[:, None],
+                           v[..., None] * axis_z[:, None] - focal * axis_y[:, None]])  # [2F, P, 3]
+    targets = np.einsum("fpk,fk->fp", rows, np.concatenate([origins, origins]))
+    normal = np.einsum("fpi,fpj->pij", rows, rows)
+    return np.linalg.solve(normal, np.einsum("fpi,fp->pi", rows, targets)[..., None])[..., 0]
 
 
 def scene_frame(identity: "IdentityData", margin: float) -> SceneFrame:
@@ -188,6 +208,29 @@ class IdentityData:
         """[n, window, 16, D] audio feature windows around ``frames``."""
         index = window_indices(np.asarray(frames), window, self.clip_first[frames], self.clip_last[frames])
         return self.audio[np.minimum(index, len(self.audio) - 1)]
+
+    def face_points(self) -> np.ndarray | None:
+        """[P, 3] the face's landmarks in the head frame (metres), triangulated from the training frames'
+        tracked cameras and detected landmarks (478 FaceMesh points, else the 68); None without landmarks.
+
+        They are where the tracker's own cameras put the face, so a density
+        prior built on them agrees with the poses the rays come from.
+        """
+        for name in ("landmarks478", "landmarks68"):
+            path = self.layout.path(name)
+            if path.is_file():
+                break
+        else:
+            return None
+        points = np.load(path, mmap_mode="r")
+        frames = self.training_frames[np.linspace(0, len(self.training_frames) - 1,
+                                                  min(TRIANGULATION_FRAMES, len(self.training_frames))).astype(int)]
+        pixels = np.asarray(points[frames][..., :2], np.float64)
+        usable = np.isfinite(pixels).all(axis=(1, 2))
+        if usable.sum() < 2:
+            return None
+        cameras = self.cameras
+        return triangulate(cameras.c2w[frames[usable]], pixels[usable], cameras.focal, cameras.cx, cameras.cy)
 
     def lips_box(self, labels: np.ndarray) -> tuple[int, int, int, int] | None:
         """(x0, y0, x1, y1) of the lips and mouth interior, or None when the frame shows none."""

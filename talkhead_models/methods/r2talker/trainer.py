@@ -15,7 +15,10 @@ head masks (so the first CPU iterations do not march empty space; torch-ngp
 starts all-occupied) and is then updated every ``occupancy_update_every``
 iterations with the maximum density over ``occupancy_conditions`` random
 training frames' conditions, kept as a decaying maximum (RAD-NeRF's
-maximum-occupancy pruning).
+maximum-occupancy pruning). CPU aids (off in the paper profile): the density
+first fits a solid head whose front is the face's triangulated landmarks
+(``shape_prior_steps``), and the cells in front of it can be carved out of
+the grid for good (``shape_prior_carve``).
 
 Torso stage (RAD-NeRF): the head is frozen; the 2D torso net is trained on
 pixels of the torso region against the frames over ``bc.jpg``.
@@ -53,6 +56,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
 CURVE_FILE = "curve.csv"
 SAMPLES_DIR = "samples"
+FACE_DEPTH_RESOLUTION = 128
+"""Cells per axis of the face's depth map (x, y over the head box) in the shape prior."""
 HULL_FRAMES = 24
 HULL_DILATION = 6
 TORSO_REGION_FRAMES = 64
@@ -88,6 +93,49 @@ def lip_loss_function(kind: str) -> tuple[Callable[[Tensor, Tensor], Tensor], st
 
         return lpips, "lpips"
     return dssim, "dssim"
+
+
+def face_depth_map(face: np.ndarray, box: Tensor, resolution: int) -> Tensor:
+    """[R, R] (rows y, columns x) the face's depth z over the box's x-y extent, linearly interpolated between
+    the face points [P, 3] (scene frame); NaN outside their outline."""
+    from scipy.interpolate import LinearNDInterpolator
+
+    low, high = box[:2].cpu().numpy(), box[3:5].cpu().numpy()
+    xs = np.linspace(low[0], high[0], resolution)
+    ys = np.linspace(low[1], high[1], resolution)
+    grid_x, grid_y = np.meshgrid(xs, ys)
+    depth = LinearNDInterpolator(face[:, :2], face[:, 2])(grid_x, grid_y)
+    return torch.as_tensor(depth, dtype=torch.float32, device=box.device)
+
+
+class ShapePrior:
+    """A solid head: an ellipsoid, cut at the front by the face's depth map where there is one."""
+
+    def __init__(self, centre: Tensor, radii: Tensor, depth: Tensor | None, box: Tensor) -> None:
+        self.centre, self.radii, self.depth, self.box = centre, radii, depth, box
+
+    def _face_depth(self, points: Tensor) -> Tensor:
+        """[M] the face's depth above each point's (x, y); +inf outside the face or without a depth map."""
+        if self.depth is None:
+            return torch.full_like(points[:, 0], math.inf)
+        resolution = self.depth.shape[0]
+        unit = (points[:, :2] - self.box[:2]) / (self.box[3:5] - self.box[:2])
+        index = (unit * (resolution - 1)).round().long().clamp(0, resolution - 1)
+        depth = self.depth[index[:, 1], index[:, 0]]
+        return torch.where(torch.isnan(depth), torch.full_like(depth, math.inf), depth)
+
+    def inside(self, points: Tensor) -> Tensor:
+        """[M] whether points [M, 3] lie in the solid head."""
+        in_ellipsoid = (((points - self.centre) / self.radii) ** 2).sum(-1) <= 1.0
+        return in_ellipsoid & (points[:, 2] <= self._face_depth(points))
+
+    def front(self, points: Tensor) -> Tensor:
+        """[M] depth of the solid's front surface above each point's (x, y); +inf where the ellipsoid has none."""
+        offset = (points[:, :2] - self.centre[:2]) / self.radii[:2]
+        left = 1.0 - (offset ** 2).sum(-1)
+        ellipsoid = torch.where(left > 0, self.centre[2] + self.radii[2] * left.clamp_min(0).sqrt(),
+                                torch.full_like(left, math.inf))
+        return torch.minimum(ellipsoid, self._face_depth(points))
 
 
 def evenly_spaced(frames: np.ndarray, count: int) -> np.ndarray:
@@ -248,19 +296,35 @@ class Trainer:
         log.info("occupancy grid carved from %d frames' head masks: %.1f%% of cells kept", len(picked),
                  100 * keep.mean())
 
-    def fit_shape_prior(self) -> None:
-        """Fit the density to a solid head: the hull's cells that lie inside an ellipsoid spanning the hull.
+    def shape_prior(self) -> "ShapePrior":
+        """The solid head the density starts from: the hull's cells inside an ellipsoid spanning the hull,
+        behind the face's triangulated landmarks (when there are landmarks).
 
         The ellipsoid's x and y radii are the hull's half extents and its depth
-        radius the x radius (a head about as deep as wide); it only fixes the
-        depth of the starting surface, the silhouette comes from the masks. The
-        target is the per-step opacity of a surface (inside) or of empty space.
+        radius the x radius (a head about as deep as wide). Its front is put at
+        the face's most forward landmark, and inside the face's outline the
+        surface is the landmarks' own depth. Without landmarks the ellipsoid is
+        centred in the hull. The silhouette always comes from the masks.
         """
-        cfg, grid, hull = self.cfg, self.model.grid, self.model.hull
-        centres = grid.cell_centres(hull.nonzero().squeeze(-1))
+        hull = self.model.hull
+        centres = self.model.grid.cell_centres(hull.nonzero().squeeze(-1))
         low, high = centres.amin(0), centres.amax(0)
         centre, radii = 0.5 * (low + high), 0.5 * (high - low)
         radii[2] = radii[0]
+        face = self.data.face_points()
+        depth = None
+        if face is not None:
+            face = (face - self.scene.centre) * self.scene.scale
+            centre[2] = float(face[:, 2].max()) - radii[2]
+            depth = face_depth_map(face, self.model.box, FACE_DEPTH_RESOLUTION)
+        return ShapePrior(centre, radii, depth, self.model.box)
+
+    def fit_shape_prior(self, prior: "ShapePrior") -> None:
+        """Fit the density to ``prior``'s solid head, as Neuralangelo / NeuS start from a sphere.
+
+        The target is the per-step opacity of a surface (inside) or of empty space.
+        """
+        cfg, grid, hull = self.cfg, self.model.grid, self.model.hull
         box = self.model.box
         # Inside: a density whose samples are half opaque per step; outside: nearly empty (log densities).
         step = float((box[5] - box[2]) / cfg.march_steps)
@@ -272,7 +336,7 @@ class Trainer:
         for frame in frames.numpy():
             points = box[:3] + torch.rand(8192, 3, generator=self.generator).to(self.device) * (box[3:] - box[:3])
             cells, inside = grid.cell_of(points)
-            solid = inside & hull[cells] & ((((points - centre) / radii) ** 2).sum(-1) <= 1.0)
+            solid = inside & hull[cells] & prior.inside(points)
             condition = self.conditions(np.array([frame]))[0]
             target = torch.where(solid, inside_log, outside_log)
             loss = torch.mean((head.log_density(points, condition) - target) ** 2)
@@ -280,6 +344,25 @@ class Trainer:
             loss.backward()
             optimiser.step()
         log.info("shape prior fitted in %d steps (loss %.4f)", cfg.shape_prior_steps, float(loss.detach()))
+
+    @torch.no_grad()
+    def carve_in_front(self, prior: "ShapePrior") -> None:
+        """Remove from the hull the cells more than ``shape_prior_carve`` in front of ``prior``'s surface.
+
+        With a per-ray sample budget (``max_samples``) a ray only ever sees its
+        first few occupied samples: cells in front of the face that the field
+        fills (its coarse levels spread density from the surface) would catch
+        every ray, and the texture would be painted there, centimetres in front
+        of the face, smeared across the views.
+        """
+        grid, hull = self.model.grid, self.model.hull
+        cells = hull.nonzero().squeeze(-1)
+        front = prior.front(grid.cell_centres(cells))
+        away = cells[grid.cell_centres(cells)[:, 2] > front + self.cfg.shape_prior_carve]
+        hull[away] = False
+        grid.occupied &= hull
+        log.info("shape prior: %.1f%% of the hull's cells lie more than %.2f in front of the head and are "
+                 "carved away", 100 * len(away) / max(len(cells), 1), self.cfg.shape_prior_carve)
 
     @torch.no_grad()
     def update_occupancy(self) -> None:
@@ -475,7 +558,10 @@ class Trainer:
             self.carve_occupancy()
             if cfg.shape_prior_steps > 0:
                 started = time.perf_counter()
-                self.fit_shape_prior()
+                prior = self.shape_prior()
+                if cfg.shape_prior_carve > 0:
+                    self.carve_in_front(prior)
+                self.fit_shape_prior(prior)
                 self.seconds += time.perf_counter() - started
                 self.update_occupancy()
         if cfg.torso_iterations > 0 and not bool(self.model.torso_region.any()):
