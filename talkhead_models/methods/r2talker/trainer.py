@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -108,11 +108,14 @@ def face_depth_map(face: np.ndarray, box: Tensor, resolution: int) -> Tensor:
     return torch.as_tensor(depth, dtype=torch.float32, device=box.device)
 
 
+@dataclass(frozen=True)
 class ShapePrior:
     """A solid head: an ellipsoid, cut at the front by the face's depth map where there is one."""
 
-    def __init__(self, centre: Tensor, radii: Tensor, depth: Tensor | None, box: Tensor) -> None:
-        self.centre, self.radii, self.depth, self.box = centre, radii, depth, box
+    centre: Tensor  # [3] scene frame
+    radii: Tensor  # [3]
+    depth: Tensor | None  # [R, R] face_depth_map over the box's x-y extent
+    box: Tensor  # [6]
 
     def _face_depth(self, points: Tensor) -> Tensor:
         """[M] the face's depth above each point's (x, y); +inf outside the face or without a depth map."""
@@ -296,7 +299,7 @@ class Trainer:
         log.info("occupancy grid carved from %d frames' head masks: %.1f%% of cells kept", len(picked),
                  100 * keep.mean())
 
-    def shape_prior(self) -> "ShapePrior":
+    def shape_prior(self) -> ShapePrior:
         """The solid head the density starts from: the hull's cells inside an ellipsoid spanning the hull,
         behind the face's triangulated landmarks (when there are landmarks).
 
@@ -319,7 +322,7 @@ class Trainer:
             depth = face_depth_map(face, self.model.box, FACE_DEPTH_RESOLUTION)
         return ShapePrior(centre, radii, depth, self.model.box)
 
-    def fit_shape_prior(self, prior: "ShapePrior") -> None:
+    def fit_shape_prior(self, prior: ShapePrior) -> None:
         """Fit the density to ``prior``'s solid head, as Neuralangelo / NeuS start from a sphere.
 
         The target is the per-step opacity of a surface (inside) or of empty space.
@@ -346,7 +349,7 @@ class Trainer:
         log.info("shape prior fitted in %d steps (loss %.4f)", cfg.shape_prior_steps, float(loss.detach()))
 
     @torch.no_grad()
-    def carve_in_front(self, prior: "ShapePrior") -> None:
+    def carve_in_front(self, prior: ShapePrior) -> None:
         """Remove from the hull the cells more than ``shape_prior_carve`` in front of ``prior``'s surface.
 
         With a per-ray sample budget (``max_samples``) a ray only ever sees its
@@ -357,8 +360,8 @@ class Trainer:
         """
         grid, hull = self.model.grid, self.model.hull
         cells = hull.nonzero().squeeze(-1)
-        front = prior.front(grid.cell_centres(cells))
-        away = cells[grid.cell_centres(cells)[:, 2] > front + self.cfg.shape_prior_carve]
+        centres = grid.cell_centres(cells)
+        away = cells[centres[:, 2] > prior.front(centres) + self.cfg.shape_prior_carve]
         hull[away] = False
         grid.occupied &= hull
         log.info("shape prior: %.1f%% of the hull's cells lie more than %.2f in front of the head and are "
