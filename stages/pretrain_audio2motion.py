@@ -27,7 +27,7 @@ from talkhead_models.config import to_dict
 from talkhead_models.data.manifest import write_manifest
 from talkhead_models.pretrained.audio2motion import (
     Audio2MotionConfig, MetricLogger, evaluate_recordings, motion_data, save_model, summary_scores,
-    train_audio2motion,
+    train_audio2motion, video_adaptations,
 )
 from talkhead_models.pretrained.datasets import holdout_identity, load_identity, processed_identities, segment_table
 from talkhead_models.pretrained.sync_expert import torch_threads
@@ -62,7 +62,9 @@ def _train_and_write(cfg: Audio2MotionConfig, inputs: Mapping[str, Path], output
     data = motion_data(identities, segments, cfg.feature_kind)
     data_seconds = time.perf_counter() - started
     trained = train_audio2motion(cfg, data, log_metric)
-    scores = evaluate_recordings(trained.model, data)
+    # Each identity's linear post-net, fitted on its long training video, which no scored clip overlaps: the
+    # adaptation a method gets from the video it trains on (R2-Talker's motion_adaptation).
+    scores = evaluate_recordings(trained.model, data, adaptations=video_adaptations(trained.model, data))
     weights = scores.frames / scores.frames.sum()
     metrics = {**summary_scores(scores), "train_seconds": trained.seconds,
                "train_cpu_seconds": trained.cpu_seconds, "data_seconds": data_seconds,

@@ -36,6 +36,10 @@ corpus of few speakers whose targets are detected (noisy) landmarks:
 * vocal-tract-length warping of mel features (``vtlp``), for unseen voices;
 * dropout, and an ensemble of networks from several seeds (``ensemble``)
   whose mean prediction keeps what they share of the noisy targets.
+
+The model is generic; ``MotionAdaptation`` is GeneFace's post-net step in
+linear form, fitted per face on that face's own training frames by whoever
+drives it (``adapt_to_face``).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -353,18 +357,115 @@ def window_mean(codes: Tensor, half: int) -> Tensor:
 
 
 def predict_landmarks(model: Audio2Motion | Audio2MotionEnsemble, features: np.ndarray | Tensor, speaker_mean: Tensor,
-                      neutral: np.ndarray | Tensor) -> np.ndarray:
+                      neutral: np.ndarray | Tensor, adaptation: MotionAdaptation | None = None) -> np.ndarray:
     """[N, 68, 3] canonical landmarks driven by one recording's [N, 16, D] audio features.
 
     ``speaker_mean`` is ``speaker_mean()`` of the speaker's features (its whole
-    recording when nothing else of the speaker is known).
+    recording when nothing else of the speaker is known); ``adaptation``, the
+    face's ``MotionAdaptation`` when it has one.
     """
     device = next(model.parameters()).device
     neutral = torch.as_tensor(np.asarray(neutral, np.float32), device=device)
     with torch.no_grad():
         displacement, _ = model(torch.as_tensor(np.asarray(features, np.float32), device=device)[None],
                                 speaker_mean.to(device)[None], neutral[None])
-    return (displacement[0] + neutral).cpu().numpy()
+    displacement = displacement[0].cpu()
+    if adaptation is not None:
+        displacement = adaptation.apply(displacement)
+    return (displacement + neutral.cpu()).numpy()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Adaptation to one face
+
+
+ADAPTATION_SHRINK = 0.1
+"""Variance added to every coordinate's fit, as a fraction of the mouth coordinates' mean variance: a coordinate
+the generic model hardly moves keeps gain 1 instead of a gain fitted to noise."""
+
+
+@dataclass(frozen=True)
+class MotionAdaptation:
+    """One face's linear post-net: each of the 68 x 3 displacement coordinates is mapped by ``gain * d + offset``.
+
+    GeneFace follows its generic audio-to-motion model with a domain-adaptive post-net trained on the target
+    person's own landmarks, because a model trained on other speakers predicts their average mouth: this face
+    may open wider than they did, and the detector may see its lips thinner or its corners closer. Here the
+    post-net is affine per coordinate, fitted by least squares (``fit_adaptation``) on frames of the face that
+    are never evaluated: the training video a method trains its model of the face on.
+    """
+
+    gain: Tensor  # [68, 3]
+    offset: Tensor  # [68, 3] canonical units
+    frames: int  # frames the fit saw
+
+    def apply(self, displacement: Tensor) -> Tensor:
+        """[..., 68, 3] displacements from the neutral shape, adapted to the face."""
+        return displacement * self.gain.to(displacement) + self.offset.to(displacement)
+
+
+def fit_adaptation(predicted: Tensor, reference: Tensor, shrink: float = ADAPTATION_SHRINK) -> MotionAdaptation:
+    """The affine map per coordinate from the model's ``predicted`` displacements [F, 68, 3] to the face's own
+    ``reference`` ones [F, 68, 3] (least squares with intercept; ``shrink`` pulls gains of barely moving
+    coordinates to 1)."""
+    if predicted.shape != reference.shape or predicted.dim() != 3 or len(predicted) < 2:
+        raise ValueError(f"fit_adaptation needs matching [F >= 2, 68, 3] displacements, got {tuple(predicted.shape)} "
+                         f"and {tuple(reference.shape)}")
+    predicted, reference = predicted.double(), reference.double()
+    centred_p, centred_r = predicted - predicted.mean(0), reference - reference.mean(0)
+    variance, covariance = (centred_p ** 2).mean(0), (centred_p * centred_r).mean(0)
+    prior = shrink * variance[MOUTH].mean() + 1e-12  # a coordinate that never moves keeps gain 1
+    gain = (covariance + prior) / (variance + prior)
+    offset = reference.mean(0) - gain * predicted.mean(0)
+    return MotionAdaptation(gain.float(), offset.float(), len(predicted))
+
+
+def recording_displacements(model: Audio2Motion | Audio2MotionEnsemble, features: Tensor, speaker_mean: Tensor,
+                            neutral: Tensor, recordings: Sequence[tuple[int, int]]) -> Tensor:
+    """[sum of lengths, 68, 3] predicted displacements of the recordings ``start..stop`` of ``features`` [N, 16, D],
+    each predicted on its own (the utterance context stops at a recording's ends)."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start, stop in recordings:
+            predicted, _ = model(torch.as_tensor(features[start:stop], dtype=torch.float32, device=device)[None],
+                                 speaker_mean.to(device)[None], neutral.to(device)[None])
+            out.append(predicted[0].cpu())
+    return torch.cat(out)
+
+
+def adapt_to_face(model: Audio2Motion | Audio2MotionEnsemble, features: np.ndarray | Tensor, speaker_mean: Tensor,
+                  neutral: np.ndarray | Tensor, canonical: np.ndarray | Tensor, recordings: Sequence[tuple[int, int]],
+                  frames: np.ndarray) -> MotionAdaptation:
+    """``MotionAdaptation`` of one face from its own voice and landmarks: ``features`` [N, 16, D] and
+    ``canonical`` [N, 68, 3] of its N frames, fitted on ``frames`` (indices into N, e.g. the training frames),
+    predicted per recording (``recordings``: ``(first, last + 1)`` ranges covering them)."""
+    neutral = torch.as_tensor(np.asarray(neutral, np.float32))
+    frames = np.asarray(frames)
+    covered = np.concatenate([np.arange(a, b) for a, b in recordings])
+    position = np.full(len(canonical), -1)
+    position[covered] = np.arange(len(covered))
+    if (position[frames] < 0).any():
+        raise ValueError("adapt_to_face: some fitting frames lie in none of the recordings")
+    predicted = recording_displacements(model, torch.from_numpy(np.array(features, np.float32)), speaker_mean,
+                                        neutral, recordings)[position[frames]]
+    reference = torch.as_tensor(np.asarray(canonical, np.float32)[frames]) - neutral
+    return fit_adaptation(predicted, reference)
+
+
+def video_adaptations(model: Audio2Motion | Audio2MotionEnsemble, data: MotionData) -> dict[int, MotionAdaptation]:
+    """Per identity index, the ``MotionAdaptation`` fitted on its long recordings (``kind == "video"``, which the
+    held-out clips never overlap): the adaptation every method gets from the video it trains on."""
+    adaptations = {}
+    videos = data.segments[data.segments.kind == "video"]
+    for index, rows in videos.groupby("identity_index"):
+        speaker = int(index)
+        predicted = recording_displacements(model, data.features, data.speaker_mean[speaker], data.neutral[speaker],
+                                            list(zip(rows.start, rows.stop)))
+        reference = torch.cat([data.displacement[a:b] for a, b in zip(rows.start, rows.stop)])
+        adaptations[speaker] = fit_adaptation(predicted, reference)
+    return adaptations
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -591,7 +692,8 @@ def mouth_distance(predicted: Tensor, reference: Tensor) -> float:
     return float((predicted[:, MOUTH] - reference[:, MOUTH]).norm(dim=-1).mean())
 
 
-def evaluate_recordings(model: Audio2Motion | Audio2MotionEnsemble, data: MotionData, splits: Sequence[str] = HELDOUT) -> pd.DataFrame:
+def evaluate_recordings(model: Audio2Motion | Audio2MotionEnsemble, data: MotionData, splits: Sequence[str] = HELDOUT,
+                        adaptations: Mapping[int, MotionAdaptation] | None = None) -> pd.DataFrame:
     """Per MEAD-like clip of ``splits``: mean mouth-point distance (3D, canonical frame) of the prediction and of the
     neutral-mouth baseline (zero displacement) to the reference, in canonical units and in pixels.
 
@@ -599,9 +701,11 @@ def evaluate_recordings(model: Audio2Motion | Audio2MotionEnsemble, data: Motion
     ``baseline_error``); ``rigid_*`` use the canonical frame of the rigid fit alone; where the source has
     ground truth, ``truth_*`` measure against the true landmarks and ``detector_truth_error`` how far the
     reference itself is from them. Also the frame-to-frame jitter (mean second difference) of the prediction
-    and of the reference.
+    and of the reference. With ``adaptations`` (per identity index, ``video_adaptations``), ``adapted_*`` score
+    the prediction after its identity's adaptation.
     """
     model.eval()
+    adaptations = adaptations or {}
     device = next(model.parameters()).device
     rows = data.segments[data.segments.split.isin(splits) & (data.segments.kind == "clip")]
     zero = torch.zeros(1, 68, 3)
@@ -623,6 +727,10 @@ def evaluate_recordings(model: Audio2Motion | Audio2MotionEnsemble, data: Motion
                 "jitter": float(predicted[:, MOUTH].diff(n=2, dim=0).norm(dim=-1).mean()),
                 "reference_jitter": float(reference[:, MOUTH].diff(n=2, dim=0).norm(dim=-1).mean()),
             }
+            adaptation = adaptations.get(int(speaker))
+            adapted = adaptation.apply(predicted) if adaptation is not None else None
+            if adapted is not None:
+                result["adapted_mouth_error"] = mouth_distance(adapted, reference)
             if data.rigid_displacement is not None:
                 rigid = data.rigid_displacement[row.start:row.stop]
                 result.update(rigid_mouth_error=mouth_distance(predicted, rigid),
@@ -633,6 +741,8 @@ def evaluate_recordings(model: Audio2Motion | Audio2MotionEnsemble, data: Motion
                               truth_baseline_error=mouth_distance(zero, truth),
                               detector_truth_error=mouth_distance(reference, truth),
                               truth_jitter=float(truth[:, MOUTH].diff(n=2, dim=0).norm(dim=-1).mean()))
+                if adapted is not None:
+                    result["adapted_truth_mouth_error"] = mouth_distance(adapted, truth)
             results.append(result)
     return pd.DataFrame(results)
 
@@ -654,6 +764,14 @@ def summary_scores(table: pd.DataFrame) -> dict[str, float]:
         scores[f"baseline_error{suffix}"] = baseline
         scores[f"mouth_error_ratio{suffix}"] = error / baseline
     scores["mouth_error_ratio_worst_emotion"] = max(ratio(rows) for _, rows in table.groupby("emotion"))
+    scores["mouth_error_ratio_worst_split_emotion"] = max(
+        ratio(rows) for _, rows in table.groupby(["split", "emotion"]))
+    if "adapted_mouth_error" in table and table.adapted_mouth_error.notna().all():
+        scores["adapted_mouth_error_ratio"] = ratio(table, "adapted_mouth_error")
+        scores["adapted_mouth_error_ratio_worst_emotion"] = max(
+            ratio(rows, "adapted_mouth_error") for _, rows in table.groupby("emotion"))
+        scores["adapted_mouth_error_ratio_worst_split_emotion"] = max(
+            ratio(rows, "adapted_mouth_error") for _, rows in table.groupby(["split", "emotion"]))
     if "rigid_mouth_error" in table:
         scores["rigid_mouth_error_ratio"] = ratio(table, "rigid_mouth_error", "rigid_baseline_error")
     if "truth_mouth_error" in table and table.truth_mouth_error.notna().any():
@@ -662,6 +780,9 @@ def summary_scores(table: pd.DataFrame) -> dict[str, float]:
         scores["truth_mouth_error_ratio_worst_emotion"] = max(
             ratio(rows, "truth_mouth_error", "truth_baseline_error") for _, rows in known.groupby("emotion"))
         scores["detector_truth_error_ratio"] = ratio(known, "detector_truth_error", "truth_baseline_error")
+        if "adapted_truth_mouth_error" in known and known.adapted_truth_mouth_error.notna().all():
+            scores["adapted_truth_mouth_error_ratio"] = ratio(known, "adapted_truth_mouth_error",
+                                                              "truth_baseline_error")
     return scores
 
 

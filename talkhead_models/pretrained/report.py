@@ -6,8 +6,10 @@ Targets (issue 6, measured on held-out sentences and the held-out identity):
   +-1 frame for at least 90% of the clips, and the clips' LSE-C with their own
   audio clearly above their LSE-C with another clip's audio;
 * audio2motion: mouth landmark distance to the held-out frames' landmarks at
-  least 30% below the neutral-mouth baseline, for every emotion (the
-  definition is spelled out in the report text, ``MOTION_DEFINITION``);
+  least 30% below the neutral-mouth baseline, for every emotion of each
+  held-out split (the definition is spelled out in the report text,
+  ``MOTION_DEFINITION``); reported for the generic model and for the model
+  adapted to each face's training video (``audio2motion.MotionAdaptation``);
 * each trains within 10 minutes on 2 CPU cores at the demo profile.
 """
 
@@ -41,6 +43,7 @@ def motion_by_emotion(table: pd.DataFrame) -> pd.DataFrame:
     """Frame-weighted mouth error of the model and of the neutral baseline per split and emotion (and overall),
     with the ratios against the rigid-fit-only reference and the ground truth where the table has them."""
     rigid = "rigid_mouth_error" in table
+    adapted = "adapted_mouth_error" in table and table.adapted_mouth_error.notna().all()
     truth = "truth_mouth_error" in table and table.truth_mouth_error.notna().any()
 
     def weighted(rows: pd.DataFrame) -> pd.Series:
@@ -52,6 +55,8 @@ def motion_by_emotion(table: pd.DataFrame) -> pd.DataFrame:
             "baseline_error_px": (rows.baseline_error_px * weights).sum(),
             "ratio": error / baseline, "reduction_%": 100 * (1 - error / baseline),
         }
+        if adapted:
+            values["ratio_adapted"] = (rows.adapted_mouth_error * weights).sum() / baseline
         if rigid:
             values["ratio_rigid_fit_only"] = (rows.rigid_mouth_error * weights).sum() / (
                 rows.rigid_baseline_error * weights).sum()
@@ -60,6 +65,9 @@ def motion_by_emotion(table: pd.DataFrame) -> pd.DataFrame:
             base = (known.truth_baseline_error * known.frames).sum()
             values["ratio_vs_true_landmarks"] = (known.truth_mouth_error * known.frames).sum() / base
             values["facemesh_ratio_vs_true_landmarks"] = (known.detector_truth_error * known.frames).sum() / base
+            if adapted and "adapted_truth_mouth_error" in known:
+                values["ratio_adapted_vs_true_landmarks"] = (
+                    known.adapted_truth_mouth_error * known.frames).sum() / base
         return pd.Series(values)
 
     per_split = table.groupby(["split", "emotion"])[list(table.columns)].apply(weighted)
@@ -74,9 +82,12 @@ MOTION_DEFINITION = (
     "Mouth error: mean 3D distance of the mouth points 48-67 between the prediction and the reference in the "
     "canonical face frame, in image pixels (canonical units times the identity's pixels per unit); baseline: "
     "the identity's neutral mouth (zero displacement) scored the same way; ratio = error / baseline, "
-    "frame-weighted over the clips (the target: ratio <= {target:.2f} for every emotion over both held-out "
-    "splits, the `all` rows). Reference: the landmarks the landmark stage extracted from the held-out frames "
-    "(as LMD compares landmarks detected on the ground-truth frames), canonicalised exactly as the training "
+    "frame-weighted over the clips (the target: ratio <= {target:.2f} for every emotion of each held-out "
+    "split). `ratio_adapted`: the same model followed by its face's adaptation (GeneFace's domain-adaptive "
+    "post-net in linear form: per landmark coordinate, gain and offset fitted by least squares on the "
+    "identity's long video, which no scored clip overlaps; the held-out identity's too, as a method training "
+    "on that face has its video; R2-Talker fits the same map on its identity's training frames). Reference: "
+    "the landmarks the landmark stage extracted from the held-out frames (as LMD compares landmarks detected on the ground-truth frames), canonicalised exactly as the training "
     "targets: a similarity fit on the rigid anchors (nose, eye corners) onto the identity's neutral mean shape "
     "(Procrustes mean of its neutral recordings), then the part of the displacement that follows the head pose "
     "(a least-squares fit on the pose angles and their squares over the identity's frames) removed, because "
@@ -91,14 +102,14 @@ TRUTH_DEFINITION = (
     "reference landmarks themselves, i.e. how close the detector's landmarks of the very frames come to the "
     "truth. A model trained on detected landmarks learns the detector's view of the mouth (on this corpus "
     "FaceMesh follows the lip opening but shrinks the lip-corner spread and misses the protrusion), so that "
-    "column, not 0, is what to compare `ratio_vs_true_landmarks` with.")
+    "column, not 0, is what to compare `ratio_vs_true_landmarks` with; `ratio_adapted_vs_true_landmarks`: the "
+    "adapted prediction against the truth.")
 
 
 def targets(sync: dict[str, float], motion: pd.DataFrame, sync_seconds: float,
             motion_seconds: float) -> list[dict[str, object]]:
     """Each target with the measured value and whether it is met."""
-    emotions = motion[motion.split == "all"]
-    worst = emotions.loc[emotions.ratio.idxmax()]
+    cells = motion[motion.split != "all"]
     own, other = sync["lse_c"], sync.get("other_lse_c", float("nan"))
     return [
         {"target": f"sync: best offset within +-{OFFSET_TOLERANCE} frame on ground-truth clips",
@@ -107,14 +118,24 @@ def targets(sync: dict[str, float], motion: pd.DataFrame, sync_seconds: float,
         {"target": "sync: LSE-C own audio vs another clip's audio",
          "required": f"own >= {CONFIDENCE_MARGIN_TARGET:g} x other", "measured": f"{own:.3f} vs {other:.3f}",
          "met": own >= CONFIDENCE_MARGIN_TARGET * other},
-        {"target": "audio2motion: mouth distance / neutral baseline, held-out frames' landmarks (worst emotion)",
-         "required": f"<= {MOUTH_RATIO_TARGET:.2f}", "measured": f"{worst.ratio:.3f} ({worst.emotion})",
-         "met": bool(emotions.ratio.max() <= MOUTH_RATIO_TARGET)},
+        *[_motion_target(cells, column, name) for column, name in (
+            ("ratio", "generic model"), ("ratio_adapted", "adapted to the face's training video"))
+          if column in cells],
         {"target": "sync expert training time", "required": f"<= {TRAIN_SECONDS_TARGET:.0f} s",
          "measured": f"{sync_seconds:.0f} s", "met": sync_seconds <= TRAIN_SECONDS_TARGET},
         {"target": "audio2motion training time", "required": f"<= {TRAIN_SECONDS_TARGET:.0f} s",
          "measured": f"{motion_seconds:.0f} s", "met": motion_seconds <= TRAIN_SECONDS_TARGET},
     ]
+
+
+def _motion_target(cells: pd.DataFrame, column: str, name: str) -> dict[str, object]:
+    """The audio2motion target on ``column`` of the per split x emotion rows: its worst cell."""
+    worst = cells.loc[cells[column].idxmax()]
+    return {"target": f"audio2motion ({name}): mouth distance / neutral baseline, held-out frames' landmarks "
+                      "(worst emotion of either held-out split)",
+            "required": f"<= {MOUTH_RATIO_TARGET:.2f}",
+            "measured": f"{worst[column]:.3f} ({worst.split.replace('heldout_', 'held-out ')}, {worst.emotion})",
+            "met": bool(cells[column].max() <= MOUTH_RATIO_TARGET)}
 
 
 def _networks(config: dict) -> str:

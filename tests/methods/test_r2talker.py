@@ -309,6 +309,12 @@ def test_render_gives_one_frame_per_driving_frame_and_module_timings(trained, tr
         assert all(f.shape == (head.image_size, head.image_size, 3) and f.dtype == np.uint8 for f in rendered)
         assert head.timings["frames"] == 3 and head.timings["rendering_ms"] > 0
         assert head.timings["audio_to_landmarks_ms"] > 0 and head.timings["audio_features_ms"] > 0
+    # The generator's output is adapted to the face on its training frames, unless the switch is off.
+    from talkhead_models.data.identity_reader import IdentityReader
+    assert head.adaptation.frames == len(IdentityReader(tracked_root / IDENTITY).training_frames())
+    plain = spec.load(tiny_config("r2talker", motion_adaptation=False), tracked_root / IDENTITY,
+                      {"audio2motion": untrained_audio2motion}, folder)
+    assert plain.adaptation is None
 
 
 def test_audio_baseline_trains_and_renders_without_the_motion_generator(tracked_root, tmp_path):

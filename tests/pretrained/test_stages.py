@@ -46,7 +46,10 @@ def test_pretrain_stages_write_models_metrics_and_the_report(processed_truth, tm
     text = (tmp_path / "reports" / "pretrain.md").read_text()
     assert "## Targets" in text and "audio2motion" in text and "LSE-C" in text
     summary = json.loads((tmp_path / "reports" / "pretrain.json").read_text())
-    assert len(summary["targets"]) == 5 and report.metrics["targets"] == 5
+    # Two audio2motion rows: the generic model and the model adapted to each face's training video.
+    assert len(summary["targets"]) == 6 and report.metrics["targets"] == 6
+    assert sum("audio2motion (adapted" in t["target"] for t in summary["targets"]) == 1
+    assert 0 < motion.metrics["adapted_mouth_error_ratio"] and "ratio_adapted" in summary["audio2motion_by_emotion"][0]
     emotions = {row["emotion"] for row in summary["audio2motion_by_emotion"]}
     assert {"neutral", "sad"} <= emotions
 

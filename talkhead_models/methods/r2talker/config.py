@@ -69,6 +69,11 @@ class R2TalkerConfig:
     landmark_bound: float = 2.0
     """The grid covers [-bound, bound]^3 of the canonical face frame (unit RMS radius; landmarks lie within
     about 1.5)."""
+    motion_adaptation: bool = True
+    """At test time, follow the audio-to-landmark generator with this face's linear post-net (GeneFace's
+    domain adaptation, which R2-Talker's landmark generator comes with): per landmark coordinate, a gain and
+    offset fitted on the training frames, so that the driving landmarks move as this face's tracked ones did in
+    training instead of as the corpus' average speaker's (``pretrained.audio2motion.MotionAdaptation``)."""
 
     # --- Conditioning --------------------------------------------------------------------------------------
     bypass_layers: int = 3

@@ -154,13 +154,14 @@ class R2TalkerHead:
     def __init__(self, model: R2TalkerModel, scene: SceneFrame, cameras: TrackedCameras, background: np.ndarray,
                  device: torch.device, audio2motion: tuple[Any, dict] | None = None,
                  neutral: np.ndarray | None = None, own_speaker_mean: Tensor | None = None,
-                 audio_config: Any = None, identity: str = "") -> None:
+                 audio_config: Any = None, identity: str = "", adaptation: Any = None) -> None:
         self.model, self.scene, self.cameras, self.device = model, scene, cameras, device
         self.cfg: R2TalkerConfig = model.cfg
         self.image_size = model.image_size
         self.background = torch.as_tensor(background.reshape(-1, 3), dtype=torch.float32, device=device)
         self.audio2motion, self.neutral = audio2motion, neutral
         self.own_speaker_mean, self.audio_config, self.identity = own_speaker_mean, audio_config, identity
+        self.adaptation = adaptation  # the face's MotionAdaptation, None = the generator's output as it is
         self.timings: dict[str, float] = {}
 
     def _camera(self, index: int) -> Tensor:
@@ -200,7 +201,7 @@ class R2TalkerHead:
         started = time.perf_counter()
         own_voice = driving.audio_identity in ("", driving.identity) and self.own_speaker_mean is not None
         mean = self.own_speaker_mean if own_voice else speaker_mean(features, generator_cfg.get("pitch_column", -1))
-        landmarks = predict_landmarks(generator, features, mean, self.neutral)  # [n, 68, 3] canonical
+        landmarks = predict_landmarks(generator, features, mean, self.neutral, self.adaptation)  # [n, 68, 3]
         seconds = time.perf_counter() - started
         index = window_indices(frames, self.cfg.landmark_window, first, last)
         return torch.as_tensor(landmarks[index], dtype=torch.float32, device=self.device), seconds
@@ -242,7 +243,7 @@ def load_r2talker(cfg: R2TalkerConfig, identity_root: Path, pretrained: Mapping[
 
     reader = IdentityReader(identity_root)
     background = read_image(reader.layout.path("background")).astype(np.float32) / 255.0
-    audio2motion = neutral = own_mean = None
+    audio2motion = neutral = own_mean = adaptation = None
     if model.cfg.condition == "landmarks":
         if "audio2motion" not in pretrained:
             raise FileNotFoundError("R2-Talker renders from landmarks predicted from audio: it needs the "
@@ -252,10 +253,31 @@ def load_r2talker(cfg: R2TalkerConfig, identity_root: Path, pretrained: Mapping[
         audio2motion = load_model(Path(pretrained["audio2motion"]) / "model.pt", device=str(device))
         neutral = np.asarray(record["neutral"], np.float32)
         kind = audio2motion[1].get("feature_kind", "mel")
-        own_mean = speaker_mean(reader.audio_features(kind), audio2motion[1].get("pitch_column", -1))
+        features = reader.audio_features(kind)
+        own_mean = speaker_mean(features, audio2motion[1].get("pitch_column", -1))
+        if cfg.motion_adaptation:  # a test-time switch: the config the model is loaded with decides
+            adaptation = face_adaptation(reader, audio2motion[0], features, own_mean, neutral)
     head = R2TalkerHead(model, scene, reader.cameras(), background, device, audio2motion, neutral, own_mean,
-                        features_audio_config(reader.layout), reader.root.name)
+                        features_audio_config(reader.layout), reader.root.name, adaptation)
     return head
+
+
+def face_adaptation(reader: Any, generator: nn.Module, features: np.ndarray, own_mean: Tensor,
+                    neutral: np.ndarray) -> Any:
+    """The identity's ``MotionAdaptation``: the generator's output on its own recordings against its tracked
+    canonical landmarks, over the training frames only (the validation frames stay unseen)."""
+    from talkhead_models.pretrained.audio2motion import adapt_to_face
+    from talkhead_models.pretrained.canonical import MOUTH
+    from talkhead_models.pretrained.datasets import load_identity
+
+    canonical = load_identity(reader.layout).canonical
+    recordings = [(int(row.first_frame), int(row.last_frame) + 1) for row in reader.clips().itertuples(index=False)]
+    adaptation = adapt_to_face(generator, features, own_mean, neutral, canonical, recordings,
+                               reader.training_frames())
+    mouth = adaptation.gain[MOUTH]
+    log.info("%s: audio-to-landmark output adapted to the face on %d training frames (mouth gain x %.2f, "
+             "y %.2f, z %.2f)", reader.root.name, adaptation.frames, *mouth.mean(0).tolist())
+    return adaptation
 
 
 __all__ = ["IdentityData", "R2TalkerHead", "R2TalkerModel", "load_r2talker", "save_model"]
