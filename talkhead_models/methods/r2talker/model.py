@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -30,12 +30,15 @@ from torch import Tensor, nn
 
 from talkhead_models.components.occupancy import OccupancyGrid, OccupancyGridConfig
 from talkhead_models.config import from_dict
-from talkhead_models.data.identity_reader import TrackedCameras
+from talkhead_models.data.identity_reader import IdentityReader, TrackedCameras
 from talkhead_models.methods.base import Driving, model_dir_file
 from talkhead_models.methods.r2talker.config import R2TalkerConfig
 from talkhead_models.methods.r2talker.data import IdentityData, SceneFrame, features_audio_config, window_indices
 from talkhead_models.methods.r2talker.fields import HeadField, TorsoField
 from talkhead_models.methods.r2talker.render import HeadRender, render_head
+
+if TYPE_CHECKING:  # the corpus-level models are imported only when a head is loaded
+    from talkhead_models.pretrained.audio2motion import MotionAdaptation
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +157,8 @@ class R2TalkerHead:
     def __init__(self, model: R2TalkerModel, scene: SceneFrame, cameras: TrackedCameras, background: np.ndarray,
                  device: torch.device, audio2motion: tuple[Any, dict] | None = None,
                  neutral: np.ndarray | None = None, own_speaker_mean: Tensor | None = None,
-                 audio_config: Any = None, identity: str = "", adaptation: Any = None) -> None:
+                 audio_config: Any = None, identity: str = "",
+                 adaptation: MotionAdaptation | None = None) -> None:
         self.model, self.scene, self.cameras, self.device = model, scene, cameras, device
         self.cfg: R2TalkerConfig = model.cfg
         self.image_size = model.image_size
@@ -238,7 +242,6 @@ def load_r2talker(cfg: R2TalkerConfig, identity_root: Path, pretrained: Mapping[
     """The trained model in ``model_dir`` with the identity's cameras and background."""
     device = resolve_device(cfg.device)
     model, scene, record = load_record(model_dir_file(model_dir, MODEL_FILE), device)
-    from talkhead_models.data.identity_reader import IdentityReader
     from talkhead_models.preprocess.frames import read_image
 
     reader = IdentityReader(identity_root)
@@ -262,8 +265,8 @@ def load_r2talker(cfg: R2TalkerConfig, identity_root: Path, pretrained: Mapping[
     return head
 
 
-def face_adaptation(reader: Any, generator: nn.Module, features: np.ndarray, own_mean: Tensor,
-                    neutral: np.ndarray) -> Any:
+def face_adaptation(reader: IdentityReader, generator: nn.Module, features: np.ndarray, own_mean: Tensor,
+                    neutral: np.ndarray) -> MotionAdaptation:
     """The identity's ``MotionAdaptation``: the generator's output on its own recordings against its tracked
     canonical landmarks, over the training frames only (the validation frames stay unseen)."""
     from talkhead_models.pretrained.audio2motion import adapt_to_face
