@@ -423,7 +423,9 @@ class Trainer:
         count = max(1, cfg.frames_per_step)
         frames = self.frames[torch.randint(len(self.frames), (count,), generator=self.generator)].numpy()
         conditions = self.conditions(frames)
+        self.head_optimiser.zero_grad(set_to_none=True)
         loss = torch.zeros((), device=self.device)
+        backpropagated = 0.0  # the loss of the frames already backpropagated chunk by chunk
         for frame, condition in zip(frames, conditions):
             truth, backdrop, labels = self.frame_targets(int(frame))
             region = self.data.lips_box(labels) if lip_step else None
@@ -431,27 +433,44 @@ class Trainer:
                 pixels = sample_patch(self._size, self._size, cfg.lips_patch, region, self.generator).to(self.device)
             else:
                 pixels = self.training_pixels(int(frame), labels, max(1, cfg.rays_per_step // count))
-            head = self.model.render_head(condition, self.c2w[int(frame)], self.intrinsics, pixels, perturb=True,
-                                          generator=self.march_generator, distortion=cfg.distortion_weight > 0,
-                                          chunk=cfg.march_steps)
-            self._samples += head.samples
-            self._rays += len(pixels)
-            predicted = head.color + (1.0 - head.opacity[:, None]) * backdrop[pixels]
-            frame_loss = torch.mean((predicted - truth[pixels]) ** 2)
-            if head.distortion is not None:
-                frame_loss = frame_loss + cfg.distortion_weight * head.distortion.mean()
-            if cfg.opacity_weight > 0:
-                inside = torch.as_tensor(np.isin(labels.reshape(-1), HEAD_LABELS), device=self.device)[pixels]
-                frame_loss = frame_loss + cfg.opacity_weight * torch.mean((head.opacity - inside.float()) ** 2)
-            if region is not None:
-                patch = (cfg.lips_patch, cfg.lips_patch, 3)
-                frame_loss = frame_loss + cfg.lips_weight * self.lip_loss(predicted.view(patch),
-                                                                          truth[pixels].view(patch))
-            loss = loss + frame_loss / count
-        self.head_optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+            chunk = cfg.train_ray_chunk
+            if region is not None or chunk <= 0 or len(pixels) <= chunk:
+                # The patch's perceptual loss needs all its rays at once; a frame that fits is kept in the
+                # step's graph, so the usual configurations take the plain path.
+                loss = loss + self._head_loss(frame, condition, pixels, truth, backdrop, labels, region) / count
+                continue
+            # Each chunk's mean, weighted by its share of the frame's rays, sums to the frame's mean.
+            for start in range(0, len(pixels), chunk):
+                rays = pixels[start:start + chunk]
+                chunk_loss = self._head_loss(frame, condition, rays, truth, backdrop, labels, None)
+                chunk_loss = chunk_loss * (len(rays) / len(pixels) / count)
+                chunk_loss.backward(retain_graph=True)  # the frame's condition graph is shared by its chunks
+                backpropagated += float(chunk_loss.detach())
+        if loss.requires_grad:
+            loss.backward()
         self.head_optimiser.step()
-        return float(loss.detach())
+        return float(loss.detach()) + backpropagated
+
+    def _head_loss(self, frame: np.integer, condition: Tensor, pixels: Tensor, truth: Tensor, backdrop: Tensor,
+                   labels: np.ndarray, region: tuple[int, int, int, int] | None) -> Tensor:
+        """Photometric (+ distortion, opacity, lip-patch) loss of the head at ``pixels`` of ``frame``."""
+        cfg = self.cfg
+        head = self.model.render_head(condition, self.c2w[int(frame)], self.intrinsics, pixels, perturb=True,
+                                      generator=self.march_generator, distortion=cfg.distortion_weight > 0,
+                                      chunk=cfg.march_steps)
+        self._samples += head.samples
+        self._rays += len(pixels)
+        predicted = head.color + (1.0 - head.opacity[:, None]) * backdrop[pixels]
+        loss = torch.mean((predicted - truth[pixels]) ** 2)
+        if head.distortion is not None:
+            loss = loss + cfg.distortion_weight * head.distortion.mean()
+        if cfg.opacity_weight > 0:
+            inside = torch.as_tensor(np.isin(labels.reshape(-1), HEAD_LABELS), device=self.device)[pixels]
+            loss = loss + cfg.opacity_weight * torch.mean((head.opacity - inside.float()) ** 2)
+        if region is not None:
+            patch = (cfg.lips_patch, cfg.lips_patch, 3)
+            loss = loss + cfg.lips_weight * self.lip_loss(predicted.view(patch), truth[pixels].view(patch))
+        return loss
 
     def torso_step(self) -> float:
         cfg = self.cfg
@@ -605,7 +624,8 @@ class Trainer:
 def _architecture(cfg: R2TalkerConfig) -> dict[str, Any]:
     """The config fields that shape the parameters (a checkpoint of another shape cannot resume)."""
     skipped = {"iterations", "torso_iterations", "checkpoint_every", "validate_every", "validation_frames",
-               "log_every", "device", "backend", "rays_per_step", "torso_rays_per_step", "frames_per_step"}
+               "log_every", "device", "backend", "rays_per_step", "torso_rays_per_step", "frames_per_step",
+               "train_ray_chunk"}
     return {k: v for k, v in asdict(cfg).items() if k not in skipped}
 
 
