@@ -446,6 +446,7 @@ class Trainer:
                 chunk_loss = chunk_loss * (len(rays) / len(pixels) / count)
                 chunk_loss.backward(retain_graph=True)  # the frame's condition graph is shared by its chunks
                 backpropagated += float(chunk_loss.detach())
+                del chunk_loss  # frees this chunk's graph before the next one is built
         if loss.requires_grad:
             loss.backward()
         self.head_optimiser.step()
