@@ -364,15 +364,12 @@ def predict_landmarks(model: Audio2Motion | Audio2MotionEnsemble, features: np.n
     recording when nothing else of the speaker is known); ``adaptation``, the
     face's ``MotionAdaptation`` when it has one.
     """
-    device = next(model.parameters()).device
-    neutral = torch.as_tensor(np.asarray(neutral, np.float32), device=device)
-    with torch.no_grad():
-        displacement, _ = model(torch.as_tensor(np.asarray(features, np.float32), device=device)[None],
-                                speaker_mean.to(device)[None], neutral[None])
-    displacement = displacement[0].cpu()
+    neutral = torch.as_tensor(np.asarray(neutral, np.float32))
+    features = torch.as_tensor(np.asarray(features, np.float32))
+    displacement = recording_displacements(model, features, speaker_mean, neutral, [(0, len(features))])
     if adaptation is not None:
         displacement = adaptation.apply(displacement)
-    return (displacement + neutral.cpu()).numpy()
+    return (displacement + neutral).numpy()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -626,7 +626,7 @@ def _architecture(cfg: R2TalkerConfig) -> dict[str, Any]:
     """The config fields that shape the parameters (a checkpoint of another shape cannot resume)."""
     skipped = {"iterations", "torso_iterations", "checkpoint_every", "validate_every", "validation_frames",
                "log_every", "device", "backend", "rays_per_step", "torso_rays_per_step", "frames_per_step",
-               "train_ray_chunk"}
+               "train_ray_chunk", "motion_adaptation"}
     return {k: v for k, v in asdict(cfg).items() if k not in skipped}
 
 
