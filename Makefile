@@ -18,7 +18,19 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.torch_extensions
 
 setup: $(STAMP)
 
+# The environment takes about 3.1 GB and pip unpacks torch's wheel in $TMPDIR
+# first; a full disk otherwise surfaces as pip's bare "[Errno 28]".
+SETUP_FREE_KB := 4500000
+
 $(STAMP): pyproject.toml constraints.txt
+	@for dir in $(CURDIR) $${TMPDIR:-/tmp}; do \
+	  free_kb=$$(df -Pk "$$dir" | awk 'NR==2 {print $$4}'); \
+	  if [ "$$free_kb" -lt $(SETUP_FREE_KB) ]; then \
+	    echo "setup needs about 4.5 GB free in $$dir to build $(VENV); df shows $$((free_kb / 1024)) MB." >&2; \
+	    echo "Free some space there (or point TMPDIR at a disk with room) and run make again." >&2; \
+	    exit 1; \
+	  fi; \
+	done
 	test -x $(PYTHON) || $(SYSTEM_PYTHON) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet torch==$(TORCH_VERSION)
 	$(PYTHON) -m pip install --quiet --constraint constraints.txt --editable ".[dev]"
