@@ -23,10 +23,10 @@ from talkhead_models.methods.r2talker.data import IdentityData, scene_frame, tri
 from talkhead_models.methods.r2talker.trainer import ShapePrior, Trainer
 from tests.methods.r2talker_fixtures import IDENTITY, TINY
 
-LADDER = {"r2talker_audio_baseline": ("audio_baseline", "audio", False, False),
-          "r2talker_landmark_encoding": ("landmark_encoding", "landmarks", False, False),
-          "r2talker_maglo": ("maglo", "landmarks", True, False),
-          "r2talker": ("", "landmarks", True, True)}
+LADDER = {"r2talker_audio_baseline": ("audio_baseline", "audio", False, False, True),
+          "r2talker_landmark_encoding": ("landmark_encoding", "landmarks", False, False, False),
+          "r2talker_maglo": ("maglo", "landmarks", True, False, False),
+          "r2talker": ("", "landmarks", True, True, False)}
 
 
 def tiny_config(name: str, **overrides) -> R2TalkerConfig:
@@ -38,11 +38,13 @@ def tiny_config(name: str, **overrides) -> R2TalkerConfig:
 
 
 def test_the_ladder_is_registered_with_its_switches():
-    for name, (variant, condition, maglo, progressive) in LADDER.items():
+    for name, (variant, condition, maglo, progressive, audio_spatial) in LADDER.items():
         spec = get_method(name)
-        cfg = spec.resolve_config({"condition": "landmarks", "maglo": True, "progressive": True})  # params can't undo
+        cfg = spec.resolve_config({"condition": "landmarks", "maglo": False, "progressive": True,
+                                   "audio_spatial": True})  # params can't undo
         assert spec.family == "r2talker" and spec.variant == variant
-        assert (cfg.condition, cfg.maglo, cfg.progressive) == (condition, maglo, progressive)
+        assert (cfg.condition, cfg.maglo, cfg.progressive, cfg.audio_spatial) == \
+            (condition, maglo, progressive, audio_spatial)
         assert ("audio2motion" in spec.pretrained) == (condition == "landmarks")
 
 
@@ -83,7 +85,11 @@ def test_variants_differ_as_the_ladder_says():
     assert isinstance(maglo.sigma_net, AffineConditionedMLP) and isinstance(full.sigma_net, AffineConditionedMLP)
     # GLO concatenates the conditional feature to every sample's positional features.
     assert landmarks.sigma_net.layers[0].in_features == landmarks.position.output_dim + TINY["condition_dim"]
-    assert baseline.sigma_net.layers[0].in_features == baseline.position.output_dim + TINY["audio_dim"] + 1
+    # RAD-NeRF's audio-spatial decomposition: [position, audio] -> ambient MLP -> 2D grid; the eye joins after it.
+    assert baseline.ambient_net.layers[0].in_features == baseline.position.output_dim + TINY["audio_dim"]
+    assert baseline.ambient_net.layers[-1].out_features == 2 and baseline.ambient.config.input_dim == 2
+    assert baseline.sigma_net.layers[0].in_features == baseline.position.output_dim + baseline.ambient.output_dim + 1
+    assert not any(hasattr(field, "ambient") for field in (landmarks, maglo, full))
     eye = torch.ones(3)
     inputs = {"audio": torch.randn(3, 8, 16, 95), "landmarks": torch.randn(3, 5, 68, 3) * 0.5}
     points, directions = torch.rand(50, 3) * 2 - 1, torch.nn.functional.normalize(torch.randn(50, 3), dim=-1)
@@ -93,6 +99,30 @@ def test_variants_differ_as_the_ladder_says():
         sigma, rgb = field(points, directions, conditions[0])
         assert sigma.shape == (50,) and rgb.shape == (50, 3) and (sigma >= 0).all()
         assert ((rgb >= 0) & (rgb <= 1)).all()
+
+
+def test_the_audio_spatial_decomposition_conditions_every_sample_on_its_own_position():
+    """RAD-NeRF (the baseline) fuses audio and position per sample; R2-Talker's condition is one vector per frame."""
+    torch.manual_seed(0)
+    field = HeadField(tiny_config("r2talker_audio_baseline"), audio_feature_dim=95)
+    calls = []
+    field.ambient.register_forward_hook(lambda module, args, output: calls.append(args[0]))
+    points = torch.rand(40, 3) * 2 - 1
+    quiet, loud = (field.frame_conditions(torch.randn(1, 8, 16, 95) * scale, torch.ones(1))[0] for scale in (0.1, 3))
+    field.log_density(points, quiet)
+    field.log_density(points, loud)
+    quiet_ambient, loud_ambient = calls
+    assert quiet_ambient.shape == (40, 2) and (quiet_ambient.abs() < 1).all()  # tanh: inside the 2D grid
+    assert quiet_ambient.std(0).min() > 0  # the coordinate depends on each sample's position ...
+    assert not torch.allclose(quiet_ambient, loud_ambient)  # ... and on the audio
+    # The eye ratio bypasses the ambient grid: it changes the density, not the ambient coordinate.
+    closed = quiet.clone()
+    closed[-1] = 0.0
+    calls.clear()
+    assert not torch.allclose(field.log_density(points, closed), field.log_density(points, quiet))
+    assert torch.equal(calls[0], calls[1])
+    with pytest.raises(ValueError, match="exclude each other"):
+        R2TalkerConfig(maglo=True, audio_spatial=True)
 
 
 def test_progressive_levels_enable_coarse_to_fine():

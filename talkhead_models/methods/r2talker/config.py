@@ -20,12 +20,18 @@ class R2TalkerConfig:
     # --- Ablation switches (Table 4: baseline -> + landmark encoding -> + M-AGLO -> + progressive) ----------
     condition: str = "landmarks"
     """What drives the face: "landmarks" (hash-grid landmark encoding, Sec. 3.2) or "audio" (the RAD-NeRF
-    baseline: AudioNet + AudioAttNet features of the audio windows, concatenated to every sample)."""
+    baseline: AudioNet + AudioAttNet features of the audio windows)."""
     maglo: bool = True
     """M-AGLO (Sec. 3.3): modulate every hidden FC layer of the sigma net by (scale, shift) from bypass FCs of the
     per-frame condition; False = GLO, the conditional feature concatenated to every sample's positional feature."""
     progressive: bool = True
     """Conditional progressive optimisation: the positional grid starts with its coarsest levels."""
+    audio_spatial: bool = False
+    """RAD-NeRF's audio-spatial decomposition, the Table 4 baseline's conditioning: per sample, an ambient MLP
+    maps the positional feature and the condition to a 2D ambient coordinate, whose 2D hash-grid feature enters
+    the sigma net beside the positional one (instead of the condition itself). R2-Talker applies its condition
+    globally instead, which "eliminates the heavy computations required by audio-spatial decomposition"
+    (Sec. 3.3); needs ``maglo`` off."""
 
     # --- Positional encoder: hash grid (Table 6) ----------------------------------------------------------
     position_levels: int = 16
@@ -81,8 +87,8 @@ class R2TalkerConfig:
     bypass_hidden: int = 128
     """Hidden width of the bypass branches (Table 6)."""
     condition_dim: int = 32
-    """Conditional feature concatenated per sample in the GLO variants (RAD-NeRF's audio feature width, so the
-    audio and landmark rungs of the ladder differ only in their encoding)."""
+    """Conditional feature of the landmark GLO variant, concatenated to every sample (the width of RAD-NeRF's
+    audio feature, which the baseline fuses through its ambient grid instead)."""
     use_eye: bool = True
     """Append the eye-openness ratio to the per-frame condition (RAD-NeRF's AU45 input, which the landmark
     generator cannot predict from audio)."""
@@ -92,6 +98,24 @@ class R2TalkerConfig:
     """AudioNet output of the audio baseline (RAD-NeRF)."""
     audio_attention_window: int = 8
     """Frames smoothed by AudioAttNet in the audio baseline (RAD-NeRF / AD-NeRF)."""
+
+    # --- Audio-spatial decomposition (``audio_spatial``; RAD-NeRF's values) ------------------------------
+    ambient_dim: int = 2
+    """Dimensions of the ambient coordinate (tanh of the ambient MLP's output)."""
+    ambient_layers: int = 3
+    """FC layers of the ambient MLP."""
+    ambient_hidden: int = 64
+    """Hidden width of the ambient MLP."""
+    ambient_levels: int = 16
+    """Levels of the ambient hash grid."""
+    ambient_level_dim: int = 2
+    """Features per level of the ambient grid."""
+    ambient_base_resolution: int = 16
+    """Coarsest resolution of the ambient grid."""
+    ambient_log2_hashmap_size: int = 16
+    """log2 of its entries per level."""
+    ambient_desired_resolution: int = 2048
+    """Finest resolution of the ambient grid."""
 
     # --- Rendering -----------------------------------------------------------------------------------------
     march_steps: int = 1024
@@ -218,6 +242,9 @@ class R2TalkerConfig:
     def __post_init__(self) -> None:
         if self.condition not in CONDITIONS:
             raise ValueError(f"r2talker.condition must be one of {CONDITIONS}, got {self.condition!r}")
+        if self.audio_spatial and self.maglo:
+            raise ValueError("r2talker.audio_spatial (RAD-NeRF's per-sample conditioning) and maglo (R2-Talker's "
+                             "global one) exclude each other: switch one off")
         if self.lips_loss not in LIP_LOSSES:
             raise ValueError(f"r2talker.lips_loss must be one of {LIP_LOSSES}, got {self.lips_loss!r}")
         if not 0 < self.decay_at[0] <= self.decay_at[1] <= 1:

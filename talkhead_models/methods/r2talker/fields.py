@@ -9,10 +9,14 @@ Head field (Fig. 2, supplement Table 6)::
     geo, dir ──colour head──> rgb
 
 The condition is global: one vector per frame, shared by all its samples.
-The ablation variants swap parts (``R2TalkerConfig.condition`` / ``maglo``):
-without M-AGLO an MLP turns the condition into a 32-d feature concatenated
-to every sample (GLO, as Geneface++ and RAD-NeRF); the audio baseline's
-condition is RAD-NeRF's AudioNet + AudioAttNet feature of the audio windows.
+The ablation variants swap parts (``R2TalkerConfig.condition`` / ``maglo`` /
+``audio_spatial``): without M-AGLO an MLP turns the condition into a 32-d
+feature concatenated to every sample (GLO, as Geneface++); the audio
+baseline is RAD-NeRF, its condition the AudioNet + AudioAttNet feature of the
+audio windows, fused per sample by the audio-spatial decomposition::
+
+    [f_x, audio] ──ambient MLP (3 FC, 64)──> tanh ──> 2D coordinate ──2D hash grid──> f_a
+    [f_x, f_a, eye] ──sigma net──> sigma, geo
 """
 
 from __future__ import annotations
@@ -71,6 +75,17 @@ class HeadField(nn.Module):
                 # Eq. (8): an MLP turns the concatenated landmark encodings into the conditional feature.
                 self.condition_net = MLP(raw_dim, cfg.condition_dim, cfg.bypass_hidden, cfg.bypass_layers)
                 per_sample = cfg.condition_dim
+            if cfg.audio_spatial:
+                # RAD-NeRF: the eye ratio goes to the sigma net, the audio feature through the ambient grid (the
+                # landmark condition has the eye mixed in by its MLP already).
+                self.ambient_eye_dim = eye_dim if cfg.condition == "audio" else 0
+                self.ambient_net = MLP(position_dim + per_sample - self.ambient_eye_dim, cfg.ambient_dim,
+                                       cfg.ambient_hidden, cfg.ambient_layers)
+                self.ambient = HashGridEncoding(HashGridConfig(
+                    input_dim=cfg.ambient_dim, num_levels=cfg.ambient_levels, level_dim=cfg.ambient_level_dim,
+                    base_resolution=cfg.ambient_base_resolution, log2_hashmap_size=cfg.ambient_log2_hashmap_size,
+                    desired_resolution=cfg.ambient_desired_resolution), backend=cfg.backend, bound=1.0)
+                per_sample = self.ambient.output_dim + self.ambient_eye_dim
             self.sigma_net = MLP(position_dim + per_sample, sigma_out, cfg.sigma_hidden, cfg.sigma_layers)
         self.color_net = MLP(self.directions.output_dim + cfg.geo_feat_dim, 3, cfg.color_hidden, cfg.color_layers)
 
@@ -100,7 +115,14 @@ class HeadField(nn.Module):
         features = self.position(positions)
         if self.cfg.maglo:
             return self.sigma_net(features, condition)
-        expanded = condition.reshape(1, -1).expand(features.shape[0], -1)
+        count = features.shape[0]
+        if self.cfg.audio_spatial:
+            split = condition.shape[0] - self.ambient_eye_dim
+            code, eye = condition[:split], condition[split:]
+            ambient = torch.tanh(self.ambient_net(torch.cat([features, code.reshape(1, -1).expand(count, -1)], -1)))
+            return self.sigma_net(torch.cat([features, self.ambient(ambient),
+                                             eye.reshape(1, -1).expand(count, -1)], dim=-1))
+        expanded = condition.reshape(1, -1).expand(count, -1)
         return self.sigma_net(torch.cat([features, expanded], dim=-1))
 
     def log_density(self, positions: Tensor, condition: Tensor) -> Tensor:
