@@ -42,6 +42,7 @@ from stages import evaluate as evaluate_stage
 from stages import train as train_stage
 from talkhead_models.atomic import write_text
 from talkhead_models.config import load_params, section_overrides
+from talkhead_models.evaluation import TRAINING_SUMMARY
 from talkhead_models.methods import get_method
 from talkhead_models.reporting import NOT_MEASURABLE, Evidence, evaluate_claims, load_curves, load_records
 
@@ -77,7 +78,7 @@ def train_and_evaluate(method: str, identity: str, seed: int, params: Mapping[st
     source = str((params.get("data") or {}).get("source", "synthetic"))
     train_inputs, train_outputs = train_stage.STAGE.paths(root, {"model": models / method / identity},
                                                           identity, source, method)
-    if not (train_outputs["model"] / "train.json").is_file():
+    if not (train_outputs["model"] / TRAINING_SUMMARY).is_file():
         logger.info("%s seed %s: training", method, seed if has_seed else "-")
         train_stage.run(train_stage.STAGE.resolve_config(params), train_inputs, train_outputs, identity=identity,
                         method=spec, method_config=cfg)
