@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import shutil
 import statistics
 import sys
 import tempfile
@@ -141,6 +142,8 @@ def run(methods: list[str], identity: str, seeds: list[int], params_path: Path, 
     records_by_seed, models_by_seed = {}, {}
     for seed in seeds:
         folder = workdir / f"seed_{seed}" / "claims_records"
+        # Rebuilt each time: a run left there by an earlier study with other --methods must not enter the claims.
+        shutil.rmtree(folder, ignore_errors=True)
         for method in methods:
             record, models = train_and_evaluate(method, identity, seed, params, root, workdir)
             # One folder per seed holding its own records and the shared unseeded ones, as the tables stage reads.
