@@ -1,15 +1,20 @@
 """DVC stage ``pretrain_audio2motion``: audio to 68x3 canonical landmark motion, trained on the corpus.
 
-Reads every processed identity (clips, landmarks, audio features), trains on
-the training split and measures the held-out clips' mouth landmark distance
+Reads every processed identity (clips, landmarks, audio features, split),
+trains on the training split and measures the validation clips' (the corpus
+models' held-out ones; never the test frames of split.parquet) mouth landmark distance
 against the neutral-mouth baseline. Where the source corpus beside
 ``data/processed`` (``data/raw/<data.source>``) has ground truth for the clips
 (the synthetic corpus), the distance to the true landmarks is measured too.
 Writes ``data/models/audio2motion/``:
 ``model.pt`` (state dict + config, ``torch.load(weights_only=True)``),
 ``config.json``, ``metrics.json``, ``curves.csv`` (per-step losses),
-``validation.csv``, ``scores.csv`` (per clip) and ``neutral_shapes.json`` (each
-identity's neutral 68x3 shape in the canonical frame, the model's conditioning).
+``validation.csv``, ``scores.csv`` (per clip), ``neutral_shapes.json`` (each
+identity's neutral 68x3 shape in the canonical frame, the model's conditioning),
+``segments.csv`` (every segment and its split: train, validation or test) and
+``data_audit.csv`` (per identity, the test frames of the split tables among the
+frames training, validation, the adaptations and the speaker means read: 0, or
+the stage fails before training).
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from talkhead_models.atomic import atomic_dir
 from talkhead_models.config import to_dict
 from talkhead_models.data.manifest import write_manifest
 from talkhead_models.pretrained.audio2motion import (
-    Audio2MotionConfig, MetricLogger, evaluate_recordings, motion_data, save_model, summary_scores,
+    Audio2MotionConfig, MetricLogger, evaluate_recordings, loader_frames, motion_data, save_model, summary_scores,
     train_audio2motion, video_adaptations,
 )
-from talkhead_models.pretrained.datasets import holdout_identity, load_identity, processed_identities, segment_table
+from talkhead_models.pretrained.datasets import (
+    SEGMENT_COLUMNS, audit_totals, checked_audit, holdout_identity, load_corpus, segment_table,
+)
 from talkhead_models.pretrained.sync_expert import torch_threads
 
 log = logging.getLogger(__name__)
@@ -57,18 +64,19 @@ def _train_and_write(cfg: Audio2MotionConfig, inputs: Mapping[str, Path], output
                      log_metric: MetricLogger | None) -> StageResult:
     started = time.perf_counter()
     raw = ground_truth_root(inputs["processed"], cfg.data.source)
-    identities = [load_identity(p, raw) for p in processed_identities(inputs["processed"], cfg.data.identities)]
+    identities = load_corpus(inputs["processed"], cfg.data.identities, raw)
     segments = segment_table(identities, cfg.pretrain)
+    audit = checked_audit(identities, segments, loader_frames(segments, cfg))  # before any training
     data = motion_data(identities, segments, cfg.feature_kind)
     data_seconds = time.perf_counter() - started
     trained = train_audio2motion(cfg, data, log_metric)
-    # Each identity's linear post-net, fitted on its long training video, which no scored clip overlaps: the
-    # adaptation a method gets from the video it trains on (R2-Talker's motion_adaptation).
+    # Each identity's linear post-net, fitted on its long video up to the test frames, which no scored clip
+    # overlaps: the adaptation a method gets from the video it trains on (R2-Talker's motion_adaptation).
     scores = evaluate_recordings(trained.model, data, adaptations=video_adaptations(trained.model, data))
     weights = scores.frames / scores.frames.sum()
     metrics = {**summary_scores(scores), "train_seconds": trained.seconds,
                "train_cpu_seconds": trained.cpu_seconds, "data_seconds": data_seconds,
-               "final_train_loss": trained.history[-1]["loss"],
+               "final_train_loss": trained.history[-1]["loss"], **audit_totals(audit),
                "jitter": float((scores.jitter * weights).sum()),
                "reference_jitter": float((scores.reference_jitter * weights).sum())}
     if "truth_jitter" in scores:
@@ -88,10 +96,13 @@ def _train_and_write(cfg: Audio2MotionConfig, inputs: Mapping[str, Path], output
              for d in identities}))
         write_curves(tmp, trained.history, trained.validation)
         scores.to_csv(tmp / "scores.csv", index=False)
+        segments[list(SEGMENT_COLUMNS)].to_csv(tmp / "segments.csv", index=False)
+        audit.to_csv(tmp / "data_audit.csv", index=False)
         write_manifest(tmp, to_dict(cfg), "pretrain_audio2motion")
     folder = outputs["model"]
     return StageResult(metrics=metrics, artifacts=[folder / name for name in (
-        "model.pt", "config.json", "metrics.json", "curves.csv", "validation.csv", "scores.csv")])
+        "model.pt", "config.json", "metrics.json", "curves.csv", "validation.csv", "scores.csv", "segments.csv",
+        "data_audit.csv")])
 
 
 STAGE = Stage(

@@ -1,11 +1,15 @@
 """DVC stage ``pretrain_sync``: the lip-sync expert trained on the corpus, scored on held-out clips.
 
-Reads every processed identity (crop, landmarks, audio), trains the expert on
-the training split and scores the held-out clips as Wav2Lip's evaluation does
+Reads every processed identity (crop, landmarks, audio, split), trains the
+expert on the training split and scores the validation clips (the corpus
+models' held-out ones; never the test frames of split.parquet) as Wav2Lip's evaluation does
 (best offset, LSE-D, LSE-C with their own audio and with another clip's).
 Writes ``data/models/sync_expert/``: ``model.pt`` (state dict + input config,
 ``torch.load(weights_only=True)``), ``config.json``, ``metrics.json``,
-``curves.csv`` (per-step loss), ``validation.csv`` and ``scores.csv`` (per clip).
+``curves.csv`` (per-step loss), ``validation.csv`` and ``scores.csv`` (per clip),
+``segments.csv`` (every segment and its split: train, validation or test) and
+``data_audit.csv`` (per identity, the test frames of the split tables among the
+frames training and validation read: 0, or the stage fails before training).
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from stages._stage import Stage, StageResult
 from talkhead_models.atomic import atomic_dir
 from talkhead_models.config import to_dict
 from talkhead_models.data.manifest import write_manifest
-from talkhead_models.pretrained.datasets import holdout_identity, load_identity, processed_identities, segment_table
+from talkhead_models.pretrained.datasets import (
+    SEGMENT_COLUMNS, audit_totals, checked_audit, holdout_identity, load_corpus, segment_table,
+)
 from talkhead_models.pretrained.report import sync_summary
 from talkhead_models.pretrained.sync_expert import (
-    MetricLogger, SyncExpertConfig, save_expert, score_recordings, sync_data, torch_threads, train_sync_expert,
+    MetricLogger, SyncExpertConfig, loader_frames, save_expert, score_recordings, sync_data, torch_threads,
+    train_sync_expert,
 )
 
 log = logging.getLogger(__name__)
@@ -38,15 +45,16 @@ def run(cfg: SyncExpertConfig, inputs: Mapping[str, Path], outputs: Mapping[str,
 def _train_and_write(cfg: SyncExpertConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path],
                      log_metric: MetricLogger | None) -> StageResult:
     started = time.perf_counter()
-    identities = [load_identity(p) for p in processed_identities(inputs["processed"], cfg.data.identities)]
+    identities = load_corpus(inputs["processed"], cfg.data.identities)
     segments = segment_table(identities, cfg.pretrain)
+    audit = checked_audit(identities, segments, loader_frames(segments, cfg))  # before any training
     data = sync_data(identities, segments, cfg)
     data_seconds = time.perf_counter() - started
     trained = train_sync_expert(cfg, data, log_metric)
     scores = score_recordings(trained.expert, data, cfg)
     metrics = {**sync_summary(scores), "train_seconds": trained.seconds,
                "train_cpu_seconds": trained.cpu_seconds, "data_seconds": data_seconds,
-               "final_train_loss": trained.history[-1]["loss"],
+               "final_train_loss": trained.history[-1]["loss"], **audit_totals(audit),
                **{k: v for k, v in trained.validation[-1].items() if k != "step"}}
     log.info("sync expert: best offset within +-1 frame for %.1f%% of held-out clips; LSE-C %.3f own audio, "
              "%.3f another clip's; trained in %.0f s", 100 * metrics["offset_within_1"], metrics["lse_c"],
@@ -60,10 +68,14 @@ def _train_and_write(cfg: SyncExpertConfig, inputs: Mapping[str, Path], outputs:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
         write_curves(tmp, trained.history, trained.validation)
         scores.to_csv(tmp / "scores.csv", index=False)
+        segments[list(SEGMENT_COLUMNS)].to_csv(tmp / "segments.csv", index=False)
+        audit.to_csv(tmp / "data_audit.csv", index=False)
         write_manifest(tmp, to_dict(cfg), "pretrain_sync")
     folder = outputs["model"]
     return StageResult(metrics=metrics, artifacts=[folder / name for name in (
-        "model.pt", "config.json", "metrics.json", "curves.csv", "validation.csv", "scores.csv")])
+        "model.pt", "config.json", "metrics.json", "curves.csv", "validation.csv", "scores.csv", "segments.csv",
+        "data_audit.csv")])
+
 
 
 def write_curves(folder: Path, history: list[dict], validation: list[dict]) -> None:

@@ -1,21 +1,29 @@
-"""Train / validation splits: self-driven validation frames and cross-driven audio sources.
+"""Train / test splits: self-driven test frames and cross-driven audio sources.
 
-One rule decides what is held out, so the track stage (``transforms_val.json``),
-the pair stage (validation pairs) and the split stage (``split.parquet``, the
-table evaluation reads) agree:
+One rule decides, per identity, which frames are **test frames**: the frames
+evaluation scores, which nothing may train or validate on. The track stage
+(``transforms_val.json``), the pair stage (validation pairs) and the split
+stage (``split.parquet``, the table evaluation reads) apply it here; the
+corpus-level models (``talkhead_models.pretrained.datasets``) read every
+identity's ``split.parquet`` and leave its test frames, and every frame of a
+test clip, out of both their training and their validation data. The rule is
+``evaluation_ranges`` / ``evaluation_mask``; ER-NeRF and JEAN call these frames
+"validation" (``transforms_val.json``), so ``validation_ranges`` /
+``validation_mask`` are the same functions under that name:
 
 * a **person-specific video** keeps its last ``val_fraction`` of frames for
-  validation (the ER-NeRF / RAD-NeRF convention: ``int(N * 10 / 11)`` frames
-  train, the rest validate);
+  testing (the ER-NeRF / RAD-NeRF convention: ``int(N * 10 / 11)`` frames
+  train, the rest are held out);
 * **MEAD-like clips** hold out whole sentences, in every emotion: the
   ``val_sentence_fraction`` highest-numbered sentences (at least one when an
-  identity has two or more), so no validation sentence is ever seen in
+  identity has two or more), so no held-out sentence is ever seen in
   training, and the emotion pairs of those sentences are the validation pairs
   (JEAN uses 60 training and 24 validation pairs per identity: 24/84).
 
 Cross-driven evaluation drives an identity with other identities' held-out
-audio. Those rows name the source recording and a time range, because the
-other identity's processed frame numbers belong to its own pipeline run.
+audio, so those recordings are test data of their own identity as well. Those
+rows name the source recording and a time range, because the other
+identity's processed frame numbers belong to its own pipeline run.
 """
 
 from __future__ import annotations
@@ -72,16 +80,16 @@ def video_validation_start(n_frames: int, fraction: float) -> int:
     return min(n_frames, max(1, int(n_frames * (1.0 - fraction) + 1e-9)))
 
 
-def validation_mask(clips: pd.DataFrame, n_frames: int, cfg: SplitConfig) -> np.ndarray:
-    """[n_frames] bool: True for the identity's self-driven validation frames."""
+def evaluation_mask(clips: pd.DataFrame, n_frames: int, cfg: SplitConfig) -> np.ndarray:
+    """[n_frames] bool: True for the identity's test frames (its self-driven held-out frames)."""
     mask = np.zeros(n_frames, dtype=bool)
-    for row in validation_ranges(clips, cfg).itertuples(index=False):
+    for row in evaluation_ranges(clips, cfg).itertuples(index=False):
         mask[row.first_frame:row.last_frame + 1] = True
     return mask
 
 
-def validation_ranges(clips: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
-    """One row per held-out frame range: the clips.parquet columns with first/last_frame narrowed."""
+def evaluation_ranges(clips: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+    """One row per test frame range: the clips.parquet columns with first/last_frame narrowed."""
     held = held_out_sentences(clips.loc[clips["kind"] == "clip", "sentence"], cfg.val_sentence_fraction)
     rows = []
     for row in clips.to_dict("records"):
@@ -96,10 +104,10 @@ def validation_ranges(clips: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
 
 
 def self_rows(identity: str, clips: pd.DataFrame, cfg: SplitConfig) -> list[dict]:
-    """split.parquet rows of an identity's own validation frames."""
+    """split.parquet rows of an identity's own test frames."""
     starts = dict(zip(clips["clip"], clips["first_frame"]))
     rows = []
-    for row in validation_ranges(clips, cfg).itertuples(index=False):
+    for row in evaluation_ranges(clips, cfg).itertuples(index=False):
         offset = row.first_frame - starts[row.clip]
         rows.append(dict(
             identity=identity, role="self", audio_identity=identity, clip=row.clip, kind=row.kind,
@@ -108,6 +116,11 @@ def self_rows(identity: str, clips: pd.DataFrame, cfg: SplitConfig) -> list[dict
             first_frame=int(row.first_frame), last_frame=int(row.last_frame), audio_source=row.source,
         ))
     return rows
+
+
+# ER-NeRF's name for the same frames (transforms_val.json); one rule, two names.
+validation_mask = evaluation_mask
+validation_ranges = evaluation_ranges
 
 
 def cross_rows(identity: str, others: dict[str, Sequence[Recording]], duration_of: Callable[[Path], float],

@@ -40,6 +40,12 @@ corpus of few speakers whose targets are detected (noisy) landmarks:
 The model is generic; ``MotionAdaptation`` is GeneFace's post-net step in
 linear form, fitted per face on that face's own training frames by whoever
 drives it (``adapt_to_face``).
+
+Data: ``datasets.segment_table``'s segments. Training sequences and the
+input/output scales come from ``TRAIN`` segments, validation scores from the
+held-out ones, the per-face adaptations of the scores from the long videos'
+non-test segments, the speaker means from the non-test frames; no ``TEST``
+frame is read by any of them (``loader_frames`` lists what each reads).
 """
 
 from __future__ import annotations
@@ -60,7 +66,9 @@ from talkhead_models.components.audio import AudioNet
 from talkhead_models.data import DataConfig
 from talkhead_models.preprocess.audio_features import AudioConfig
 from talkhead_models.pretrained.canonical import MOUTH
-from talkhead_models.pretrained.datasets import HELDOUT, TRAIN, IdentityLandmarks, PretrainDataError, SplitConfig
+from talkhead_models.pretrained.datasets import (
+    HELDOUT, TEST, TRAIN, IdentityLandmarks, PretrainDataError, SplitConfig, split_frames,
+)
 from talkhead_models.pretrained.sync_expert import LOG_EVERY, MetricLogger, cosine_schedule, resolve_device
 
 log = logging.getLogger(__name__)
@@ -195,7 +203,10 @@ def motion_data(identities: Sequence[IdentityLandmarks], segments: pd.DataFrame,
             raise PretrainDataError(f"{path}: expected [{len(data.image)}, {WINDOW}, D] features (one window per "
                                     f"frame), found {array.shape}; re-run the audio stage")
         features.append(torch.from_numpy(np.array(array, dtype=np.float32)))
-        means.append(speaker_mean(array, pitch_column(feature_kind, array.shape[-1])))
+        own = segments[segments.identity == data.identity]
+        # The speaker's mean voice from its non-test frames only: the test audio stays unseen.
+        heard = split_frames(own, [s for s in own.split.unique() if s != TEST]) - int(own.start.min())
+        means.append(speaker_mean(array[heard], pitch_column(feature_kind, array.shape[-1])))
         index.append(torch.full((len(data.image),), number, dtype=torch.long))
         displacement.append(torch.from_numpy(data.canonical - data.neutral.shape))
         neutral.append(torch.from_numpy(data.neutral.shape))
@@ -436,33 +447,58 @@ def adapt_to_face(model: Audio2Motion | Audio2MotionEnsemble, features: np.ndarr
                   neutral: np.ndarray | Tensor, canonical: np.ndarray | Tensor, recordings: Sequence[tuple[int, int]],
                   frames: np.ndarray) -> MotionAdaptation:
     """``MotionAdaptation`` of one face from its own voice and landmarks: ``features`` [N, 16, D] and
-    ``canonical`` [N, 68, 3] of its N frames, fitted on ``frames`` (indices into N, e.g. the training frames),
-    predicted per recording (``recordings``: ``(first, last + 1)`` ranges covering them)."""
+    ``canonical`` [N, 68, 3] of its N frames, fitted on ``frames`` (indices into N, e.g. the training frames).
+
+    Each run of consecutive ``frames`` within one of the ``recordings`` (``(first, last + 1)`` ranges covering
+    them) is predicted on its own, as a recording: the prediction of a fitting frame never reads the audio of
+    a frame outside ``frames`` (e.g. the held-out tail of a video) through the temporal context.
+    """
     neutral = torch.as_tensor(np.asarray(neutral, np.float32))
-    frames = np.asarray(frames)
-    covered = np.concatenate([np.arange(a, b) for a, b in recordings])
-    position = np.full(len(canonical), -1)
-    position[covered] = np.arange(len(covered))
-    if (position[frames] < 0).any():
+    frames = np.unique(np.asarray(frames))
+    recording = np.full(len(canonical), -1)
+    for number, (start, stop) in enumerate(recordings):
+        recording[start:stop] = number
+    if (recording[frames] < 0).any():
         raise ValueError("adapt_to_face: some fitting frames lie in none of the recordings")
+    breaks = np.flatnonzero((np.diff(frames) != 1) | (np.diff(recording[frames]) != 0)) + 1
+    runs = [(int(run[0]), int(run[-1]) + 1) for run in np.split(frames, breaks)]
     predicted = recording_displacements(model, torch.from_numpy(np.array(features, np.float32)), speaker_mean,
-                                        neutral, recordings)[position[frames]]
+                                        neutral, runs)
     reference = torch.as_tensor(np.asarray(canonical, np.float32)[frames]) - neutral
     return fit_adaptation(predicted, reference)
 
 
+def adaptation_segments(segments: pd.DataFrame) -> pd.DataFrame:
+    """The segments the scores' per-face adaptations are fitted on: each identity's long recordings
+    (``kind == "video"``, which no scored clip overlaps) up to their test frames."""
+    return segments[(segments.kind == "video") & (segments.split != TEST)]
+
+
 def video_adaptations(model: Audio2Motion | Audio2MotionEnsemble, data: MotionData) -> dict[int, MotionAdaptation]:
-    """Per identity index, the ``MotionAdaptation`` fitted on its long recordings (``kind == "video"``, which the
-    held-out clips never overlap): the adaptation every method gets from the video it trains on."""
+    """Per identity index, the ``MotionAdaptation`` fitted on its ``adaptation_segments``, each predicted on its
+    own: the adaptation a method gets from the video it trains on."""
     adaptations = {}
-    videos = data.segments[data.segments.kind == "video"]
-    for index, rows in videos.groupby("identity_index"):
+    for index, rows in adaptation_segments(data.segments).groupby("identity_index"):
         speaker = int(index)
         predicted = recording_displacements(model, data.features, data.speaker_mean[speaker], data.neutral[speaker],
                                             list(zip(rows.start, rows.stop)))
         reference = torch.cat([data.displacement[a:b] for a, b in zip(rows.start, rows.stop)])
         adaptations[speaker] = fit_adaptation(predicted, reference)
     return adaptations
+
+
+def loader_frames(segments: pd.DataFrame, cfg: Audio2MotionConfig) -> dict[str, np.ndarray]:
+    """Global frame indices each part of training and scoring can read, from the selections they use: ``train``
+    (sequences with their utterance context, the input and output scales), ``validation`` (the scored clips),
+    ``adaptation`` (the scores' per-face adaptations) and ``speaker_mean``."""
+    starts, lengths = _training_sequences(segments, cfg.sequence_frames)
+    scored = segments[segments.split.isin(HELDOUT) & (segments.kind == "clip")]
+    return {
+        "train": np.unique(np.concatenate([np.arange(a, a + n) for a, n in zip(starts, lengths)])),
+        "validation": split_frames(scored, HELDOUT),
+        "adaptation": split_frames(adaptation_segments(segments), list(segments.split.unique())),
+        "speaker_mean": split_frames(segments, [s for s in segments.split.unique() if s != TEST]),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -91,7 +91,8 @@ def pose_angles(rotation: np.ndarray) -> np.ndarray:
     return Rotation.from_matrix(np.asarray(rotation, np.float64)).as_euler("yxz")
 
 
-def remove_pose_dependence(canonical: np.ndarray, rotation: np.ndarray, reference_frames: np.ndarray) -> np.ndarray:
+def remove_pose_dependence(canonical: np.ndarray, rotation: np.ndarray, reference_frames: np.ndarray,
+                           fit_frames: np.ndarray | None = None) -> np.ndarray:
     """Canonical landmarks ([N, 68, 3]) minus the part that follows the head pose.
 
     A monocular landmark detector's 3D is not the face's: under a head turn its
@@ -103,17 +104,20 @@ def remove_pose_dependence(canonical: np.ndarray, rotation: np.ndarray, referenc
     rotations) is subtracted, with the angles centred on ``reference_frames``
     (the neutral frames) so that their mean shape stays where it was. Fewer than
     ``MIN_POSE_FRAMES`` frames are returned as they are: too few to tell the
-    pose's share from the speech.
+    pose's share from the speech. ``fit_frames`` (default all) restricts the fit,
+    not the subtraction: the test frames of ``datasets.load_identity`` are moved
+    by a fit that never saw them.
     """
     points = np.asarray(canonical, np.float64)
-    if len(points) < MIN_POSE_FRAMES:
+    fit = np.arange(len(points)) if fit_frames is None else np.asarray(fit_frames)
+    if len(fit) < MIN_POSE_FRAMES:
         return points.astype(np.float32)
     angles = pose_angles(rotation)
     features = np.concatenate([angles, angles ** 2], axis=1)
     features -= features[reference_frames].mean(axis=0)
     design = np.concatenate([features, np.ones((len(features), 1))], axis=1)
     flat = points.reshape(len(points), -1)
-    weights = np.linalg.lstsq(design, flat, rcond=None)[0]
+    weights = np.linalg.lstsq(design[fit], flat[fit], rcond=None)[0]
     return (flat - features @ weights[:-1]).reshape(points.shape).astype(np.float32)
 
 

@@ -1,27 +1,44 @@
-"""Training and evaluation tensors for the corpus-level models, from processed identity folders.
+"""Training and validation tensors for the corpus-level models, from processed identity folders.
 
-The split (params ``pretrain``): one identity is held out entirely (default
-the last one), and of every other identity the last sentence number(s) of its
-MEAD-like clips are held out; everything else of the training identities
-(their remaining clips and their long videos) is training data.
+Three kinds of frames (``segment_table``'s ``split``):
 
-Each identity's recordings become *segments*: contiguous frame ranges
-(``clips.parquet`` rows) with a global frame index ``start``..``stop``
-(exclusive) into the arrays the loaders concatenate over identities.
+* **test** (``TEST``): the frames evaluation scores. The split stage writes
+  them to every identity's ``split/split.parquet`` by the one rule of
+  ``talkhead_models.preprocess.splits`` (held-out sentences of the MEAD-like
+  clips in every emotion, the tail of the long video); the recordings other
+  identities' tables name as cross-driven audio are test frames of their own
+  identity too, and a clip named there is a test clip in every frame.
+  ``evaluation_masks`` reads them; no corpus-level model trains, validates, fits a
+  normaliser or a per-face adaptation on them, and ``load_identity`` leaves
+  them out of the neutral shape and the pose fit that make the targets.
+* **validation** (params ``pretrain``): one identity (default the last) is
+  held out entirely (``HELDOUT_IDENTITY``: all its non-test frames), and of
+  every other identity the highest ``holdout_sentences`` sentence numbers
+  among its non-test clips (``HELDOUT_SENTENCE``);
+* **training** (``TRAIN``): everything else of the training identities (their
+  remaining clips and the long video up to its test start).
+
+Each identity's recordings become *segments*: contiguous frame ranges (a
+``clips.parquet`` row, or the part of it on one side of a test boundary) with
+a global frame index ``start``..``stop`` (exclusive) into the arrays the
+loaders concatenate over identities. The segments tile every frame, so a
+recording-wise operation (smoothing, an utterance context) never mixes test
+and non-test frames.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from talkhead_models.config import validate_name
-from talkhead_models.data.processed import ProcessedIdentity
+from talkhead_models.data.processed import FPS, ProcessedIdentity
 from talkhead_models.face_topology import to_68
 from talkhead_models.preprocess.accuracy import recording_truths
 from talkhead_models.preprocess.frames import read_clips
@@ -35,6 +52,9 @@ TRAIN = "train"
 HELDOUT_SENTENCE = "heldout_sentence"
 HELDOUT_IDENTITY = "heldout_identity"
 HELDOUT = (HELDOUT_SENTENCE, HELDOUT_IDENTITY)
+"""The corpus-level models' own validation splits."""
+TEST = "test"
+"""Test frames (split.parquet): in no corpus-level model's training or validation data."""
 
 
 class PretrainDataError(RuntimeError):
@@ -43,12 +63,14 @@ class PretrainDataError(RuntimeError):
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """What the corpus-level models hold out for validation (params.yaml ``pretrain``)."""
+    """What the corpus-level models validate on (params.yaml ``pretrain``); the test frames of split.parquet are
+    out of their training and validation data whatever this says."""
 
     holdout_identity: str = ""
-    """Identity held out entirely (unseen voice and face); empty = the last identity in sorted order."""
+    """Identity held out entirely (unseen voice and face; its non-test frames validate); empty = the last identity
+    in sorted order."""
     holdout_sentences: int = 1
-    """How many of the highest sentence numbers of each training identity's clips are held out."""
+    """How many of the highest sentence numbers among each training identity's non-test clips validate."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +87,8 @@ class IdentityLandmarks:
     truth: np.ndarray | None = None
     """[N, 68, 3] the source's true landmarks as displacements from their own neutral shape, in this canonical
     frame (``truth_displacement``); NaN where a recording has no truth; None without ground truth."""
+    test: np.ndarray | None = None
+    """[N] True for the test frames the neutral shape and the pose fit left out (``evaluation_masks``)."""
 
 
 def processed_identities(root: Path, wanted: Sequence[str] = ()) -> list[ProcessedIdentity]:
@@ -95,11 +119,70 @@ def holdout_identity(names: Sequence[str], cfg: SplitConfig) -> str:
     return cfg.holdout_identity
 
 
-def load_identity(processed: ProcessedIdentity, raw_root: Path | None = None) -> IdentityLandmarks:
+def split_table(processed: ProcessedIdentity) -> pd.DataFrame:
+    """The identity's ``split.parquet`` (``preprocess.splits.SPLIT_COLUMNS``); an error naming the stage without it."""
+    path = processed.path("split")
+    if not path.is_file():
+        raise PretrainDataError(f"{path}: split table not found; the corpus-level models leave every identity's "
+                                f"test frames out and read them there: run `dvc repro split@{processed.identity}`")
+    return pd.read_parquet(path)
+
+
+def _clip_table(processed: ProcessedIdentity) -> pd.DataFrame:
+    path = processed.path("clips")
+    if not path.is_file():
+        raise PretrainDataError(f"{path}: clip table not found; run the crop stage (`dvc repro crop`)")
+    return read_clips(path, int(pd.read_parquet(path, columns=["last_frame"]).last_frame.max()) + 1)
+
+
+def evaluation_masks(processed: Sequence[ProcessedIdentity]) -> dict[str, np.ndarray]:
+    """Per identity of ``processed``, [N] True for its test frames, from every one's ``split.parquet``.
+
+    A row's recording belongs to its ``audio_identity``: self rows give their frame range; cross rows (another
+    identity driven with this one's audio) their time range, mapped to processed frames (frame k of a recording
+    shows time k / FPS) rounded outwards; a clip named by any row is a test clip in every frame. Rows naming an
+    identity outside ``processed`` are not data here and are skipped.
+    """
+    clips = {p.identity: _clip_table(p) for p in processed}
+    masks = {name: np.zeros(int(table.last_frame.max()) + 1, bool) for name, table in clips.items()}
+    for source in processed:
+        for row in split_table(source).itertuples(index=False):
+            if row.audio_identity not in clips:
+                continue
+            recordings = clips[row.audio_identity]
+            match = recordings[recordings["clip"] == row.clip]
+            if match.empty:
+                raise PretrainDataError(f"{source.path('split')}: names recording {row.clip!r} of "
+                                        f"{row.audio_identity}, which its clips.parquet lacks; re-run "
+                                        f"`dvc repro split@{source.identity}`")
+            first, last = int(match.first_frame.iloc[0]), int(match.last_frame.iloc[0])
+            if row.kind == "clip":
+                begin, end = first, last + 1
+            elif row.role == "self":
+                begin, end = int(row.first_frame), int(row.last_frame) + 1
+            else:
+                begin = first + int(math.floor(row.start_s * FPS + 1e-6))
+                end = first + int(math.ceil(row.end_s * FPS - 1e-6))
+            masks[row.audio_identity][max(begin, first):min(end, last + 1)] = True
+    return masks
+
+
+def _beside(processed: ProcessedIdentity) -> list[ProcessedIdentity]:
+    """The identity and the identity folders beside it that have a clip and a split table."""
+    others = [ProcessedIdentity(p) for p in sorted(processed.root.parent.iterdir())
+              if p.is_dir() and p != processed.root and not p.name.startswith(".")]
+    return [processed] + [p for p in others if p.path("clips").is_file() and p.path("split").is_file()]
+
+
+def load_identity(processed: ProcessedIdentity, raw_root: Path | None = None,
+                  test: np.ndarray | None = None) -> IdentityLandmarks:
     """Read an identity's clip table and landmarks and canonicalise them against its neutral frames.
 
-    With ``raw_root`` (the source corpus, ``data/raw/<source>``) the recordings whose clips.parquet row names
-    a ground-truth file also get their true landmarks (``IdentityLandmarks.truth``).
+    ``test`` ([N] bool, default ``evaluation_masks`` over the identity and the processed identities beside it)
+    marks the test frames: the neutral shape and the pose fit leave them out, so the targets of the other frames do
+    not depend on them. An identity without a split table (a folder from other tools) gets no test frames,
+    with a warning. With ``raw_root`` (the source corpus, ``data/raw/<source>``) the recordings whose
+    clips.parquet row names a ground-truth file also get their true landmarks (``IdentityLandmarks.truth``).
     """
     path = processed.path("landmarks478")
     if not path.is_file():
@@ -109,23 +192,37 @@ def load_identity(processed: ProcessedIdentity, raw_root: Path | None = None) ->
         raise PretrainDataError(f"{path}: expected [N, 478, 3] landmarks, found {points.shape}; "
                                 "re-run the landmarks stage")
     clips = read_clips(processed.path("clips"), len(points))
+    if test is None:
+        if processed.path("split").is_file():
+            test = evaluation_masks(_beside(processed))[processed.identity]
+        else:
+            log.warning("%s: no split table; no frame is left out of the canonical frame's fit (run the split "
+                        "stage)", processed.root)
+            test = np.zeros(len(points), bool)
+    test = np.asarray(test, bool)
+    if test.shape != (len(points),):
+        raise PretrainDataError(f"{processed.root}: test mask of {test.shape} for {len(points)} frames")
     image = np.ascontiguousarray(to_68(np.asarray(points, np.float32)))
+    fit = np.flatnonzero(~test)
     neutral_rows = clips[clips.emotion == "neutral"]
+    neutral_frames = np.zeros(0, np.int64)
     if len(neutral_rows):
         neutral_frames = np.concatenate([np.arange(r.first_frame, r.last_frame + 1)
                                          for r in neutral_rows.itertuples()])
-    else:
-        log.warning("%s: no neutral recording; the neutral shape is the mean over all frames", processed.root)
-        neutral_frames = np.arange(len(image))
+        neutral_frames = neutral_frames[~test[neutral_frames]]
+    if not len(neutral_frames):
+        log.warning("%s: no neutral non-test frame; the neutral shape is the mean over the non-test frames",
+                    processed.root)
+        neutral_frames = fit
     neutral = neutral_shape(image[neutral_frames])
     transform = fit_similarity(image, neutral.shape)
     rigid = transform.apply(image).astype(np.float32)
-    canonical = remove_pose_dependence(rigid, transform.rotation, neutral_frames)
+    canonical = remove_pose_dependence(rigid, transform.rotation, neutral_frames, fit)
     truth = None
     if raw_root is not None:
         points = true_head_landmarks(clips, Path(raw_root), len(image))
         truth = None if points is None else truth_displacement(points, neutral_frames, neutral)
-    return IdentityLandmarks(processed.identity, processed, clips, image, canonical, neutral, rigid, truth)
+    return IdentityLandmarks(processed.identity, processed, clips, image, canonical, neutral, rigid, truth, test)
 
 
 def true_head_landmarks(clips: pd.DataFrame, raw_root: Path, frames: int) -> np.ndarray | None:
@@ -170,28 +267,113 @@ def truth_displacement(points: np.ndarray, neutral_frames: np.ndarray, neutral: 
 
 
 def segment_table(identities: Sequence[IdentityLandmarks], cfg: SplitConfig) -> pd.DataFrame:
-    """One row per recording of every identity with its split and global frame range ``start``..``stop``."""
+    """One row per segment of every identity: its recording's clips.parquet columns with ``first_frame`` /
+    ``last_frame`` narrowed to the segment, ``split`` (TRAIN, HELDOUT_SENTENCE, HELDOUT_IDENTITY or TEST) and the
+    global frame range ``start``..``stop``.
+
+    The test frames are those of every identity's split.parquet (``evaluation_masks``), read again here, so no
+    caller can hand in fewer; an identity loaded with fewer test frames than these (its canonical frame fitted on some)
+    is an error.
+    """
     held_identity = holdout_identity([i.identity for i in identities], cfg)
+    corpus = evaluation_masks([i.processed for i in identities])
     tables, offset = [], 0
     for index, data in enumerate(identities):
-        table = data.clips.copy()
+        test = corpus[data.identity]
+        if len(test) != len(data.image):
+            raise PretrainDataError(f"{data.processed.path('clips')}: {len(test)} frames, the landmarks "
+                                    f"{len(data.image)}; re-run the preprocessing stages")
+        if data.test is None or (test & ~data.test).any():
+            raise PretrainDataError(f"{data.identity}: loaded without all its test frames (its canonical frame was "
+                                    "fitted on some); load it with load_identity(..., "
+                                    "test=evaluation_masks(...)[identity])")
+        pieces = []
+        for row in data.clips.to_dict("records"):
+            flags = test[row["first_frame"]:row["last_frame"] + 1]
+            cuts = np.flatnonzero(np.diff(flags.astype(np.int8))) + 1
+            for begin, end in zip(np.r_[0, cuts], np.r_[cuts, len(flags)]):
+                pieces.append({**row, "first_frame": row["first_frame"] + int(begin),
+                               "last_frame": row["first_frame"] + int(end) - 1, "test": bool(flags[begin])})
+        table = pd.DataFrame(pieces)
         table.insert(0, "identity", data.identity)
         table["identity_index"] = index
         table["start"] = offset + table.first_frame
         table["stop"] = offset + table.last_frame + 1
-        sentences = np.sort(table.loc[table.kind == "clip", "sentence"].unique())
-        held_sentences = sentences[len(sentences) - min(max(cfg.holdout_sentences, 0), len(sentences)):]
+        usable = (table.kind == "clip") & ~table.test
+        sentences = np.sort(table.loc[usable, "sentence"].unique())
+        validating = sentences[len(sentences) - min(max(cfg.holdout_sentences, 0), len(sentences)):]
         if data.identity == held_identity:
-            table["split"] = HELDOUT_IDENTITY
+            split = np.full(len(table), HELDOUT_IDENTITY, dtype=object)
         else:
-            held = (table.kind == "clip") & table.sentence.isin(held_sentences)
-            table["split"] = np.where(held, HELDOUT_SENTENCE, TRAIN)
-        tables.append(table)
+            split = np.where(usable & table.sentence.isin(validating), HELDOUT_SENTENCE, TRAIN).astype(object)
+        split[table.test.to_numpy()] = TEST
+        table["split"] = split
+        tables.append(table.drop(columns="test"))
         offset += len(data.image)
     segments = pd.concat(tables, ignore_index=True)
     counts = segments.groupby("split").size().to_dict()
     if not counts.get(TRAIN):
         raise PretrainDataError("the split leaves no training recordings: lower pretrain.holdout_sentences or "
                                 "add identities")
-    log.info("split: held-out identity %s; recordings per split %s", held_identity, counts)
+    log.info("split: held-out identity %s; segments per split %s (test frames: %d)", held_identity, counts,
+             int(sum(m.sum() for m in corpus.values())))
     return segments
+
+
+def split_frames(segments: pd.DataFrame, splits: Sequence[str]) -> np.ndarray:
+    """Sorted global frame indices of the segments of ``splits``."""
+    rows = segments[segments.split.isin(splits)]
+    if rows.empty:
+        return np.zeros(0, np.int64)
+    return np.concatenate([np.arange(a, b) for a, b in zip(rows.start, rows.stop)])
+
+
+def data_audit(segments: pd.DataFrame, used: Mapping[str, np.ndarray],
+               test: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Per identity: the frames of each split, the test frames of ``test`` (``evaluation_masks``, read from the split
+    tables) and how many of them are among the frames a model's loaders ``used`` (global indices per role, e.g.
+    train and validation): 0 when none reached it."""
+    rows = []
+    for (name, index), group in segments.groupby(["identity", "identity_index"], sort=True):
+        start, stop = int(group.start.min()), int(group.stop.max())
+        mask = np.asarray(test[name], bool)
+        row = {"identity": name, "frames": stop - start, "test_frames": int(mask.sum())}
+        for split in (TRAIN, *HELDOUT, TEST):
+            row[f"{split}_frames"] = int((group.stop - group.start)[group.split == split].sum())
+        for role, frames in used.items():
+            local = np.unique(frames[(frames >= start) & (frames < stop)]) - start
+            row[f"{role}_frames_used"] = int(len(local))
+            row[f"test_frames_in_{role}"] = int(mask[local].sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+SEGMENT_COLUMNS = ("identity", "clip", "kind", "emotion", "level", "sentence", "first_frame", "last_frame", "split",
+                   "start", "stop")
+"""What a model folder's ``segments.csv`` keeps of ``segment_table`` (first/last_frame: the identity's frames)."""
+
+
+def load_corpus(root: Path, wanted: Sequence[str] = (), raw_root: Path | None = None) -> list[IdentityLandmarks]:
+    """Every identity of ``processed_identities(root, wanted)``, each canonicalised without the test frames of
+    any of their split tables (``evaluation_masks`` over all of them)."""
+    folders = processed_identities(root, wanted)
+    masks = evaluation_masks(folders)
+    return [load_identity(p, raw_root, masks[p.identity]) for p in folders]
+
+
+def checked_audit(identities: Sequence[IdentityLandmarks], segments: pd.DataFrame,
+                  used: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """``data_audit`` of the frames a model's loaders read (``used``) against the split tables, read afresh; an
+    error listing it when any test frame is among them."""
+    audit = data_audit(segments, used, evaluation_masks([d.processed for d in identities]))
+    leaked = int(audit.filter(like="test_frames_in_").to_numpy().sum())
+    if leaked:
+        raise PretrainDataError(f"{leaked} test frame(s) among the frames a corpus-level model reads:\n"
+                                f"{audit.to_string(index=False)}")
+    return audit
+
+
+def audit_totals(audit: pd.DataFrame) -> dict[str, float]:
+    """The audit's totals as metrics: test frames left out, and test frames read (0 when the audit passed)."""
+    return {"test_frames": float(audit.test_frames.sum()),
+            "test_frames_used": float(audit.filter(like="test_frames_in_").to_numpy().sum())}

@@ -11,6 +11,13 @@ Targets (issue 6, measured on held-out sentences and the held-out identity):
   ``MOTION_DEFINITION``); reported for the generic model and for the model
   adapted to each face's training video (``audio2motion.MotionAdaptation``);
 * each trains within 10 minutes on 2 CPU cores at the demo profile.
+
+The data section lists, per identity, what the corpus-level models trained
+on, what they validated on and which test frames (split.parquet) they left
+out, from each model folder's ``segments.csv``, and counts the test frames
+among the frames each model's loaders read (``data_audit.csv``, computed by
+the training stage from the split tables): the report states the count, not
+a promise.
 """
 
 from __future__ import annotations
@@ -83,11 +90,12 @@ MOTION_DEFINITION = (
     "canonical face frame, in image pixels (canonical units times the identity's pixels per unit); baseline: "
     "the identity's neutral mouth (zero displacement) scored the same way; ratio = error / baseline, "
     "frame-weighted over the clips (the target: ratio <= {target:.2f} for every emotion of each held-out "
-    "split). `ratio_adapted`: the same model followed by its face's adaptation (GeneFace's domain-adaptive "
-    "post-net in linear form: per landmark coordinate, gain and offset fitted by least squares on the "
-    "identity's long video, which no scored clip overlaps; the held-out identity's too, as a method training "
-    "on that face has its video; R2-Talker fits the same map on its identity's training frames). Reference: "
-    "the landmarks the landmark stage extracted from the held-out frames (as LMD compares landmarks detected "
+    "(validation) split). `ratio_adapted`: the same model followed by its face's adaptation (GeneFace's "
+    "domain-adaptive post-net in linear form: per landmark coordinate, gain and offset fitted by least squares "
+    "on the identity's long video up to its test frames, which no scored clip overlaps; the held-out "
+    "identity's too, as a method training on that face has its video; R2-Talker fits the same map on its "
+    "identity's training frames). Reference: "
+    "the landmarks the landmark stage extracted from the validation frames (as LMD compares landmarks detected "
     "on the ground-truth frames), canonicalised exactly as the training "
     "targets: a similarity fit on the rigid anchors (nose, eye corners) onto the identity's neutral mean shape "
     "(Procrustes mean of its neutral recordings), then the part of the displacement that follows the head pose "
@@ -153,9 +161,51 @@ def _networks(config: dict) -> str:
     return f"{members} network(s){extras}, each " if members > 1 else f"one network{extras}, "
 
 
+SPLIT_NAMES = {"train": "training", "heldout_sentence": "validation", "heldout_identity": "validation",
+               "test": "test"}
+
+
+def describe_segments(rows: pd.DataFrame) -> str:
+    """``segments.csv`` rows of one identity and split in words: clips by sentence, video frame ranges, frames."""
+    if rows.empty:
+        return "-"
+    parts = []
+    clips = rows[rows.kind == "clip"]
+    if len(clips):
+        sentences = ", ".join(str(int(s)) for s in sorted(clips.sentence.unique()))
+        emotions = ", ".join(sorted(clips.emotion.unique()))
+        parts.append(f"sentence(s) {sentences}: {len(clips)} clips ({emotions})")
+    for row in rows[rows.kind != "clip"].itertuples():
+        parts.append(f"{row.clip} frames {row.first_frame}-{row.last_frame}")
+    frames = int((rows.stop - rows.start).sum())
+    return f"{'; '.join(parts)} [{frames} frames]"
+
+
+def data_use(segments: pd.DataFrame, audits: dict[str, pd.DataFrame], holdout: str) -> tuple[pd.DataFrame, dict]:
+    """Per identity: its role, its training, validation and test segments in words, and per model the test
+    frames among the frames it read; with the totals."""
+    rows = []
+    for identity, own in segments.groupby("identity", sort=True):
+        row = {"identity": identity, "role": "held out (validation only)" if identity == holdout else "training"}
+        for name in ("training", "validation", "test"):
+            picked = own[own.split.map(SPLIT_NAMES) == name]
+            row[f"{name} ({'excluded' if name == 'test' else 'corpus models'})"] = describe_segments(picked)
+        for model, audit in audits.items():
+            line = audit[audit.identity == identity]
+            row[f"test frames read: {model}"] = int(line.filter(like="test_frames_in_").to_numpy().sum())
+        rows.append(row)
+    totals = {"test_frames": int(audits[next(iter(audits))].test_frames.sum()),
+              **{f"test_frames_read_{model}": int(audit.filter(like="test_frames_in_").to_numpy().sum())
+                 for model, audit in audits.items()}}
+    return pd.DataFrame(rows), totals
+
+
 def render(sync_metrics: dict[str, float], sync_table: pd.DataFrame, sync_config: dict,
-           motion_metrics: dict[str, float], motion_table: pd.DataFrame, motion_config: dict) -> tuple[str, dict]:
-    """The markdown report and its JSON twin."""
+           motion_metrics: dict[str, float], motion_table: pd.DataFrame, motion_config: dict,
+           sync_split: tuple[pd.DataFrame, pd.DataFrame], motion_split: tuple[pd.DataFrame, pd.DataFrame]
+           ) -> tuple[str, dict]:
+    """The markdown report and its JSON twin; ``*_split`` are each model folder's ``segments.csv`` and
+    ``data_audit.csv``."""
     motion = motion_by_emotion(motion_table)
     checks = targets(sync_metrics, motion, sync_metrics["train_seconds"], motion_metrics["train_seconds"])
     # Models written before the true landmarks were measured call the reference's jitter truth_jitter.
@@ -170,13 +220,32 @@ def render(sync_metrics: dict[str, float], sync_table: pd.DataFrame, sync_config
             "LSE-D other clip": rows.other_lse_d.mean(), "LSE-C other clip": rows.other_lse_c.mean(),
             "offset other clip |mean|": rows.other_offset.abs().mean(),
         }), include_groups=False).reset_index()
+    segments = sync_split[0]
+    same_split = segments.equals(motion_split[0])
+    usage, totals = data_use(segments, {"sync expert": sync_split[1], "audio2motion": motion_split[1]},
+                             sync_config["holdout_identity"])
+    read = sum(v for k, v in totals.items() if k.startswith("test_frames_read_"))
     lines = [
         "# Corpus-level models",
         "",
         "Trained by `stages.pretrain_sync` and `stages.pretrain_audio2motion`, reported by "
-        "`stages.pretrain_report`. Held out: the identity "
-        f"`{sync_config['holdout_identity']}` entirely, and the last "
-        f"{split['holdout_sentences']} sentence number(s) of every other identity's clips.",
+        "`stages.pretrain_report`. Test frames (every identity's `split.parquet`: its held-out sentences in every "
+        "emotion and the tail of its long video, and the recordings other identities are cross-driven with) are "
+        "in neither model's training nor validation data. Validation: the identity "
+        f"`{sync_config['holdout_identity']}` (its non-test frames), and the highest "
+        f"{split['holdout_sentences']} non-test sentence number(s) of every other identity's clips.",
+        "",
+        "## Data",
+        "",
+        f"Test frames read by the models' training, validation, normalisers and per-face adaptations "
+        f"(counted by each training stage against the split tables): "
+        + ("**" if read else "") + f"{read}" + ("**" if read else "")
+        + f" of {totals['test_frames']} test frames (sync expert {totals['test_frames_read_sync expert']}, "
+        f"audio2motion {totals['test_frames_read_audio2motion']}). "
+        + ("Both models used the same segments." if same_split else
+           "**The two models' segments differ**; the table shows the sync expert's."),
+        "",
+        usage.to_markdown(index=False),
         "",
         "## Targets",
         "",
@@ -214,5 +283,6 @@ def render(sync_metrics: dict[str, float], sync_table: pd.DataFrame, sync_config
         "",
     ]
     report = {"targets": checks, "sync": sync_metrics, "audio2motion": motion_metrics,
-              "audio2motion_by_emotion": motion.to_dict(orient="records")}
+              "audio2motion_by_emotion": motion.to_dict(orient="records"),
+              "data": {**totals, "same_segments": bool(same_split), "per_identity": usage.to_dict(orient="records")}}
     return "\n".join(lines), report

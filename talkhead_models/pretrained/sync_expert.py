@@ -19,6 +19,11 @@ takes a few stretches of 35 frames from the training recordings; each video
 window is contrasted with every audio window of its stretch (shifts of 3 to
 30 frames; shifts of 1-2 frames are left out) and of the other stretches
 (other clips).
+
+The recordings are ``datasets.segment_table``'s segments: training stretches
+come from ``TRAIN`` segments, validation stretches and scores from the
+held-out ones; no stretch, normaliser or score reads a ``TEST`` segment
+(``loader_frames`` lists the frames each role reads).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,7 +48,7 @@ from talkhead_models.data.processed import FPS, SAMPLE_RATE
 from talkhead_models.media import read_audio
 from talkhead_models.metrics.base import substitute
 from talkhead_models.preprocess.frames import frame_paths, read_frames
-from talkhead_models.pretrained.datasets import HELDOUT, TRAIN, IdentityLandmarks, SplitConfig
+from talkhead_models.pretrained.datasets import HELDOUT, TEST, TRAIN, IdentityLandmarks, SplitConfig
 from talkhead_models.pretrained.lse import SyncScore, sync_score
 
 log = logging.getLogger(__name__)
@@ -381,6 +386,27 @@ class TrainedExpert:
     cpu_seconds: float  # process CPU time (all threads); wall clock on a busy machine says little
 
 
+def loader_frames(segments: pd.DataFrame, cfg: SyncExpertConfig) -> dict[str, np.ndarray]:
+    """Global frame indices that training (stretches, the log-mel normaliser) and validation (stretches, the scored
+    clips and the other recordings whose audio they are scored with) can read, from the same selections."""
+    span = _span_frames(cfg)
+
+    def spans(rows: pd.DataFrame) -> list[np.ndarray]:
+        first, room = _span_starts(rows, span)
+        return [np.arange(a, a + n + span - 1) for a, n in zip(first, room)]
+
+    train_rows = segments[segments.split == TRAIN]
+    train = spans(train_rows) + [np.arange(a, b) for a, b in zip(train_rows.start, train_rows.stop)]
+    validation = spans(segments[segments.split.isin(HELDOUT)])
+    for row, other in _scored_clips(segments, HELDOUT):
+        validation.append(np.arange(row.start, row.stop))
+        if other is not None:
+            start = int(other["start"])
+            validation.append(np.arange(start, min(int(other["stop"]), start + row.stop - row.start)))
+    return {role: np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+            for role, parts in (("train", train), ("validation", validation))}
+
+
 def train_sync_expert(cfg: SyncExpertConfig, data: SyncData, log_metric: MetricLogger | None = None) -> TrainedExpert:
     """Contrastive training on the training recordings; validation on the held-out ones."""
     device = resolve_device(cfg.device)
@@ -522,27 +548,43 @@ def load_expert(path: Path, device: str = "cpu") -> tuple[SyncExpert, dict]:
 # Evaluation
 
 
+def _scored_clips(segments: pd.DataFrame, splits: Sequence[str]) -> list[tuple[Any, Any]]:
+    """(segment, other) per MEAD-like clip of ``splits``: ``other`` is the recording whose audio it is also scored
+    with, its identity's next non-test clip of another sentence (else the first, else a non-test part of its long
+    video), or None. Never a test segment."""
+    usable = segments[segments.split != TEST].reset_index(drop=True)
+    clips = usable[usable.kind == "clip"]
+    pairs = []
+    for row in clips[clips.split.isin(splits)].itertuples():
+        others = clips[(clips.identity == row.identity) & (clips.sentence != row.sentence)]
+        after = others[others.index > row.Index]
+        videos = usable[(usable.identity == row.identity) & (usable.kind != "clip")]
+        candidates = [after, others, videos]
+        other = next((c.iloc[0] for c in candidates if len(c)), None)
+        pairs.append((row, other))
+    return pairs
+
+
 def score_recordings(expert: SyncExpert, data: SyncData, cfg: SyncExpertConfig,
                      splits: Sequence[str] = HELDOUT) -> pd.DataFrame:
     """syncnet_python's scores of every MEAD-like clip of ``splits``, with its own audio and with the audio of
-    another sentence of the same identity (its next clip with a different sentence, from any split)."""
-    clips = data.segments[data.segments.kind == "clip"].reset_index(drop=True)
+    another recording of the same identity (``_scored_clips``: another sentence's clip, else its long video;
+    the other audio is read for the clip's length)."""
     device = next(expert.parameters()).device
     mouths = centre_crop(data.mouths, cfg.crop_height, cfg.crop_width)
     results = []
-    for row in clips[clips.split.isin(splits)].itertuples():
+    for row, other in _scored_clips(data.segments, splits):
         crops = mouths[row.start:row.stop].to(device)
         own = score_pair(expert, crops, data.mel[MEL_PER_FRAME * row.start:MEL_PER_FRAME * row.stop].to(device))
         result = {"identity": row.identity, "clip": row.clip, "emotion": row.emotion, "split": row.split,
                   "frames": row.stop - row.start, "offset": own.offset, "lse_d": own.distance,
                   "lse_c": own.confidence}
-        others = clips[(clips.identity == row.identity) & (clips.sentence != row.sentence)]
-        if len(others):
-            after = others[others.index > row.Index]
-            other = (after if len(after) else others).iloc[0]
-            mel = data.mel[MEL_PER_FRAME * other.start:MEL_PER_FRAME * other.stop].to(device)
+        if other is not None:
+            start = int(other["start"])
+            stop = min(int(other["stop"]), start + row.stop - row.start)
+            mel = data.mel[MEL_PER_FRAME * start:MEL_PER_FRAME * stop].to(device)
             shuffled = score_pair(expert, crops, mel)
-            result.update(other_clip=other.clip, other_offset=shuffled.offset, other_lse_d=shuffled.distance,
+            result.update(other_clip=other["clip"], other_offset=shuffled.offset, other_lse_d=shuffled.distance,
                           other_lse_c=shuffled.confidence)
         results.append(result)
     return pd.DataFrame(results)

@@ -14,7 +14,8 @@ from stages import split as split_stage
 from talkhead_models.data import DataConfig
 from talkhead_models.data.sources import Recording
 from talkhead_models.preprocess.splits import (
-    SPLIT_COLUMNS, SplitConfig, cross_rows, held_out_sentences, validation_mask, video_validation_start,
+    SPLIT_COLUMNS, SplitConfig, cross_rows, evaluation_mask, evaluation_ranges, held_out_sentences, validation_mask,
+    validation_ranges, video_validation_start,
 )
 from tests.preprocess.test_tracking import tracked_corpus
 
@@ -75,6 +76,8 @@ def test_single_sentence_without_video_has_no_self_validation(tiny_corpus, tmp_p
     clips = pd.read_parquet(tracked_corpus(str(tiny_corpus)) / "S001" / "crop" / "clips.parquet")
     first = clips[(clips["kind"] == "clip") & (clips["sentence"] == 1)]
     assert not validation_mask(first, int(first["last_frame"].max()) + 1, SplitConfig()).any()
+    # One rule under two names: ER-NeRF's "validation" frames are the test frames evaluation scores.
+    assert validation_mask is evaluation_mask and validation_ranges is evaluation_ranges
     (tmp_path / "crop").mkdir()
     first.to_parquet(tmp_path / "crop" / "clips.parquet", index=False)
     with caplog.at_level(logging.WARNING):

@@ -12,7 +12,9 @@ from the corpus's truth:
   over that mean depth (pixels at the face's distance; negative = nearer, as
   FaceMesh's z);
 * ``features/aud_mel.npy``: the audio stage's own features
-  (``talkhead_models.preprocess.audio_features``, kind ``mel``).
+  (``talkhead_models.preprocess.audio_features``, kind ``mel``);
+* ``split/split.parquet``: the split stage itself, run on those folders (the
+  test frames every corpus-level model leaves out).
 
 ``python -m tests.pretrained.conftest <corpus> <out>`` builds every identity
 of a corpus (used to develop against the demo corpus under /tmp).
@@ -83,9 +85,17 @@ def build_processed_identity(corpus: Path, identity: str, out: Path) -> Processe
 
 
 def build_processed_root(corpus: Path, out: Path) -> Path:
-    """``out/<ID>/...`` for every identity of the corpus."""
-    for identity in identities("synthetic", corpus):
+    """``out/<ID>/...`` for every identity of the corpus, with the split stage's table."""
+    from stages import split
+    from talkhead_models.data import DataConfig
+
+    names = identities("synthetic", corpus)
+    for identity in names:
         build_processed_identity(corpus, identity, out / identity)
+    cfg = split.SplitStageConfig(data=DataConfig(source="synthetic", identities=tuple(names)))
+    for identity in names:
+        split.run(cfg, {"crop": out / identity / "crop", "corpus": corpus}, {"split": out / identity / "split"},
+                  identity=identity)
     return out
 
 

@@ -51,15 +51,27 @@ def test_adapt_to_face_fits_only_the_given_frames_and_predict_landmarks_applies_
     mean = speaker_mean(features)
     recordings = [(0, 50), (50, 120)]
     predicted = recording_displacements(model, torch.from_numpy(features), mean, torch.from_numpy(neutral), recordings)
-    canonical = neutral + 2.0 * predicted.numpy() + 0.01
     fitting = np.r_[0:40, 60:110]
-    canonical[np.setdiff1d(np.arange(120), fitting)] += 5.0  # frames it must not see
+    unseen = np.setdiff1d(np.arange(120), fitting)
+    # Each run of fitting frames is predicted as a recording of its own (no context from the unseen frames).
+    runs = recording_displacements(model, torch.from_numpy(features), mean, torch.from_numpy(neutral),
+                                   [(0, 40), (60, 110)])
+    canonical = neutral + 2.0 * predicted.numpy() + 0.01
+    canonical[fitting] = neutral + 2.0 * runs.numpy() + 0.01
+    canonical[unseen] += 5.0  # frames it must not see
     adaptation = adapt_to_face(model, features, mean, neutral, canonical, recordings, fitting)
-    expected = fit_adaptation(predicted[fitting], torch.from_numpy(canonical[fitting] - neutral))
+    expected = fit_adaptation(runs, torch.from_numpy(canonical[fitting] - neutral))
     assert adaptation.frames == len(fitting)
     torch.testing.assert_close(adaptation.gain, expected.gain)
     torch.testing.assert_close(adaptation.offset, expected.offset)
     assert float(adaptation.gain[MOUTH].mean()) == pytest.approx(2.0, abs=0.15)
+    # Nothing of the unseen frames, neither landmarks nor audio, reaches the fit.
+    other_features, other_canonical = features.copy(), canonical.copy()
+    other_features[unseen] = np.random.default_rng(5).normal(size=other_features[unseen].shape)
+    other_canonical[unseen] = -3.0
+    again = adapt_to_face(model, other_features, mean, neutral, other_canonical, recordings, fitting)
+    torch.testing.assert_close(again.gain, adaptation.gain, rtol=0, atol=0)
+    torch.testing.assert_close(again.offset, adaptation.offset, rtol=0, atol=0)
 
     adapted = predict_landmarks(model, features[50:120], mean, neutral, adaptation)
     plain = predict_landmarks(model, features[50:120], mean, neutral)

@@ -34,7 +34,7 @@ def test_pretrain_stages_write_models_metrics_and_the_report(processed_truth, tm
     for folder in ("sync_expert", "audio2motion"):
         files = {p.name for p in (models / folder).iterdir()}
         assert {"model.pt", "config.json", "metrics.json", "curves.csv", "validation.csv", "scores.csv",
-                "manifest.json"} <= files
+                "segments.csv", "data_audit.csv", "manifest.json"} <= files
         assert len(pd.read_csv(models / folder / "curves.csv")) == 12
     expert, _ = load_expert(models / "sync_expert" / "model.pt")
     model, config = load_model(models / "audio2motion" / "model.pt")
@@ -46,6 +46,23 @@ def test_pretrain_stages_write_models_metrics_and_the_report(processed_truth, tm
     text = (tmp_path / "reports" / "pretrain.md").read_text()
     assert "## Targets" in text and "audio2motion" in text and "LSE-C" in text
     summary = json.loads((tmp_path / "reports" / "pretrain.json").read_text())
+    # The data section: per identity its training, validation and test segments, and 0 test frames read out
+    # of those the split tables name (counted here from the tables themselves).
+    tables = [pd.read_parquet(processed_truth / name / "split" / "split.parquet") for name in ("S001", "S002")]
+    self_frames = sum(int((t.last_frame - t.first_frame + 1)[t.role == "self"].sum()) for t in tables)
+    data = summary["data"]
+    assert data["test_frames"] == self_frames > 0 and data["same_segments"]
+    assert data["test_frames_read_sync expert"] == 0 and data["test_frames_read_audio2motion"] == 0
+    assert f"Test frames read by the models' training, validation, normalisers and per-face adaptations " \
+           f"(counted by each training stage against the split tables): 0 of {self_frames}" in text
+    by_identity = {row["identity"]: row for row in data["per_identity"]}
+    assert by_identity["S002"]["role"].startswith("held out") and by_identity["S001"]["role"] == "training"
+    assert by_identity["S001"]["test (excluded)"].startswith("sentence(s) 2: 2 clips")
+    assert by_identity["S001"]["validation (corpus models)"].startswith("sentence(s) 1: 2 clips")
+    assert "video frames" in by_identity["S002"]["validation (corpus models)"]
+    audit = pd.read_csv(models / "audio2motion" / "data_audit.csv")
+    assert (audit.filter(like="test_frames_in_").to_numpy() == 0).all() and (audit.train_frames_used > 0).any()
+    assert sync.metrics["test_frames_used"] == 0 == motion.metrics["test_frames_used"]
     # Two audio2motion rows: the generic model and the model adapted to each face's training video.
     assert len(summary["targets"]) == 6 and report.metrics["targets"] == 6
     assert sum("audio2motion (adapted" in t["target"] for t in summary["targets"]) == 1

@@ -121,7 +121,10 @@ def training_features(identity_root: Path, pretrained: Mapping[str, Path], windo
     kind = str(network_config.get("feature_kind", "mel"))
     audio = np.asarray(reader.audio_features(kind), np.float32)
     neutral = load_identity(reader.layout).neutral.shape.astype(np.float32)
-    own_mean = speaker_mean(audio, network_config.get("pitch_column", -1))
+    training = reader.training_frames()
+    training = training[training < len(audio)]
+    # The voice's mean over the training frames only: the test audio stays unseen until it drives the head.
+    own_mean = speaker_mean(audio[training], network_config.get("pitch_column", -1))
     motion = MotionFeatures(network, network_config, neutral, own_mean,
                             np.zeros(3 * len(MOUTH), np.float32), 1.0, window)
     clips = reader.clips()
@@ -134,8 +137,6 @@ def training_features(identity_root: Path, pretrained: Mapping[str, Path], windo
             continue
         raw[start:stop] = motion.displacements(audio[start:stop], own_voice=True)
         first[start:stop], last[start:stop] = start, stop - 1
-    training = reader.training_frames()
-    training = training[training < len(raw)]
     motion.centre = raw[training].mean(0)
     motion.scale = float(max((raw[training] - motion.centre).std(), 1e-6))
     log.info("gstalker: audio-to-motion mouth features of %d frames (%s), std %.4g canonical units",
