@@ -11,7 +11,6 @@ audio muxed). Metrics whose weights are missing are "n/a" with the reason.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import torch
 from stages._stage import Stage, StageResult
 from talkhead_models.atomic import atomic_dir, write_text
 from talkhead_models.data import DataConfig
-from talkhead_models.evaluation import EvaluationConfig, EvaluationInputs, evaluate_method
+from talkhead_models.evaluation import EvaluationConfig, EvaluationInputs, evaluate_method, record_json
 from talkhead_models.methods.base import MethodSpec
 from talkhead_models.preprocess.audio_features import AudioConfig
 
@@ -57,7 +56,7 @@ def run(cfg: EvaluateStageConfig, inputs: Mapping[str, Path], outputs: Mapping[s
             record = evaluate_method(method, method_config, cfg, cfg.audio, sources, videos, profile=profile)
     finally:
         torch.set_num_threads(previous_threads)
-    write_text(outputs["metrics"], json.dumps(record, indent=1, allow_nan=True) + "\n")
+    write_text(outputs["metrics"], record_json(record))
     metrics = {}
     for role, setting in record["settings"].items():
         metrics[f"{role}_frames"] = float(setting["frames"])

@@ -1,8 +1,11 @@
 """DVC stage ``tables``: the papers' tables with this run's rows, the claims, and reports/index.html.
 
 Reads every metric record the evaluate stages wrote
-(``<metrics>/<method>/<identity>.json``) and every training curve
-(``<models>/<method>/<identity>/curve.csv``; the folder may not exist yet).
+(``<metrics>/<method>/<identity>.json``), every training curve
+(``<models>/<method>/<identity>/curve.csv``; the folder may not exist yet)
+and the speed stage's alternated FPS timings (``<metrics>/speed.json``,
+the speed stage's output; without it the FPS claims are not yet
+measurable).
 Writes ``<tables>/``: ``<table id>.md`` and ``.csv`` per paper table plus
 ``tables.md`` (all of them); ``claims.md``; ``index.html`` (one
 self-contained page; sample frames and videos come from ``videos/`` beside
@@ -18,9 +21,11 @@ from typing import Mapping
 
 from stages._stage import Stage, StageResult
 from talkhead_models.atomic import atomic_dir, write_text
-from talkhead_models.reporting import (DOES_NOT_HOLD, HOLDS, NOT_MEASURABLE, Evidence, build_tables, claims_markdown,
-                                       collect_media, default_claims, evaluate_claims, load_curves, load_records,
-                                       psnr_vs_time_csv, render_index, tables_markdown, to_csv, to_markdown)
+from talkhead_models.reporting.records import SPEED_FILE
+from talkhead_models.reporting import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NOT_MEASURABLE, UNMEASURABLE, Evidence,
+                                       build_tables, claims_markdown, collect_media, default_claims, evaluate_claims,
+                                       load_curves, load_records, load_speed, psnr_vs_time_csv, render_index,
+                                       tables_markdown, to_csv, to_markdown)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,8 @@ class TablesConfig:
 
     static_margin_db: float = 3.0
     """Claim "every trained method beats the static row": the PSNR margin in dB."""
+    nearest_pose_margin_db: float = 0.0
+    """Claim "every trained method beats the nearest-pose row": the PSNR margin in dB."""
     frames_per_result: int = 6
     """Sample frames embedded in index.html per (method, identity)."""
     frame_width: int = 256
@@ -46,8 +53,11 @@ class TablesConfig:
 def run(cfg: TablesConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> StageResult:
     records = load_records(inputs["metrics"])
     curves = load_curves(inputs.get("models"))
+    # Optional (the FPS claims wait for it), so not a declared input: those must exist before a stage runs.
+    speed = load_speed(Path(inputs["metrics"]) / SPEED_FILE)
     tables = build_tables(records)
-    outcomes = evaluate_claims(Evidence(records, curves), default_claims(cfg.static_margin_db))
+    outcomes = evaluate_claims(Evidence(records, curves, speed),
+                               default_claims(cfg.static_margin_db, cfg.nearest_pose_margin_db))
 
     with atomic_dir(outputs["tables"]) as folder:
         for table in tables:
@@ -66,15 +76,19 @@ def run(cfg: TablesConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Pat
     write_text(page, render_index(tables, outcomes, records, curves, page, media, links))
 
     counts = {status: sum(o.verdict.status == status for o in outcomes)
-              for status in (HOLDS, DOES_NOT_HOLD, NOT_MEASURABLE)}
+              for status in (HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, NOT_MEASURABLE, UNMEASURABLE)}
     run_rows = [row for table in tables for row in table.our_rows()]
-    log.info("tables: %d tables from %d records; claims: %d hold, %d do not, %d not yet measurable",
-             len(tables), len(records), counts[HOLDS], counts[DOES_NOT_HOLD], counts[NOT_MEASURABLE])
+    log.info("tables: %d tables from %d records; claims: %d hold, %d do not, %d inconclusive, %d not yet "
+             "measurable, %d not measurable", len(tables), len(records), counts[HOLDS], counts[DOES_NOT_HOLD],
+             counts[INCONCLUSIVE], counts[NOT_MEASURABLE], counts[UNMEASURABLE])
     return StageResult(
         metrics={"tables": float(len(tables)), "records": float(len(records)), "curves": float(len(curves)),
+                 "speed_pairs": float(len(speed.pairs)) if speed is not None else 0.0,
                  "claims": float(len(outcomes)), "claims_hold": float(counts[HOLDS]),
                  "claims_do_not_hold": float(counts[DOES_NOT_HOLD]),
-                 "claims_not_measurable": float(counts[NOT_MEASURABLE]),
+                 "claims_inconclusive": float(counts[INCONCLUSIVE]),
+                 "claims_not_yet_measurable": float(counts[NOT_MEASURABLE]),
+                 "claims_not_measurable": float(counts[UNMEASURABLE]),
                  "rows_not_run": float(sum(row.not_run for row in run_rows))},
         artifacts=[Path(outputs["claims"]), Path(outputs["tables"]) / "tables.md"],
     )

@@ -4,15 +4,24 @@
 calls. It returns the record the tables read (``reports/metrics/<method>/
 <identity>.json``)::
 
-    {"method", "family", "variant", "identity", "profile", "hardware",
+    {"method", "family", "variant", "identity", "seed", "profile", "hardware",
+     "demo_aids": [labels of the demo aids the run's config uses],
      "settings": {"self": {"frames", "clips", "metrics": {name: MetricValue.to_dict()}},
-                  "cross": {...}}}
+                  "cross": {...}},
+     "training": the trainer's train.json}
+
+Each metric keeps the values its mean is taken over (``per_frame``, one
+per frame or, for the lip-sync scores, per clip: ``sample_unit``), so the
+report can put an interval on a difference between two runs.
+:func:`record_json` writes the record with those lists on one line each.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,6 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from talkhead_models.config import demo_aids
 from talkhead_models.data.identity_reader import IdentityReader
 from talkhead_models.evaluation.driving import FrameBudget, SplitError, drivings
 from talkhead_models.evaluation.evaluate import (FACE_MODEL_FILE, ClipScorer, EvaluationConfig, ExpressionFitter, LandmarkFinder,
@@ -32,7 +42,7 @@ from talkhead_models.preprocess.audio_features import AudioConfig
 
 log = logging.getLogger(__name__)
 
-REFERENCE_FAMILIES = ("ground_truth", "static")
+REFERENCE_FAMILIES = ("ground_truth", "static", "nearest_pose")
 """Rows that render nothing (they read frames), so a rendering speed would mean nothing."""
 
 TRAINING_SUMMARY = "train.json"
@@ -97,11 +107,25 @@ def evaluate_method(spec: MethodSpec, method_cfg: Any, cfg: EvaluationConfig, au
             settings[role] = _setting_record(result)
     finally:
         scorer.landmarks.close()
-    return {
-        "method": spec.name, "family": spec.family, "variant": spec.variant, "identity": reader.root.name,
-        "profile": profile, "hardware": device_description(), "settings": settings,
-        "training": summary,
-    }
+    record = {"method": spec.name, "family": spec.family, "variant": spec.variant, "identity": reader.root.name}
+    if dataclasses.is_dataclass(method_cfg) and hasattr(method_cfg, "seed"):
+        record["seed"] = int(method_cfg.seed)
+    record.update({
+        "profile": profile, "hardware": device_description(),
+        "demo_aids": demo_aids(method_cfg) if dataclasses.is_dataclass(method_cfg) else [],
+        "settings": settings, "training": summary,
+    })
+    return record
+
+
+_NUMBER_LIST = re.compile(r"\[\s*(-?(?:[0-9.eE+-]+|Infinity|NaN)(?:,\s*-?(?:[0-9.eE+-]+|Infinity|NaN))*)\s*\]")
+
+
+def record_json(record: dict) -> str:
+    """The record as indented JSON with every list of numbers (the per-frame values) on one line."""
+    text = json.dumps(record, indent=1, allow_nan=True)
+    return _NUMBER_LIST.sub(lambda match: "[" + ", ".join(part.strip() for part in match.group(1).split(",")) + "]",
+                            text) + "\n"
 
 
 def _setting_record(result: RoleResult) -> dict:
@@ -157,4 +181,4 @@ def set_threads(count: int) -> None:
 
 
 __all__ = ["EvaluationConfig", "EvaluationInputs", "SplitError", "TRAINING_SUMMARY", "evaluate_method",
-           "set_threads"]
+           "record_json", "set_threads"]

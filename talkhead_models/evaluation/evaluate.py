@@ -11,7 +11,9 @@ metrics that need ground-truth frames are n/a for cross-driven audio.
 
 Per-frame metrics are averaged over all rendered frames of a role; the
 lip-sync scores are averaged over clips, as Wav2Lip's evaluation averages
-over videos; FID compares a subsample of rendered and real frames.
+over videos; FID compares a subsample of rendered and real frames. The
+values behind each mean (per frame, or per clip for the lip-sync scores)
+stay with it (``MetricValue.per_frame``) for the report's intervals.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from talkhead_models.face_topology import to_68
 from talkhead_models.methods.base import Driving, TalkingHead, UnsupportedDriving
 from talkhead_models.metrics import (METRICS, MetricValue, SyncScorer, acd, aue, available_metrics, cpbd, exp_diff,
                                      face_lmd, fid, lpips, mouth_lmd, psnr, ssim, sync_metrics, training_time)
+from talkhead_models.metrics.base import CLIP
 from talkhead_models.metrics.speed import device_description
 
 log = logging.getLogger(__name__)
@@ -75,10 +78,12 @@ def combine(name: str, parts: list[tuple[MetricValue, int]]) -> MetricValue:
         mean = float(values[0])
     else:
         mean = float((values * weights).sum() / weights.sum())
-    per_frame = [value.per_frame for value, _ in parts if value.per_frame is not None]
+    # Samples only when every part has them: a partial list would not line up with the frames of another run.
+    samples = [value.per_frame for value, _ in parts]
+    complete = all(sample is not None for sample in samples)
     return MetricValue(name, mean, unit=first.unit, reference=first.reference, note=first.note,
                        higher_is_better=first.higher_is_better, hardware=first.hardware,
-                       per_frame=np.concatenate(per_frame) if per_frame else None)
+                       per_frame=np.concatenate(samples) if complete else None, sample_unit=first.sample_unit)
 
 
 class LandmarkFinder:
@@ -279,14 +284,15 @@ def evaluate_role(head: TalkingHead, drivings: list[Driving], scorer: ClipScorer
 def _combine_role(name: str, parts: list[tuple[MetricValue, int]]) -> MetricValue:
     if name not in ("Sync", "LSE-C", "LSE-D"):
         return combine(name, parts)
-    # Wav2Lip averages lip-sync scores over videos, not frames.
+    # Wav2Lip averages lip-sync scores over videos, not frames; the clip is also the unit an interval resamples.
     combined = combine(name, [(value, 1) for value, _ in parts])
     if not combined.available:
         return combined
     offsets = [match.group(1) for value, _ in parts if (match := re.search(r"offset (-?\d+) frames", value.note))]
     return MetricValue(name, combined.value, unit=combined.unit, reference=combined.reference,
                        higher_is_better=combined.higher_is_better,
-                       note=f"mean over {len(parts)} clips; best offsets (frames): {', '.join(offsets)}")
+                       note=f"mean over {len(parts)} clips; best offsets (frames): {', '.join(offsets)}",
+                       per_frame=np.array([value.value for value, _ in parts], np.float64), sample_unit=CLIP)
 
 
 def _render(head: TalkingHead, driving: Driving) -> tuple[np.ndarray, float]:

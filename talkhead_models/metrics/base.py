@@ -28,6 +28,13 @@ SUBSTITUTE_PREFIX = "substitute: "
 
 WEIGHTS_DOC = "docs/WEIGHTS.md"
 
+FRAME, CLIP, REPETITION = "frame", "clip", "repetition"
+SAMPLE_UNITS = (FRAME, CLIP, REPETITION)
+"""What one of a value's samples (:attr:`MetricValue.per_frame`) is."""
+SAMPLE_DIGITS = 5
+"""Significant digits of the per-frame values in a record (keeps records small; far below any difference a
+test set of a few hundred frames can resolve)."""
+
 
 class MissingWeightsError(FileNotFoundError):
     """A weights file a metric needs is not in the weights folder; the message says which and where to get it."""
@@ -60,7 +67,10 @@ class MetricValue:
     hardware: str = ""
     """Where a speed or cost was measured ("NVIDIA A100 (cuda:0)"); it goes into the footnote."""
     per_frame: np.ndarray | None = field(default=None, compare=False, repr=False)
-    """Per-frame values where the metric has them, for plots and per-clip aggregation."""
+    """The values ``value`` is the mean of, one per ``sample_unit`` (frames, or clips for the lip-sync scores),
+    in test-set order: what an interval between two runs resamples."""
+    sample_unit: str = field(default=FRAME, compare=False)
+    """What one entry of ``per_frame`` is: "frame", "clip" (lip-sync scores are per clip) or "repetition"."""
 
     @classmethod
     def not_available(cls, name: str, reason: str, unit: str = "", higher_is_better: bool = True) -> "MetricValue":
@@ -96,13 +106,17 @@ class MetricValue:
         return None
 
     def to_dict(self) -> dict:
-        """JSON-ready: everything but the per-frame array."""
-        return {"name": self.name, "value": self.value, "unit": self.unit, "reference": self.reference,
+        """JSON-ready; the per-frame values rounded to :data:`SAMPLE_DIGITS` significant digits."""
+        data = {"name": self.name, "value": self.value, "unit": self.unit, "reference": self.reference,
                 "note": self.note, "higher_is_better": self.higher_is_better, "hardware": self.hardware}
+        if self.per_frame is not None:
+            data["sample_unit"] = self.sample_unit
+            data["per_frame"] = [float(f"{v:.{SAMPLE_DIGITS}g}") for v in np.asarray(self.per_frame).ravel()]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MetricValue":
-        """The inverse of :meth:`to_dict` (without the per-frame array).
+        """The inverse of :meth:`to_dict` (per-frame values as rounded there; absent in older records).
 
         JSON's ``Infinity`` (ground truth's PSNR) arrives as ``float("inf")``;
         a missing or non-numeric value raises ``ValueError`` naming the metric.
@@ -112,10 +126,19 @@ class MetricValue:
         value = data["value"]
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ValueError(f"metric {data['name']!r}: value must be a number, Infinity or null, got {value!r}")
+        per_frame = data.get("per_frame")
+        if per_frame is not None:
+            if not isinstance(per_frame, list) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in per_frame):
+                raise ValueError(f"metric {data['name']!r}: per_frame must be a list of numbers")
+            per_frame = np.asarray(per_frame, np.float64)
+        unit = str(data.get("sample_unit", FRAME))
+        if unit not in SAMPLE_UNITS:
+            raise ValueError(f"metric {data['name']!r}: sample_unit {unit!r} is not one of {SAMPLE_UNITS}")
         return cls(name=str(data["name"]), value=None if value is None else float(value),
                    unit=str(data.get("unit", "")), reference=str(data.get("reference", REFERENCE)),
                    note=str(data.get("note", "")), higher_is_better=bool(data.get("higher_is_better", True)),
-                   hardware=str(data.get("hardware", "")))
+                   hardware=str(data.get("hardware", "")), per_frame=per_frame, sample_unit=unit)
 
 
 def footnotes(values: Iterable[MetricValue]) -> list[str]:

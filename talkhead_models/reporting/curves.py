@@ -4,12 +4,19 @@ Training stages write ``<models folder>/<method>/<identity>/curve.csv`` with
 columns ``step, seconds, loss, val_psnr`` (``val_psnr`` empty on steps
 without validation). The report gathers the rows with a validation PSNR
 into one long table, the data of the "PSNR vs wall time" plot.
+
+Two curves measure the same thing only when they were validated on the same
+frames at the same resolution. The trainer says which in the ``train.json``
+beside the curve: ``validation_frames`` (frame indices) and
+``validation_resolution`` ([H, W]); a curve without them is not comparable
+with another method's (:meth:`Curve.comparable_with`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -20,6 +27,10 @@ from talkhead_models.config import NAME_PATTERN
 log = logging.getLogger(__name__)
 
 CURVE_FILE = "curve.csv"
+SUMMARY_FILE = "train.json"
+"""The train stage's summary beside the curve (evaluation.TRAINING_SUMMARY)."""
+VALIDATION_KEYS = ("validation_frames", "validation_resolution")
+"""train.json keys that say what a curve's validation PSNR was measured on."""
 CURVE_COLUMNS = ("step", "seconds", "loss", "val_psnr")
 PLOT_COLUMNS = ("method", "identity", "seconds", "val_psnr")
 
@@ -32,6 +43,25 @@ class Curve:
     identity: str
     seconds: tuple[float, ...]
     val_psnr: tuple[float, ...]
+    validation_frames: tuple[int, ...] | None = None
+    """The frames the validation PSNR averages (train.json); None when the trainer did not record them."""
+    validation_resolution: tuple[int, int] | None = None
+    """[H, W] the validation frames were rendered at (train.json); None when not recorded."""
+
+    def validation_text(self) -> str:
+        if self.validation_frames is None or self.validation_resolution is None:
+            missing = [key for key, value in zip(VALIDATION_KEYS, (self.validation_frames,
+                                                                  self.validation_resolution)) if value is None]
+            return f"{self.method}'s train.json records no {' or '.join(missing)}"
+        height, width = self.validation_resolution
+        return f"{self.method}: {len(self.validation_frames)} validation frames at {height}x{width}"
+
+    def comparable_with(self, other: "Curve") -> bool:
+        """Both curves validated on the same frames at the same resolution (and both say so)."""
+        known = None not in (self.validation_frames, self.validation_resolution, other.validation_frames,
+                             other.validation_resolution)
+        return known and (self.validation_frames, self.validation_resolution) == (other.validation_frames,
+                                                                                  other.validation_resolution)
 
     def best(self) -> float | None:
         return max(self.val_psnr) if self.val_psnr else None
@@ -66,7 +96,25 @@ def read_curve(path: Path, method: str, identity: str) -> Curve:
             if psnr is not None and seconds is not None and not math.isnan(psnr):
                 points.append((seconds, psnr))
     points.sort()
-    return Curve(method, identity, tuple(s for s, _ in points), tuple(p for _, p in points))
+    frames, resolution = _validation_setup(path.parent / SUMMARY_FILE)
+    return Curve(method, identity, tuple(s for s, _ in points), tuple(p for _, p in points), frames, resolution)
+
+
+def _validation_setup(path: Path) -> tuple[tuple[int, ...] | None, tuple[int, int] | None]:
+    """(validation frames, [H, W]) from a train.json, each None when absent or malformed (logged)."""
+    if not path.is_file():
+        return None, None
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        log.warning("%s: not valid JSON (%s); its curve counts as not comparable", path, error)
+        return None, None
+    frames, resolution = summary.get(VALIDATION_KEYS[0]), summary.get(VALIDATION_KEYS[1])
+    if not (isinstance(frames, list) and all(isinstance(f, int) for f in frames)):
+        frames = None
+    if not (isinstance(resolution, list) and len(resolution) == 2 and all(isinstance(v, int) for v in resolution)):
+        resolution = None
+    return (None if frames is None else tuple(frames)), (None if resolution is None else tuple(resolution))
 
 
 def load_curves(folder: str | Path | None) -> list[Curve]:

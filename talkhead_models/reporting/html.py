@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from talkhead_models.reporting.claims import DOES_NOT_HOLD, HOLDS, Outcome
+from talkhead_models.reporting.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, STATUS_NOTE, Outcome
 from talkhead_models.reporting.curves import Curve
 from talkhead_models.reporting.records import RecordSet
 from talkhead_models.reporting.tables import OUR_SOURCE, Table
@@ -37,7 +37,7 @@ tr.paper { background: #f4f6fb; }
 tr.ours { background: #fff; }
 tr.notrun { color: #999; }
 td.holds { color: #176317; font-weight: bold; } td.fails { color: #a31515; font-weight: bold; }
-td.pending { color: #777; }
+td.pending { color: #777; } td.inconclusive { color: #8a6d00; font-weight: bold; }
 ol.footnotes, ul.notes { font-size: 0.8em; color: #444; }
 figure { display: inline-block; margin: 0.3em; } figcaption { font-size: 0.8em; }
 nav a { margin-right: 1em; }
@@ -185,12 +185,14 @@ def claims_html(outcomes: list[Outcome]) -> str:
     rows = []
     for outcome in outcomes:
         status = outcome.verdict.status
-        kind = {HOLDS: "holds", DOES_NOT_HOLD: "fails"}.get(status, "pending")
+        kind = {HOLDS: "holds", DOES_NOT_HOLD: "fails", INCONCLUSIVE: "inconclusive"}.get(status, "pending")
         rows.append(f"<tr><td>{_e(outcome.claim.text)}</td><td>{_e(outcome.claim.paper_name)}</td>"
                     f"<td>{_e(outcome.claim.measured)}</td><td>{_e(outcome.verdict.numbers)}</td>"
+                    f"<td>{_e(outcome.aids_text())}</td>"
                     f'<td class="{kind}">{_e(status)}</td></tr>')
-    return ("<table><thead><tr><th>Claim</th><th>Paper</th><th>How measured</th><th>Our numbers</th><th>Status</th>"
-            "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    return ("<table><thead><tr><th>Claim</th><th>Paper</th><th>How measured</th><th>Our numbers</th>"
+            "<th>Demo aids of the runs compared</th><th>Status</th></tr></thead><tbody>" + "".join(rows)
+            + "</tbody></table>")
 
 
 def media_html(media: list[Media]) -> str:
@@ -228,7 +230,7 @@ def render_index(tables: list[Table], outcomes: list[Outcome], records: RecordSe
         f"<p>{_e(records.describe())}. {len(records)} metric records, {len(curves)} training curves.</p>",
         '<nav><a href="#claims">Claims</a><a href="#tables">Tables</a><a href="#plots">Plots</a>'
         '<a href="#media">Frames and videos</a><a href="#reports">Other reports</a></nav>',
-        '<h2 id="claims">Claims</h2>', claims_html(outcomes),
+        '<h2 id="claims">Claims</h2>', f"<p>{_e(STATUS_NOTE.replace('**', ''))}</p>", claims_html(outcomes),
         '<h2 id="tables">Tables</h2>',
         "<p>Rows marked <em>paper</em> are the papers' numbers on their data; rows marked <em>this run</em> are "
         "this pipeline's on this corpus, averaged over identities. Superscripts point to the footnotes below "

@@ -1,8 +1,8 @@
 """The four papers' tables as data: their columns, their reported numbers, and which of our runs each row is.
 
-Numbers are copied as printed from the texts in the project's papers
-folder (``r2-talker.txt``, ``gstalker.txt``, ``jean.txt``,
-``s3d-nerf.txt``); ``None`` is a blank or a dash. Each paper row maps to
+Numbers are copied as printed in the four papers (read from plain-text
+extractions of them, hence the notes on lost cells below); ``None`` is a
+blank or a dash. Each paper row maps to
 one (family, variant) of this project, or to none (a baseline we do not
 reproduce). Each column names the metric of ours it is compared with and
 the setting (self- or cross-driven) our number comes from.
@@ -23,7 +23,7 @@ Where the source was unclear:
   features only; (b) 3DMM parameters only; (c) self-supervised audio
   encoder + emotion features; (d) audio encoder + transformer on 3DMM
   parameters; full: audio encoder + emotion features + transformer).
-* S3D-NeRF: ``s3d-nerf.txt`` is a summary of the paper, not its text;
+* S3D-NeRF: the numbers were read from a summary of the paper, not its text;
   the table numbers (1: single-shot methods on HDTF, 2: person-specific
   NeRFs on AD-NeRF's videos, 3: ablation) follow the summary's order.
   The full model's SSIM is 0.819 in Table 1 but 0.829 in the ablation.
@@ -49,6 +49,9 @@ Key = tuple[str, str]
 
 GROUND_TRUTH: Key = ("ground_truth", "")
 STATIC: Key = ("static", "")
+NEAREST_POSE: Key = ("nearest_pose", "")
+REFERENCE_KEYS: tuple[Key, ...] = (GROUND_TRUTH, STATIC, NEAREST_POSE)
+"""The reference rows every table of ours carries, in this order."""
 
 PAPERS = {"r2talker": "R2-Talker", "gstalker": "GSTalker", "jean": "JEAN", "s3dnerf": "S3D-NeRF"}
 """Family -> the paper's name for its method."""
@@ -203,9 +206,11 @@ GSTALKER_TABLE1 = PaperTable(
         ("RAD-NeRF(Tang et al., 2022)", ("34.00", "0.0387", "2.696", "6.664", "0.882", "7h", "40"),
          ("r2talker", "audio_baseline")),
         ("ER-NeRF(Li et al., 2023)", ("33.10", "0.0291", "2.740", "5.708", "0.854", "2h", "34"), None),
-        ("GSTalker", ("34.65", "0.0151", "2.695", "5.775", "0.862", "40min", "125"), ("gstalker", "")),
+        ("GSTalker", ("34.65", "0.0151", "2.695", "5.775", "0.862", "40min", "125"), ("gstalker", "paper_audio")),
     ),
-    notes=("The paper leaves PSNR/LPIPS of MakeItTalk and Wav2Lip out (other audio was used to drive them).",),
+    notes=("The paper leaves PSNR/LPIPS of MakeItTalk and Wav2Lip out (other audio was used to drive them).",
+           "GSTalker's row is `gstalker_paper_audio` (its own audio encoder on mel features); `gstalker` reads the "
+           "audio feature params.yaml selects (the demo: the audio-to-motion model's mouth displacements, an aid).",),
 )
 
 GSTALKER_TABLE2 = PaperTable(
@@ -220,7 +225,7 @@ GSTALKER_TABLE2 = PaperTable(
         ("AD-NeRF(Guo et al., 2021)", ("4.855", "1.943", "4.698", "1.541"), ("jean", "audio_only")),
         ("RAD-NeRF(Tang et al., 2022)", ("5.747", "1.788", "6.372", "1.237"), ("r2talker", "audio_baseline")),
         ("ER-NeRF(Li et al., 2023)", ("5.830", "1.782", "6.800", "1.156"), None),
-        ("Ours", ("6.299", "1.771", "6.718", "1.251"), ("gstalker", "")),
+        ("Ours", ("6.299", "1.771", "6.718", "1.251"), ("gstalker", "paper_audio")),
     ),
     notes=("This corpus has one cross-driven audio set (another identity's voice); its numbers are shown under "
            "Testset A, Testset B has no counterpart here.",

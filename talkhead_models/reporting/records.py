@@ -1,17 +1,28 @@
-"""The evaluation's metric records, loaded and averaged over identities.
+"""The evaluation's metric records, loaded, averaged over identities and seeds, and paired frame by frame.
 
-One record per (method, identity), written by the evaluate stage as
-``<metrics folder>/<method>/<identity>.json``::
+One record per (method, identity, seed), written by the evaluate stage as
+``<metrics folder>/<method>/<identity>.json`` (a retrained seed k > 0 may
+sit beside it as ``<identity>.seed<k>.json``)::
 
     {"method": "r2talker_maglo", "family": "r2talker", "variant": "maglo", "identity": "S001",
-     "profile": "demo", "hardware": "...",
+     "seed": 0, "profile": "demo", "hardware": "...", "demo_aids": ["a2m audio", ...],
      "settings": {"self":  {"frames": 120, "metrics": {"PSNR": <MetricValue.to_dict()>, ...}},
-                  "cross": {"frames": 300, "metrics": {...}}}}
+                  "cross": {"frames": 300, "metrics": {...}}},
+     "training": {<the trainer's train.json: seconds, iterations, hardware, ...>}}
+
+``seed`` defaults to 0 (the pipeline's own run; reference rows have none);
+``demo_aids`` absent means the record predates it (not "no aids").
 
 Tables show one row per (family, variant): the mean over identities of the
 values that exist. An identity whose value is n/a is left out of the mean
 and named in a footnote, so a mean over fewer identities is never passed
-off as the full one.
+off as the full one. With several seeds the cell is the mean over seeds of
+those means, with their standard deviation.
+
+:meth:`RecordSet.paired` lines up two runs' per-frame (or per-clip) values
+for an interval: the self-driven test frames of an identity are the same
+frames for every run (same split, same ``max_self_frames``), so they pair by
+index; records whose counts differ are not paired.
 """
 
 from __future__ import annotations
@@ -19,7 +30,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+import re
+import statistics
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -32,11 +45,15 @@ log = logging.getLogger(__name__)
 
 SETTINGS = ("self", "cross")
 """Self-driven (the identity's own held-out audio, ground-truth frames exist) and cross-driven (another voice)."""
-REFERENCE_FAMILIES = ("ground_truth", "static")
-"""Rows every table carries: the real frames (upper bound) and a still frame (what doing nothing scores)."""
+REFERENCE_FAMILIES = ("ground_truth", "static", "nearest_pose")
+"""Rows every table carries: the real frames (upper bound), a still frame (what doing nothing scores) and, for
+each test frame, the training frame of the nearest tracked head pose (what retrieval without audio scores)."""
 TRAINED_FAMILIES = ("r2talker", "gstalker", "jean", "s3dnerf")
 Key = tuple[str, str]
 """(family, variant); variant "" is the full method."""
+SPEED_FILE = "speed.json"
+"""The speed stage's file in the metrics folder (not a metric record; reporting.speed reads it)."""
+_SEED_FILE = re.compile(r"^(?P<identity>[A-Za-z0-9_-]+)\.seed(?P<seed>[0-9]+)$")
 
 
 class RecordError(ValueError):
@@ -54,6 +71,9 @@ class SettingResult:
 
     frames: int
     metrics: Mapping[str, MetricValue]
+    clips: tuple[tuple[str, str, int], ...] | None = None
+    """(clip, audio identity, frames) of each driving clip in order, when the record lists them: two runs'
+    values pair frame by frame only over the same clips."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +89,13 @@ class MetricRecord:
     settings: Mapping[str, SettingResult]
     source: Path | None = None
     """The file it was read from (for error messages)."""
+    seed: int = 0
+    """The training seed of the run (0: the pipeline's own run, and every reference row)."""
+    demo_aids: tuple[str, ...] | None = None
+    """Labels of the demo aids the run's config uses; None when the record does not say (written before aids were
+    recorded)."""
+    training: Mapping = field(default_factory=dict)
+    """The trainer's summary (train.json): seconds, iterations, hardware, loss choices."""
 
     @property
     def key(self) -> Key:
@@ -122,22 +149,45 @@ def parse_record(data: Mapping, path: Path) -> MetricRecord:
             if value.name != name:
                 raise RecordError(f"{path}: {where}metrics.{name} holds a value named {value.name!r}")
             metrics[name] = value
-        settings[setting] = SettingResult(frames=int(frames), metrics=metrics)
+        settings[setting] = SettingResult(frames=int(frames), metrics=metrics, clips=_clips(body.get("clips")))
+    seed = data.get("seed", 0)
+    if seed is None:
+        seed = 0
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise RecordError(f"{path}: 'seed' should be a non-negative integer, got {seed!r}")
+    aids = data.get("demo_aids")
+    if aids is not None and (not isinstance(aids, list) or not all(isinstance(a, str) for a in aids)):
+        raise RecordError(f"{path}: 'demo_aids' should be a list of labels, got {aids!r}")
+    training = data.get("training") or {}
+    if not isinstance(training, dict):
+        raise RecordError(f"{path}: 'training' should be an object (the trainer's train.json), got {training!r}")
     return MetricRecord(method=fields["method"], family=fields["family"], variant=fields["variant"],
                         identity=fields["identity"], profile=str(data.get("profile", "")),
-                        hardware=str(data.get("hardware", "")), settings=settings, source=path)
+                        hardware=str(data.get("hardware", "")), settings=settings, source=path, seed=seed,
+                        demo_aids=None if aids is None else tuple(aids), training=training)
+
+
+def _clips(raw: object) -> tuple[tuple[str, str, int], ...] | None:
+    if not isinstance(raw, list) or not all(isinstance(c, Mapping) and "clip" in c for c in raw):
+        return None
+    return tuple((str(c["clip"]), str(c.get("audio_identity", "")), int(c.get("frames", 0))) for c in raw)
 
 
 def read_record(path: Path) -> MetricRecord:
-    """One ``<method>/<identity>.json``; its folder and file names must match what it says inside."""
+    """One ``<method>/<identity>.json`` (or ``<identity>.seed<k>.json``); its folder and file names must match
+    what it says inside."""
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise RecordError(f"{path}: not valid JSON ({error}); re-run its evaluate stage") from None
     record = parse_record(data, path)
-    if (record.method, record.identity) != (path.parent.name, path.stem):
+    seeded = _SEED_FILE.match(path.stem)
+    identity, seed = (seeded["identity"], int(seeded["seed"])) if seeded else (path.stem, None)
+    if (record.method, record.identity) != (path.parent.name, identity):
         raise RecordError(f"{path}: says method {record.method!r}, identity {record.identity!r} but is stored as "
                           f"{path.parent.name}/{path.name}; the file must be <method>/<identity>.json")
+    if seed is not None and record.seed != seed:
+        raise RecordError(f"{path}: says seed {record.seed} but is stored as seed {seed}")
     return record
 
 
@@ -151,15 +201,32 @@ class Aggregate:
     """Every identity the (family, variant) was evaluated on."""
     missing: tuple[tuple[str, str], ...] = ()
     """(identity, reason) of the identities left out of the mean."""
+    seeds: tuple[int, ...] = (0,)
+    """The seeds whose means the value averages."""
+    spread: float | None = None
+    """Sample standard deviation over ``seeds`` of each seed's mean; None with one seed."""
+
+    def cell(self, digits: int = 3) -> str:
+        """The table cell: the value, and ``± spread`` over seeds when there are several."""
+        text = self.value.cell(digits)
+        if self.spread is not None and self.value.available:
+            text += f" ± {self.spread:.{digits}f}"
+        return text
 
     def footnotes(self, method: str) -> list[str]:
-        """The cell's footnotes: the value's own (n/a, substitute, hardware), then the identities left out."""
+        """The cell's footnotes: the value's own (n/a, substitute, hardware), the seeds, the identities left out."""
         notes = [text for text in (self.value.footnote(),) if text]
+        if self.spread is not None and self.value.available:
+            notes.append(f"{self.value.name} of {method}: mean ± standard deviation over seeds "
+                         f"{', '.join(map(str, self.seeds))} (each seed's value is its mean over identities)")
         if self.missing and self.value.available:
             left_out = "; ".join(f"{identity}: {reason}" for identity, reason in self.missing)
-            used = len(self.identities) - len(self.missing)
-            notes.append(f"{self.value.name} of {method}: n/a on {left_out}; the cell is the mean over the other "
-                         f"{used} of {len(self.identities)} identities")
+            if len(self.seeds) > 1:
+                notes.append(f"{self.value.name} of {method}: n/a on {left_out}; left out of that seed's mean")
+            else:
+                used = len(self.identities) - len(self.missing)
+                notes.append(f"{self.value.name} of {method}: n/a on {left_out}; the cell is the mean over the "
+                             f"other {used} of {len(self.identities)} identities")
         return notes
 
 
@@ -203,6 +270,62 @@ def average(name: str, values: Mapping[str, MetricValue | None]) -> Aggregate:
     return Aggregate(value, identities, tuple(missing))
 
 
+@dataclass(frozen=True)
+class Paired:
+    """One metric of two runs on the same test frames (or clips) of one or more identities, for one seed."""
+
+    seed_a: int
+    seed_b: int
+    a: np.ndarray
+    b: np.ndarray
+    groups: np.ndarray
+    """The index (into ``identities``) of each pair: an interval resamples within each identity."""
+    unit: str
+    """What one pair is: "frame" or "clip"."""
+    identities: tuple[str, ...]
+
+    @property
+    def seed_text(self) -> str:
+        return f"seed {self.seed_a}" if self.seed_a == self.seed_b else f"seeds {self.seed_a}/{self.seed_b}"
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """:meth:`RecordSet.paired`'s answer: one :class:`Paired` per seed, and what was left out and why."""
+
+    pairs: list[Paired]
+    problems: list[str]
+
+
+def _clip_problem(a: MetricRecord, b: MetricRecord, setting: str, name_a: str, name_b: str) -> str | None:
+    """Why two records' test clips differ (then their frames are not the same frames), or None."""
+    clips_a, clips_b = (record.settings[setting].clips if setting in record.settings else None for record in (a, b))
+    if clips_a is None or clips_b is None or clips_a == clips_b:
+        return None
+    return (f"{a.identity}: {name_a} and {name_b} were scored on different {setting}-driven clips "
+            f"({len(clips_a)} vs {len(clips_b)} clips, {sum(c[2] for c in clips_a)} vs "
+            f"{sum(c[2] for c in clips_b)} frames), not paired")
+
+
+def _pair_problem(metric: str, identity: str, a: tuple[str, MetricValue | None],
+                  b: tuple[str, MetricValue | None]) -> str | None:
+    """Why two values cannot be paired frame by frame, or None when they can."""
+    for name, value in (a, b):
+        if value is None or not value.available:
+            return f"{metric} of {name} n/a on {identity}"
+    for name, value in (a, b):
+        if value.per_frame is None:
+            return (f"{name}'s record of {identity} keeps no per-frame (or per-clip) {metric} values (re-run its "
+                    "evaluate stage)")
+    (name_a, va), (name_b, vb) = a, b
+    if va.sample_unit != vb.sample_unit:
+        return f"{identity}: {metric} of {name_a} is per {va.sample_unit}, of {name_b} per {vb.sample_unit}"
+    if len(va.per_frame) != len(vb.per_frame):
+        return (f"{identity}: {metric} of {name_a} has {len(va.per_frame)} {va.sample_unit}s, of {name_b} "
+                f"{len(vb.per_frame)}: not the same test {va.sample_unit}s, not paired")
+    return None
+
+
 @dataclass
 class RecordSet:
     """All records of a run, grouped by (family, variant) in first-seen order."""
@@ -219,8 +342,25 @@ class RecordSet:
         return sorted(found, key=lambda key: (family_order.get(key[0], len(family_order)), key[0], key[1] != "",
                                               key[1]))
 
-    def of(self, key: Key) -> list[MetricRecord]:
-        return sorted((r for r in self.records if r.key == key), key=lambda r: r.identity)
+    def of(self, key: Key, seed: int | None = None) -> list[MetricRecord]:
+        """The records of ``key`` (of one ``seed``, or of every seed), by identity and seed."""
+        return sorted((r for r in self.records if r.key == key and (seed is None or r.seed == seed)),
+                      key=lambda r: (r.identity, r.seed))
+
+    def seeds(self, key: Key) -> tuple[int, ...]:
+        return tuple(sorted({record.seed for record in self.records if record.key == key}))
+
+    def aids(self, key: Key) -> tuple[str, ...] | None:
+        """The demo aids of ``key``'s records (their union); None when no record says."""
+        said = [record.demo_aids for record in self.of(key) if record.demo_aids is not None]
+        return None if not said else tuple(_distinct(label for aids in said for label in aids))
+
+    def aids_text(self, key: Key) -> str:
+        """``demo aids: a2m audio, mouth-motion prior`` / ``no demo aids`` / ``demo aids not recorded``."""
+        aids = self.aids(key)
+        if aids is None:
+            return "demo aids not recorded (re-run its evaluate stage)"
+        return "demo aids: " + ", ".join(aids) if aids else "no demo aids"
 
     def has(self, key: Key) -> bool:
         return any(record.key == key for record in self.records)
@@ -231,19 +371,86 @@ class RecordSet:
         return " / ".join(names) if names else method_name(*key)
 
     def identities(self, key: Key) -> tuple[str, ...]:
-        return tuple(record.identity for record in self.of(key))
+        return tuple(_distinct(record.identity for record in self.of(key)))
 
     def aggregate(self, key: Key, setting: str, metric: str) -> Aggregate | None:
-        """``metric`` of ``key`` in ``setting`` averaged over identities; None when ``key`` was not run."""
-        records = self.of(key)
-        if not records:
+        """``metric`` of ``key`` in ``setting`` averaged over identities (then over seeds); None when not run."""
+        seeds = self.seeds(key)
+        if not seeds:
             return None
-        return average(metric, {record.identity: record.metric(setting, metric) for record in records})
+        per_seed = {seed: average(metric, {r.identity: r.metric(setting, metric) for r in self.of(key, seed)})
+                    for seed in seeds}
+        if len(seeds) == 1:
+            return replace(per_seed[seeds[0]], seeds=seeds)
+        usable = {seed: a for seed, a in per_seed.items() if a.value.available and not math.isnan(a.value.value)}
+        missing = tuple((f"{identity} seed {seed}", reason) for seed, a in per_seed.items()
+                        for identity, reason in a.missing)
+        identities = self.identities(key)
+        if not usable:
+            first = next(iter(per_seed.values()))
+            return Aggregate(first.value, identities, missing, seeds)
+        means = [a.value.value for a in usable.values()]
+        finite = all(math.isfinite(m) for m in means)
+        value = replace(next(iter(usable.values())).value, value=float(np.mean(means)), per_frame=None)
+        spread = statistics.stdev(means) if len(means) > 1 and finite else None
+        return Aggregate(value, identities, missing, tuple(usable), spread)
 
     def value(self, key: Key, metric: str, setting: str = "self") -> MetricValue | None:
         """The averaged value when it exists (not run or n/a -> None)."""
         aggregate = self.aggregate(key, setting, metric)
         return aggregate.value if aggregate is not None and aggregate.value.available else None
+
+    def seed_pairs(self, a: Key, b: Key) -> tuple[list[tuple[int, int]], list[str]]:
+        """Which seed of ``a`` is compared with which of ``b``, and the seeds left out.
+
+        A reference row (no training, so no seed) pairs with every seed of the other run; two trained runs pair
+        seed by seed.
+        """
+        seeds_a, seeds_b = self.seeds(a), self.seeds(b)
+        if not seeds_a or not seeds_b:
+            return [], []
+        if a[0] in REFERENCE_FAMILIES:
+            return [(seeds_a[0], seed) for seed in seeds_b], []
+        if b[0] in REFERENCE_FAMILIES:
+            return [(seed, seeds_b[0]) for seed in seeds_a], []
+        problems = [f"seed {seed} of {self.method(key)} has no counterpart in {self.method(other)}"
+                    for key, other, mine, theirs in ((a, b, seeds_a, seeds_b), (b, a, seeds_b, seeds_a))
+                    for seed in mine if seed not in theirs]
+        return [(seed, seed) for seed in seeds_a if seed in seeds_b], problems
+
+    def paired(self, a: Key, b: Key, metric: str, setting: str = "self") -> "Pairing":
+        """``metric``'s per-frame (or per-clip) values of ``a`` and ``b`` on the same test frames, per seed.
+
+        Identities are paired where both runs have the metric with its values and the same number of them;
+        every identity or seed left out is named in ``problems``.
+        """
+        seed_pairs, problems = self.seed_pairs(a, b)
+        name_a, name_b = self.method(a), self.method(b)
+        pairs = []
+        for seed_a, seed_b in seed_pairs:
+            theirs = {record.identity: record for record in self.of(b, seed_b)}
+            values_a, values_b, groups, identities, units = [], [], [], [], set()
+            for record in self.of(a, seed_a):
+                other = theirs.get(record.identity)
+                if other is None:
+                    problems.append(f"{record.identity}: {name_b} not evaluated")
+                    continue
+                va, vb = record.metric(setting, metric), other.metric(setting, metric)
+                problem = _pair_problem(metric, record.identity, (name_a, va), (name_b, vb)) or \
+                    _clip_problem(record, other, setting, name_a, name_b)
+                if problem:
+                    problems.append(problem)
+                    continue
+                values_a.append(va.per_frame)
+                values_b.append(vb.per_frame)
+                groups.append(np.full(len(va.per_frame), len(identities)))
+                identities.append(record.identity)
+                units.add(va.sample_unit)
+            if identities:
+                pairs.append(Paired(seed_a, seed_b, np.concatenate(values_a), np.concatenate(values_b),
+                                    np.concatenate(groups), units.pop() if len(units) == 1 else "mixed",
+                                    tuple(identities)))
+        return Pairing(pairs, _distinct(problems))
 
     def metric_names(self, setting: str) -> list[str]:
         """Every metric any record has in ``setting``, in first-seen order."""
@@ -270,9 +477,16 @@ def load_records(folder: str | Path) -> RecordSet:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: metrics folder not found; run the evaluate stages first")
-    stray = sorted(p.name for p in folder.glob("*.json"))
+    stray = sorted(p.name for p in folder.glob("*.json") if p.name != SPEED_FILE)
     if stray:
         log.warning("%s: ignoring %s (records live in <method>/<identity>.json)", folder, stray)
     records = [read_record(path) for path in sorted(folder.glob("*/*.json"))]
+    seen: dict[tuple[str, str, int], Path | None] = {}
+    for record in records:
+        where = (record.method, record.identity, record.seed)
+        if where in seen:
+            raise RecordError(f"{record.source}: a second record of {record.method} on {record.identity}, seed "
+                              f"{record.seed} (the other: {seen[where]}); keep one")
+        seen[where] = record.source
     log.info("read %d metric records from %s", len(records), folder)
     return RecordSet(records)

@@ -2,12 +2,14 @@
 
 Each table keeps the paper's columns. Its rows: first the paper's own
 ("paper, their data", values as printed), then this run's ("this run,
-this corpus"): Ground Truth and Static, every (family, variant) a paper
-row maps to, and, in comparison tables, the full method of every family.
-A run without records is a "not run" row. Every cell whose value is n/a,
-measured with a substitute, dependent on hardware, or averaged over fewer
-identities than were evaluated carries a numbered footnote
-(:meth:`MetricValue.footnote` plus the identities left out).
+this corpus"): Ground Truth, Static and Nearest pose, every (family,
+variant) a paper row maps to, and, in comparison tables, the full method of
+every family. A run without records is a "not run" row. Every cell whose
+value is n/a, measured with a substitute, dependent on hardware, averaged
+over fewer identities than were evaluated, or over several seeds (shown as
+mean ± standard deviation) carries a numbered footnote
+(:meth:`MetricValue.footnote` plus the identities left out); the method
+cell of every run of a trained family carries the demo aids its config uses.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import io
 from dataclasses import dataclass, field
 
 from talkhead_models.metrics.base import MetricValue
-from talkhead_models.reporting.papers import GROUND_TRUTH, PAPER_TABLES, STATIC, Column, Key, PaperTable
-from talkhead_models.reporting.records import SETTINGS, TRAINED_FAMILIES, RecordSet
+from talkhead_models.reporting.papers import PAPER_TABLES, REFERENCE_KEYS, Column, Key, PaperTable
+from talkhead_models.reporting.records import REFERENCE_FAMILIES, SETTINGS, TRAINED_FAMILIES, RecordSet
 
 PAPER_SOURCE = "paper"
 OUR_SOURCE = "this run"
@@ -99,7 +101,7 @@ class Table:
 
 
 def _our_keys(spec: PaperTable) -> list[Key]:
-    keys = [GROUND_TRUTH, STATIC]
+    keys = list(REFERENCE_KEYS)
     mapped = [row.ours for row in spec.rows if row.ours]
     comparison = [(family, "") for family in TRAINED_FAMILIES] if spec.kind == "comparison" else []
     for key in (*mapped, *spec.extra_ours, *comparison):
@@ -131,8 +133,12 @@ def _our_row(key: Key, columns: tuple[Column, ...], records: RecordSet, matches:
             continue
         aggregate = records.aggregate(key, column.setting, column.metric)
         marks = tuple(notes.add(text) for text in aggregate.footnotes(method))
-        cells.append(Cell(aggregate.value.cell(column.digits), marks, aggregate.value))
-    return Row(OUR_SOURCE, Cell(method), matches, ", ".join(records.identities(key)), cells, key)
+        cells.append(Cell(aggregate.cell(column.digits), marks, aggregate.value))
+    aids = records.aids(key)
+    # Reference rows train nothing, so "no demo aids" would say nothing about them.
+    method_marks = () if key[0] in REFERENCE_FAMILIES and not aids else (
+        notes.add(f"{method}: {records.aids_text(key)}"),)
+    return Row(OUR_SOURCE, Cell(method, method_marks), matches, ", ".join(records.identities(key)), cells, key)
 
 
 def _notes(columns: tuple[Column, ...], rows: list[Row], records: RecordSet) -> list[str]:
@@ -162,7 +168,7 @@ def build_table(spec: PaperTable, records: RecordSet) -> Table:
             for row in spec.rows]
     for key in _our_keys(spec):
         paper_row = spec.paper_row_for(key)
-        matches = paper_row.label if paper_row else ("reference" if key in (GROUND_TRUTH, STATIC) else "")
+        matches = paper_row.label if paper_row else ("reference" if key in REFERENCE_KEYS else "")
         config = paper_row.values if paper_row else (None,) * len(spec.columns)
         rows.append(_our_row(key, spec.columns, records, matches, config, notes))
     title = f"{spec.paper_name} {spec.number}: {spec.title}"

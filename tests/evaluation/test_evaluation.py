@@ -78,6 +78,17 @@ def test_ground_truth_row_is_perfect_self_driven_and_not_available_cross_driven(
     assert lpips["value"] is None and lpips["reference"] == "n/a" and "alexnet" in lpips["note"]
     assert MetricValue.from_dict(lpips).footnote().startswith("LPIPS: n/a")
     assert record["settings"]["self"]["metrics"]["Training time"]["value"] == pytest.approx(7.2 / 3600)
+    # The values behind each mean stay in the record: per frame, and per clip for the lip-sync scores.
+    frames = record["settings"]["self"]["frames"]
+    metrics = record["settings"]["self"]["metrics"]
+    for name in ("PSNR", "SSIM", "M-LMD", "F-LMD", "AUE", "CPBD"):
+        assert metrics[name]["sample_unit"] == "frame" and len(metrics[name]["per_frame"]) == frames, name
+    assert metrics["PSNR"]["per_frame"] == [math.inf] * frames and metrics["M-LMD"]["per_frame"] == [0.0] * frames
+    assert metrics["LSE-C"]["sample_unit"] == "clip"
+    assert metrics["LSE-C"]["per_frame"] == pytest.approx([n / 100.0 for n in scorer.lengths[:len(
+        record["settings"]["self"]["clips"])]])
+    assert "per_frame" not in metrics["LPIPS"] and "per_frame" not in metrics["Training time"]
+    assert record["demo_aids"] == [] and "seed" not in record   # a reference row: no aids, no training seed
 
 
 def test_static_row_is_finite_and_worse_than_the_truth(evaluation_root, tiny_corpus, tmp_path, monkeypatch):
@@ -85,6 +96,10 @@ def test_static_row_is_finite_and_worse_than_the_truth(evaluation_root, tiny_cor
                        max_self_frames=60, max_cross_frames=60, min_clip_frames=30)
     psnr = _value(record, "self", "PSNR")
     assert math.isfinite(psnr) and 10.0 < psnr < 60.0
+    stored = record["settings"]["self"]["metrics"]["PSNR"]["per_frame"]
+    assert len(stored) == record["settings"]["self"]["frames"] and np.mean(stored) == pytest.approx(psnr, rel=1e-5)
+    cpbd_cross = record["settings"]["cross"]["metrics"]["CPBD"]
+    assert len(cpbd_cross["per_frame"]) == record["settings"]["cross"]["frames"]
     assert _value(record, "self", "M-LMD") > 0.0
     assert record["settings"]["self"]["frames"] <= 60 and 0 < record["settings"]["cross"]["frames"] <= 60
     # Without any sync scorer the lip-sync columns are n/a with the reason.
@@ -128,6 +143,37 @@ def test_driving_rejects_mismatched_lengths():
                 eye=np.zeros(2), frame_indices=np.arange(3))
 
 
+def test_record_json_keeps_number_lists_on_one_line_and_reads_back():
+    from talkhead_models.evaluation import record_json
+
+    record = {"settings": {"self": {"metrics": {"PSNR": MetricValue(
+        "PSNR", 20.0, unit="dB", per_frame=np.array([19.123456789, math.inf, 20.5])).to_dict()}}}}
+    text = record_json(record)
+    assert '"per_frame": [19.123, Infinity, 20.5]' in text
+    assert json.loads(text) == json.loads(json.dumps(record))
+
+
+def test_demo_aids_of_the_run_config_go_into_the_record(evaluation_root, tiny_corpus, tmp_path, monkeypatch):
+    from talkhead_models.config import demo_aid
+
+    @dataclasses.dataclass(frozen=True)
+    class AidedConfig:
+        seed: int = 0
+        levels: int = demo_aid(16, "landmark grid {value}/{default} levels")
+
+    spec = get_method("static")
+    aided = dataclasses.replace(spec, load=lambda cfg, *args: spec.load(spec.resolve_config({}), *args))
+    monkeypatch.setattr("talkhead_models.evaluation._sync_scorer", lambda inputs: None)
+    model = tmp_path / "model"
+    model.mkdir()
+    spec.train(spec.resolve_config({}), evaluation_root / "S001", {}, model)
+    inputs = EvaluationInputs(identity_root=evaluation_root / "S001", model_dir=model, raw_root=tiny_corpus,
+                              sync_expert=None, face_model=None, pretrained={}, weights=tmp_path / "no_weights")
+    record = evaluate_method(aided, AidedConfig(seed=3, levels=4), EvaluationConfig(
+        max_self_frames=30, max_cross_frames=30, min_clip_frames=30, videos=False), AudioConfig(), inputs, None)
+    assert record["demo_aids"] == ["landmark grid 4/16 levels"] and record["seed"] == 3
+
+
 def test_combine_weights_by_frames_and_keeps_not_available():
     a = MetricValue("PSNR", 20.0, unit="dB")
     b = MetricValue("PSNR", 30.0, unit="dB")
@@ -135,6 +181,11 @@ def test_combine_weights_by_frames_and_keeps_not_available():
     missing = MetricValue.not_available("PSNR", "no weights")
     assert combine("PSNR", [(a, 1), (missing, 1)]).value is None
     assert math.isinf(combine("PSNR", [(MetricValue("PSNR", math.inf), 2)] * 2).value)
+    with_frames = combine("PSNR", [(MetricValue("PSNR", 1.5, per_frame=np.array([1.0, 2.0])), 2),
+                                   (MetricValue("PSNR", 3.0, per_frame=np.array([3.0])), 1)])
+    assert with_frames.per_frame.tolist() == [1.0, 2.0, 3.0] and with_frames.value == pytest.approx(2.0)
+    # a part without its frames: no samples at all, rather than samples that no longer line up with the frames
+    assert combine("PSNR", [(MetricValue("PSNR", 1.5, per_frame=np.array([1.0, 2.0])), 2), (b, 3)]).per_frame is None
 
 
 class TimedHead:

@@ -84,3 +84,21 @@ def test_availability_follows_the_weights_folder(tmp_path):
     full = available_metrics(tmp_path)
     assert full["LPIPS"] == full["FID"] == full["ACD"] == full["Sync"] == full["LSE-D"] == "reference"
     assert full["AUE"].startswith("substitute: ")
+
+
+def test_per_frame_values_travel_through_json_rounded_to_five_significant_digits():
+    import json
+
+    value = MetricValue("LSE-C", 0.5, per_frame=np.array([0.123456789, 1234567.0, -2.0, math.inf]),
+                        sample_unit="clip")
+    data = json.loads(json.dumps(value.to_dict()))
+    assert data["per_frame"] == [0.12346, 1234600.0, -2.0, math.inf] and data["sample_unit"] == "clip"
+    back = MetricValue.from_dict(data)
+    assert back == value and back.sample_unit == "clip"
+    np.testing.assert_array_equal(back.per_frame, [0.12346, 1234600.0, -2.0, math.inf])
+    assert "per_frame" not in MetricValue("FPS", 3.0).to_dict()
+    assert MetricValue.from_dict({"name": "PSNR", "value": 1.0}).per_frame is None
+    with pytest.raises(ValueError, match="sample_unit"):
+        MetricValue.from_dict({**data, "sample_unit": "second"})
+    with pytest.raises(ValueError, match="per_frame"):
+        MetricValue.from_dict({**data, "per_frame": ["1.0"]})

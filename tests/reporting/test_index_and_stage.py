@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import json
 import re
 
 import mlflow
@@ -45,7 +46,9 @@ def test_run_writes_tables_claims_plots_and_a_self_contained_page(tmp_path):
     for spec in PAPER_TABLES:
         assert (outputs["tables"] / f"{spec.id}.md").is_file() and (outputs["tables"] / f"{spec.id}.csv").is_file()
     assert "R2-Talker Table 4" in (outputs["tables"] / "tables.md").read_text()
-    assert "| Claim | Paper | How measured | Our numbers | Status |" in outputs["claims"].read_text()
+    claims = outputs["claims"].read_text()
+    assert "| Claim | Paper | How measured | Our numbers | Demo aids of the runs compared | Status |" in claims
+    assert "separate evaluation processes" in claims   # no speed.json: the FPS claims wait for the speed stage
     with (outputs["plots"] / "psnr_vs_time.csv").open() as handle:
         assert list(csv.reader(handle)) == [["method", "identity", "seconds", "val_psnr"]]
 
@@ -55,6 +58,9 @@ def test_run_writes_tables_claims_plots_and_a_self_contained_page(tmp_path):
     for spec in PAPER_TABLES:
         assert f'id="{spec.id}"' in page
     assert "26.5861" in page and "r2talker_landmark_encoding" in page and "not run" in page
+    # the demo aids beside the rows (table footnotes) and beside the claims
+    assert page.count("r2talker_audio_baseline: demo aids: a2m audio, landmark grid 4/16 levels") >= 2
+    assert "<th>Demo aids of the runs compared</th>" in page
     assert 'src="videos/r2talker/S001/side_by_side.mp4"' in page
     assert 'href="pretrain.md"' in page and "dataset.md" not in page   # only reports that exist are linked
     frame = re.search(r'src="data:image/jpeg;base64,([^"]+)"', page)
@@ -62,8 +68,9 @@ def test_run_writes_tables_claims_plots_and_a_self_contained_page(tmp_path):
     assert page.count("data:image/png;base64,") == 1   # the metric bars; no curves yet
 
     assert result.metrics["tables"] == len(PAPER_TABLES) + 1
-    assert result.metrics["claims"] == result.metrics["claims_hold"] + result.metrics["claims_do_not_hold"] + \
-        result.metrics["claims_not_measurable"]
+    assert result.metrics["claims"] == sum(result.metrics[f"claims_{status}"] for status in (
+        "hold", "do_not_hold", "inconclusive", "not_yet_measurable", "not_measurable"))
+    assert result.metrics["speed_pairs"] == 0
     assert result.metrics["records"] == 8 and result.metrics["rows_not_run"] > 0
 
 
@@ -93,3 +100,16 @@ def test_stage_execute_logs_the_counts_to_mlflow(tmp_path, monkeypatch):
     assert runs[0].data.metrics["tables"] == result.metrics["tables"] == len(PAPER_TABLES) + 1
     assert runs[0].data.metrics["claims"] == result.metrics["claims"]
     assert (tmp_path / "reports" / "index.html").is_file()
+
+
+def test_the_speed_file_decides_the_fps_claims(tmp_path):
+    _reports(tmp_path, with_media=False)
+    inputs, outputs = _paths(tmp_path)
+    (inputs["metrics"] / "speed.json").write_text(json.dumps({"hardware": "CPU x86_64", "threads": 2, "pairs": [
+        {"identity": "S001", "a": "r2talker", "b": "r2talker_audio_baseline", "resolution": [64, 64], "frames": 20,
+         "repetitions": 6, "fps_a": [30.1, 29.8, 30.4, 30.0, 29.9, 30.2],
+         "fps_b": [20.2, 19.9, 20.1, 20.0, 20.3, 19.8]}]}))
+    result = tables_stage.run(tables_stage.TablesConfig(), inputs, outputs)
+    row = next(line for line in outputs["claims"].read_text().splitlines() if "RAD-NeRF's audio-spatial" in line)
+    assert row.endswith("**holds** |") and "over 6 repetitions" in row
+    assert result.metrics["speed_pairs"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from talkhead_models.metrics.base import MetricValue
@@ -67,3 +68,75 @@ def test_a_record_stored_under_another_name_is_refused(tmp_path):
 def test_missing_metrics_folder_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="evaluate"):
         load_records(tmp_path / "absent")
+
+
+def test_per_frame_values_seed_aids_and_training_round_trip_through_the_record(tmp_path):
+    sync = [0.42, 0.51, 0.38, 0.47, 0.44, 0.40]
+    path = write_record(tmp_path, "gstalker", "gstalker", "", "S001", {"PSNR": 24.123456789, "Sync": sync},
+                        seed=2, demo_aids=["a2m audio", "mouth-motion prior"], training={"iterations": 600})
+    assert path.name == "S001.seed2.json"
+    assert '"per_frame": [' in path.read_text() and path.read_text().count("\n") < 60   # one line per list
+    record = load_records(tmp_path).records[0]
+    assert (record.seed, record.demo_aids, record.training) == (2, ("a2m audio", "mouth-motion prior"),
+                                                                {"iterations": 600})
+    psnr, lip = record.metric("self", "PSNR"), record.metric("self", "Sync")
+    assert lip.sample_unit == "clip" and lip.per_frame.tolist() == sync
+    assert psnr.sample_unit == "frame" and len(psnr.per_frame) == 120
+    # rounded to 5 significant digits, so the mean of the stored values is the value to about 1e-5 relative
+    assert psnr.per_frame.mean() == pytest.approx(24.123456789, rel=2e-5)
+
+
+def test_a_record_without_seed_or_aids_is_seed_0_with_aids_unknown(tmp_path):
+    write_record(tmp_path, "static", "static", "", "S001", {"PSNR": 20.0})
+    record = load_records(tmp_path).records[0]
+    assert record.seed == 0 and record.demo_aids is None and record.training == {}
+
+
+def test_a_seed_file_must_hold_its_seed_and_a_seed_is_recorded_once(tmp_path):
+    write_record(tmp_path, "static", "static", "", "S001", {"PSNR": 20.0})
+    path = write_record(tmp_path, "static", "static", "", "S001", {"PSNR": 20.0}, seed=1)
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "seed": 0}))
+    with pytest.raises(RecordError, match="stored as seed 1"):
+        load_records(tmp_path)
+    path.rename(path.with_name("S001.seed0.json"))   # seed 0 again, beside S001.json (seed 0 by default)
+    with pytest.raises(RecordError, match="a second record of static on S001, seed 0"):
+        load_records(tmp_path)
+
+
+def test_several_seeds_average_to_a_mean_with_their_spread(tmp_path):
+    for seed, psnr in ((0, 24.0), (1, 25.0), (2, 26.5)):
+        for identity, offset in (("S001", 0.0), ("S002", 1.0)):
+            write_record(tmp_path, "r2talker", "r2talker", "", identity, {"PSNR": psnr + offset}, seed=seed)
+    records = load_records(tmp_path)
+    result = records.aggregate(("r2talker", ""), "self", "PSNR")
+    per_seed = [24.5, 25.5, 27.0]    # each seed's mean over the two identities
+    assert result.seeds == (0, 1, 2) and result.identities == ("S001", "S002")
+    assert result.value.value == pytest.approx(np.mean(per_seed))
+    assert result.spread == pytest.approx(np.std(per_seed, ddof=1))
+    assert result.cell(2) == f"{np.mean(per_seed):.2f} ± {np.std(per_seed, ddof=1):.2f}"
+    assert any("over seeds 0, 1, 2" in note for note in result.footnotes("r2talker"))
+
+
+def test_pairs_line_up_by_frame_and_refuse_different_counts(tmp_path):
+    write_record(tmp_path, "static", "static", "", "S001", {"M-LMD": [3.0, 3.1, 2.9]})
+    write_record(tmp_path, "r2talker", "r2talker", "", "S001", {"M-LMD": [1.0, 1.2, 0.8]}, seed=0)
+    write_record(tmp_path, "r2talker", "r2talker", "", "S001", {"M-LMD": [1.1, 1.3, 0.9]}, seed=1)
+    records = load_records(tmp_path)
+    pairing = records.paired(("r2talker", ""), ("static", ""), "M-LMD")
+    # the reference row has no seed: it pairs with every seed of the trained run
+    assert [(p.seed_a, p.seed_b) for p in pairing.pairs] == [(0, 0), (1, 0)] and not pairing.problems
+    np.testing.assert_array_equal(pairing.pairs[1].a - pairing.pairs[1].b, [-1.9, -1.8, -2.0])
+    write_record(tmp_path, "static", "static", "", "S001", {"M-LMD": [3.0, 3.1]})
+    pairing = load_records(tmp_path).paired(("r2talker", ""), ("static", ""), "M-LMD")
+    assert not pairing.pairs and "has 3 frames, of static 2" in pairing.problems[0]
+
+
+def test_records_scored_on_other_clips_are_not_paired(tmp_path):
+    for method, clips in (("static", ["a/001", "a/002"]), ("r2talker", ["a/001", "a/003"])):
+        path = write_record(tmp_path, method, method, "", "S001", {"M-LMD": [1.0, 2.0, 3.0, 4.0]})
+        data = json.loads(path.read_text())
+        data["settings"]["self"]["clips"] = [{"clip": clip, "audio_identity": "S001", "frames": 2} for clip in clips]
+        path.write_text(json.dumps(data))
+    pairing = load_records(tmp_path).paired(("r2talker", ""), ("static", ""), "M-LMD")
+    assert not pairing.pairs and "different self-driven clips" in pairing.problems[0]

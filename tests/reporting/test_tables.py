@@ -62,12 +62,13 @@ def test_paper_numbers_sit_beside_ours_with_the_mean_over_identities(records):
     assert result.our_row("r2talker_audio_baseline").identities == "S001, S002"
     assert result.our_row("r2talker_landmark_encoding").matches == "+ Landmark encoding"
     markdown = to_markdown(result)
-    assert "| paper | + Landmark encoding |" in markdown and "| this run | r2talker_landmark_encoding |" in markdown
+    assert "| paper | + Landmark encoding |" in markdown and "| this run | r2talker_landmark_encoding " in markdown
 
 
 def test_ground_truth_psnr_is_inf_and_reference_rows_lead(records):
     result = build_table(table("gstalker_table4"), records)
-    assert [r.method.text for r in result.our_rows()[:2]] == ["ground_truth", "static"]
+    assert [r.method.text for r in result.our_rows()[:3]] == ["ground_truth", "static", "nearest_pose"]
+    assert result.our_row("nearest_pose").not_run and result.our_row("nearest_pose").matches == "reference"
     assert result.cell("ground_truth", "PSNR ↑").text == "inf"
     assert result.cell("static", "PSNR ↑").text == "21.00"
 
@@ -115,3 +116,25 @@ def test_all_results_table_keeps_every_metric_of_every_run(records):
     assert "cross AUE ↓" in everything.headers and "self Training time ↓" in everything.headers
     assert {r.method.text for r in everything.rows} == {"ground_truth", "static", "r2talker",
                                                         "r2talker_audio_baseline", "r2talker_landmark_encoding"}
+
+
+def test_every_run_row_names_its_demo_aids_in_a_footnote(records):
+    result = build_table(table("r2talker_table4"), records)
+    baseline = result.our_row("r2talker_audio_baseline").method
+    assert [result.footnotes[m - 1] for m in baseline.marks] == [
+        "r2talker_audio_baseline: demo aids: a2m audio, landmark grid 4/16 levels"]
+    full = result.our_row("r2talker").method
+    assert [result.footnotes[m - 1] for m in full.marks] == ["r2talker: no demo aids"]
+    assert not result.our_row("static").method.marks   # a reference row trains nothing
+    assert "r2talker_audio_baseline: demo aids: a2m audio" in to_csv(result)
+
+
+def test_several_seeds_show_mean_and_spread(tmp_path):
+    from tests.reporting.records_fixture import write_record
+
+    for seed, psnr in ((0, 25.0), (1, 26.0)):
+        write_record(tmp_path, "r2talker", "r2talker", "", "S001", {"PSNR": psnr}, seed=seed, demo_aids=[])
+    result = build_table(table("r2talker_table4"), load_records(tmp_path))
+    cell = result.cell("r2talker", "PSNR ↑")
+    assert cell.text == "25.5000 ± 0.7071"   # the sample standard deviation of 25 and 26
+    assert any("mean ± standard deviation over seeds 0, 1" in result.footnotes[m - 1] for m in cell.marks)
