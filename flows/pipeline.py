@@ -18,7 +18,7 @@ from prefect import flow, task
 
 from stages import (
     audio, crop, describe, evaluate, face_model, landmarks, pair, parse, preprocess_report, pretrain_audio2motion,
-    pretrain_report, pretrain_sync, split, synth, tables, track, train,
+    pretrain_report, pretrain_sync, speed, split, synth, tables, track, train,
 )
 from stages._stage import Stage, configure_logging
 from talkhead_models.config import load_params, validate_name
@@ -31,7 +31,7 @@ PIPELINE: tuple[Stage, ...] = (
     synth.STAGE, describe.STAGE, crop.STAGE, landmarks.STAGE, parse.STAGE, audio.STAGE,
     face_model.STAGE, track.STAGE, pair.STAGE, split.STAGE, preprocess_report.STAGE,
     pretrain_sync.STAGE, pretrain_audio2motion.STAGE, pretrain_report.STAGE,
-    train.STAGE, evaluate.STAGE, tables.STAGE,
+    train.STAGE, evaluate.STAGE, speed.STAGE, tables.STAGE,
 )
 
 

@@ -56,7 +56,10 @@ def test_every_stage_is_in_dvc_yaml_with_its_default_paths():
             # Per-identity parts instead of data/processed as a whole, which holds outputs made downstream.
             assert "data/processed" not in deps and identity_deps <= deps, (stage.name, identity_deps - deps)
             inputs.discard("data/processed")
-        assert inputs <= deps, stage.name
+        # An input folder is a dep itself, or through the parts the stage reads in it (speed: the compared
+        # models and their identity, spelled out and checked against its config in tests/evaluation/test_speed.py).
+        for path in inputs:
+            assert any(dep == path or dep.startswith(path + "/") for dep in deps), (stage.name, path)
         declared_outs = _entries(entry.get("outs")) | _entries(entry.get("metrics"))
         assert {_dvc_path(p) for p in stage.outputs.values()} == declared_outs, stage.name
         assert f"stages/{stage.name}.py" in deps
@@ -65,7 +68,7 @@ def test_every_stage_is_in_dvc_yaml_with_its_default_paths():
             # or a file inside one identity's output folder (data/processed/S001/crop/clips.parquet).
             produced = dep == "data/raw/${data.source}" or any(
                 out == dep or out.startswith(dep + "/") or dep.startswith(out + "/")
-                for out in all_outputs | _per_identity_outputs())
+                for out in all_outputs | _per_identity_outputs() | _per_run_outputs())
             assert (ROOT / dep).exists() or produced, (stage.name, dep)
         for section in entry.get("params", []):
             assert isinstance(section, str)
@@ -89,6 +92,15 @@ def _per_identity_outputs() -> set[str]:
     """Every per-identity stage's outputs, spelled out for each identity of data.identities."""
     return {path.replace("{identity}", identity) for stage in PIPELINE if stage.per_identity
             for path in stage.outputs.values() for identity in _identities()}
+
+
+def _per_run_outputs() -> set[str]:
+    """Per-method stages' outputs for each entry of params.yaml ``runs`` (data/models/r2talker/S001, ...)."""
+    from talkhead_models.config import load_params
+
+    runs = load_params(ROOT / "params.yaml")["runs"].values()
+    return {path.replace("{method}", run["method"]).replace("{identity}", run["identity"])
+            for stage in PIPELINE if stage.per_method for path in stage.outputs.values() for run in runs}
 
 
 def _identity_deps(stage) -> set[str] | None:
