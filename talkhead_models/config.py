@@ -23,6 +23,9 @@ import yaml
 
 T = TypeVar("T")
 
+DEMO_AID = "demo_aid"
+"""Field metadata key: the field is a demo aid (not in the paper); its value is the label template."""
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 PAPER_PROFILE = "paper"
 
@@ -94,6 +97,44 @@ def from_dict(cls: type[T], values: Mapping[str, Any], where: str = "") -> T:
     for name, value in values.items():
         kwargs[name] = _coerce(hints[name], value, f"{where}.{name}" if where else name)
     return cls(**kwargs)
+
+
+def demo_aid(default: Any, label: str) -> Any:
+    """A config field that is a demo aid: a departure from the paper that the demo needs on a CPU.
+
+    The default is the paper's value (the aid off); a run uses the aid when its value differs from the
+    default. ``label`` names the aid in tables and claims and may use ``{value}`` and ``{default}``, e.g.
+    ``"landmark grid {value}/{default} levels"``.
+    """
+    return dataclasses.field(default=default, metadata={DEMO_AID: label})
+
+
+def demo_aids(config: Any) -> list[str]:
+    """The labels of the demo aids ``config`` (and the configs nested in it) uses, in field order.
+
+    An aid is in use when its value differs from the field's default, the paper's value.
+    """
+    labels: list[str] = []
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            labels += [label for label in demo_aids(value) if label not in labels]
+            continue
+        template = item.metadata.get(DEMO_AID)
+        if template is None:
+            continue
+        default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
+        if value != default:
+            label = template.format(value=_aid_text(value), default=_aid_text(default))
+            if label not in labels:
+                labels.append(label)
+    return labels
+
+
+def _aid_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_aid_text(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

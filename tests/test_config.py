@@ -1,8 +1,11 @@
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
-from talkhead_models.config import ConfigError, flatten, resolve, validate_name
+from talkhead_models.config import (PAPER_PROFILE, ConfigError, demo_aid, demo_aids, flatten, load_params, resolve,
+                                    section_overrides, validate_name)
+from talkhead_models.methods import get_method, method_names
 
 
 @dataclass(frozen=True)
@@ -52,3 +55,58 @@ def test_good_names_pass():
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+@dataclass(frozen=True)
+class Grid:
+    levels: int = demo_aid(16, "grid {value}/{default} levels")
+    spacing: tuple[float, float] = demo_aid((0.5, 1.0), "spacing {value}")
+
+
+@dataclass(frozen=True)
+class Aided:
+    rate: float = demo_aid(1e-4, "init ±{value}")
+    prior_weight: float = demo_aid(0.0, "shape prior")
+    prior_steps: int = demo_aid(0, "shape prior")
+    iterations: int = 1000
+    grid: Grid = field(default_factory=Grid)
+
+
+def test_demo_aids_formats_the_labels_of_the_fields_off_their_paper_value():
+    assert demo_aids(Aided()) == []
+    assert demo_aids(Aided(iterations=5)) == []  # not an aid field
+    aided = Aided(rate=0.1, prior_weight=0.05, prior_steps=300, grid=Grid(levels=4, spacing=(0.25, 1.0)))
+    assert demo_aids(aided) == ["init ±0.1", "shape prior", "grid 4/16 levels", "spacing 0.25, 1"]
+
+
+REPOSITORY_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+DEMO_AIDS = {
+    "r2talker": ["visual-hull occupancy start", "opacity loss", "distortion loss", "solid-head prior",
+                 "carved 0.03 in front of the face"],
+    "gstalker": ["a2m audio", "audio smoother lr 0.0005", "tri-plane init ±0.1", "mouth-motion prior"],
+    "gstalker_paper_audio": ["audio smoother lr 0.0005", "tri-plane init ±0.1", "mouth-motion prior"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEMO_AIDS))
+def test_the_demo_profile_names_its_aids(name):
+    params = load_params(REPOSITORY_PARAMS)
+    assert params["profile"] == "demo"
+    spec = get_method(name)
+    assert demo_aids(spec.resolve_config(section_overrides(params, spec.family))) == DEMO_AIDS[name]
+
+
+def test_a_cut_landmark_grid_is_an_aid():
+    from talkhead_models.methods.r2talker import R2TalkerConfig
+
+    assert demo_aids(R2TalkerConfig(landmark_levels=4, landmark_desired_resolution=64)) == [
+        "landmark grid 4/16 levels", "landmark grid finest res. 64/2048"]
+
+
+def test_the_paper_profile_uses_no_demo_aid():
+    params = {**load_params(REPOSITORY_PARAMS), "profile": PAPER_PROFILE}
+    for name in method_names():
+        spec = get_method(name)
+        cfg = spec.resolve_config(section_overrides(params, spec.family))
+        assert demo_aids(cfg) == [], name

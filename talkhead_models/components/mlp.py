@@ -55,16 +55,27 @@ class MLP(nn.Module):
 
 
 class AffineConditionedMLP(nn.Module):
-    """An MLP whose hidden layers are modulated by a condition, AdaIN-style (R2-Talker's M-AGLO).
+    """An MLP whose hidden layers are modulated by a condition with AdaIN (R2-Talker's M-AGLO, Sec. 3.3).
 
-    After each hidden linear layer, before its activation,
-    ``h <- h * (1 + gamma) + beta``, where (gamma, beta) come from a bypass
-    MLP of the condition (R2-Talker: 3 layers, hidden 128, output 2 x the
-    layer width), one bypass per modulated layer. The bypass's last layer
-    starts at zero so that training begins from the unconditioned network;
-    the "1 +" makes that the identity. The condition is global: one per
-    frame, broadcast to every sample of the frame.
+    R2-Talker "adopts AdaIN at each output of the FC layer": after each
+    hidden linear layer, before its activation, the output is normalised
+    and then scaled and shifted by the condition,
+    ``h <- (h - mean(h)) / sqrt(var(h) + eps) * (1 + gamma) + beta``, where
+    (gamma, beta) come from a bypass MLP of the condition (R2-Talker: 3
+    layers, hidden 128, output 2 x the layer width), one bypass per
+    modulated layer. AdaIN normalises each channel of one instance over its
+    spatial positions; a NeRF sample's hidden vector has no spatial axis, so
+    the statistics are each sample's own, over its features (the biased
+    variance, as instance and layer normalisation take it), with no
+    learnt affine of its own: the bypass's scale and shift are the only one.
+    The bypass's last layer starts at zero so that training begins from the
+    unconditioned, normalised network; the "1 +" makes the scale 1 there.
+    The condition is global: one per frame, broadcast to every sample of
+    the frame.
     """
+
+    eps = 1e-5
+    """Added to the variance before the square root (torch's instance / layer normalisation default)."""
 
     def __init__(
         self,
@@ -98,5 +109,6 @@ class AffineConditionedMLP(nn.Module):
         hidden = inputs
         for layer, bypass in zip(self.layers[:-1], self.bypasses):
             gamma, beta = bypass(condition).chunk(2, dim=-1)
-            hidden = self.activation(layer(hidden) * (1.0 + gamma) + beta)
+            normalised = nn.functional.layer_norm(layer(hidden), gamma.shape[-1:], eps=self.eps)
+            hidden = self.activation(normalised * (1.0 + gamma) + beta)
         return self.layers[-1](hidden)

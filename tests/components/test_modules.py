@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,23 +32,69 @@ def test_mlp_layers_and_skip_connection():
         MLP(4, 4, skips=(0,))
 
 
-def test_affine_conditioned_mlp_starts_unconditioned_then_modulates():
+def _numpy_maglo(mlp: AffineConditionedMLP, inputs: np.ndarray, condition: np.ndarray) -> np.ndarray:
+    """M-AGLO in float64 numpy from the module's weights: each hidden FC output normalised over its features
+    (mean, biased variance, eps 1e-5), scaled by 1 + gamma and shifted by beta from the bypass MLP, then ReLU."""
+    def weights(linear: torch.nn.Linear) -> tuple[np.ndarray, np.ndarray]:
+        return linear.weight.detach().double().numpy(), linear.bias.detach().double().numpy()
+
+    hidden = inputs.astype(np.float64)
+    for layer, bypass in zip(mlp.layers[:-1], mlp.bypasses):
+        code = condition.astype(np.float64)
+        for index, linear in enumerate(bypass.layers):
+            w, b = weights(linear)
+            code = code @ w.T + b
+            if index < len(bypass.layers) - 1:
+                code = np.maximum(code, 0.0)
+        width = code.shape[-1] // 2
+        gamma, beta = code[..., :width], code[..., width:]
+        w, b = weights(layer)
+        pre = hidden @ w.T + b
+        mean = pre.mean(-1, keepdims=True)
+        variance = ((pre - mean) ** 2).mean(-1, keepdims=True)
+        hidden = np.maximum((pre - mean) / np.sqrt(variance + 1e-5) * (1.0 + gamma) + beta, 0.0)
+    w, b = weights(mlp.layers[-1])
+    return hidden @ w.T + b
+
+
+def test_affine_conditioned_mlp_is_adain_on_each_hidden_layer():
     torch.manual_seed(0)
-    mlp = AffineConditionedMLP(input_dim=6, output_dim=3, condition_dim=5, hidden_dim=8, num_layers=3)
+    mlp = AffineConditionedMLP(input_dim=6, output_dim=3, condition_dim=5, hidden_dim=8, num_layers=3,
+                               bypass_hidden_dim=7, bypass_layers=3)
     inputs = torch.randn(4, 6)
     first, second = torch.randn(5), torch.randn(5)
     torch.testing.assert_close(mlp(inputs, first), mlp(inputs, second))  # zero-initialised bypass: identity affine
     for bypass in mlp.bypasses:
-        torch.nn.init.normal_(bypass.layers[-1].weight)
+        torch.nn.init.normal_(bypass.layers[-1].weight, std=0.5)
+        torch.nn.init.normal_(bypass.layers[-1].bias, std=0.5)
     assert not torch.allclose(mlp(inputs, first), mlp(inputs, second))
-    # Hand-computed M-AGLO: h <- act(W h * (1 + gamma) + beta) at each hidden layer.
-    hidden = inputs
-    for layer, bypass in zip(mlp.layers[:-1], mlp.bypasses):
-        gamma, beta = bypass(first).chunk(2)
-        hidden = torch.relu(layer(hidden) * (1 + gamma) + beta)
-    torch.testing.assert_close(mlp(inputs, first), mlp.layers[-1](hidden))
-    batched = mlp(inputs.reshape(2, 2, 6), torch.stack([first, second])[:, None, :])  # one condition per frame
-    torch.testing.assert_close(batched[0], mlp(inputs[:2], first))
+    with torch.no_grad():
+        for condition in (first, second):
+            expected = _numpy_maglo(mlp, inputs.numpy(), condition.numpy())
+            np.testing.assert_allclose(mlp(inputs, condition).numpy(), expected, rtol=1e-5, atol=1e-5)
+        # One condition per frame, broadcast over the frame's samples.
+        batched = mlp(inputs.reshape(2, 2, 6), torch.stack([first, second])[:, None, :]).numpy()
+        np.testing.assert_allclose(batched[1], _numpy_maglo(mlp, inputs[2:].numpy(), second.numpy()),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_affine_conditioned_mlp_normalises_away_a_shift_of_the_pre_activation():
+    """The same constant added to every feature of a hidden FC output (per sample) leaves the output unchanged;
+    without the normalisation it would pass through the ReLU and change it."""
+    torch.manual_seed(1)
+    mlp = AffineConditionedMLP(input_dim=6, output_dim=3, condition_dim=5, hidden_dim=16, num_layers=3)
+    for bypass in mlp.bypasses:
+        torch.nn.init.normal_(bypass.layers[-1].weight, std=0.5)
+    inputs, condition = torch.randn(10, 6), torch.randn(5)
+    with torch.no_grad():
+        before = mlp(inputs, condition)
+        for layer in mlp.layers[:-1]:
+            layer.bias += 2.5
+        torch.testing.assert_close(mlp(inputs, condition), before, rtol=1e-5, atol=1e-5)
+        mlp.layers[0].weight[:, 0] += 0.7  # a shift that depends on the sample (its first input), same per feature
+        torch.testing.assert_close(mlp(inputs, condition), before, rtol=1e-5, atol=1e-5)
+        mlp.layers[0].bias[0] += 1.0  # one feature only: not a shift, the output moves
+        assert not torch.allclose(mlp(inputs, condition), before, atol=1e-3)
 
 
 def test_audio_net_shapes():

@@ -17,7 +17,7 @@ TINY = dict(
     march_steps=24, max_samples=8, min_transmittance=0.01, occupancy_resolution=12, occupancy_update_every=8,
     occupancy_conditions=1, density_threshold=3.0, rays_per_step=192, torso_rays_per_step=256,
     frames_per_step=2, head_ray_fraction=0.3, lips_ray_fraction=0.2, opacity_weight=0.1, distortion_weight=0.01,
-    shape_prior_steps=5, shape_prior_carve=0.1, iterations=30, torso_iterations=6, validate_every=1000, validation_frames=1,
+    visual_hull=True, shape_prior_steps=5, shape_prior_carve=0.1, iterations=30, torso_iterations=6, validate_every=1000, validation_frames=1,
     log_every=5, checkpoint_every=10, device="cpu", backend="torch", lips_loss="dssim", network_learning_rate=1e-2,
 )
 

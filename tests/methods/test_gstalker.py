@@ -17,7 +17,8 @@ from talkhead_models.methods.gstalker.trainer import CHECKPOINT, CURVE, Trainer,
 from talkhead_models.methods.gstalker.motion import centred_windows, training_features
 from tests.methods.gstalker_fixtures import IDENTITY, TINY
 
-VARIANTS = ("gstalker", "gstalker_no_static_init", "gstalker_no_hash_grid", "gstalker_no_perceptual")
+VARIANTS = ("gstalker", "gstalker_paper_audio", "gstalker_no_static_init", "gstalker_no_hash_grid",
+            "gstalker_no_perceptual")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -45,11 +46,15 @@ def test_paper_values_are_the_defaults():
 def test_variants_are_registered_and_differ_as_table_4_states():
     specs = {name: get_method(name) for name in VARIANTS}
     assert {spec.family for spec in specs.values()} == {"gstalker"}
-    assert [spec.variant for spec in specs.values()] == ["", "no_static_init", "no_hash_grid", "no_perceptual"]
-    configs = {name: spec.resolve_config({"static_iterations": 7, "perceptual_weight": 0.3})
+    assert [spec.variant for spec in specs.values()] == ["", "paper_audio", "no_static_init", "no_hash_grid",
+                                                         "no_perceptual"]
+    configs = {name: spec.resolve_config({"static_iterations": 7, "perceptual_weight": 0.3, "audio_feature": "a2m"})
                for name, spec in specs.items()}
     full = configs["gstalker"]
     assert (full.static_iterations, full.spatial_encoding, full.perceptual_weight) == (7, "hash_grid", 0.3)
+    assert full.audio_feature == "a2m"
+    # The paper's audio path (the audio stage's mel features through the smoother), whatever params.yaml says.
+    assert configs["gstalker_paper_audio"] == GSTalkerConfig(**{**full.__dict__, "audio_feature": "mel"})
     # Each ablation changes exactly its own switch, whatever params.yaml says.
     assert configs["gstalker_no_static_init"] == GSTalkerConfig(**{**full.__dict__, "static_iterations": 0})
     assert configs["gstalker_no_hash_grid"] == GSTalkerConfig(**{**full.__dict__, "spatial_encoding": "coordinates"})
@@ -58,6 +63,14 @@ def test_variants_are_registered_and_differ_as_table_4_states():
         GSTalkerConfig(audio_feature="deepspeech2")
     with pytest.raises(ValueError, match="motion_window"):
         GSTalkerConfig(audio_feature="a2m", motion_window=0)
+
+
+def test_the_audio_smoother_learns_at_the_deformation_rate_unless_the_aid_sets_its_own():
+    assert GSTalkerConfig().audio_learning_rate == GSTalkerConfig().deform_lr == 1.6e-5
+    assert GSTalkerConfig(deform_lr=2e-3).audio_learning_rate == 2e-3
+    assert GSTalkerConfig(deform_lr=2e-3, audio_lr=5e-4).audio_learning_rate == 5e-4
+    with pytest.raises(ValueError, match="audio_lr"):
+        GSTalkerConfig(audio_lr=-1.0)
 
 
 def test_static_initialisation_puts_10000_points_in_the_cube():
@@ -194,7 +207,9 @@ def test_train_resume_checkpoint_and_render(tracked_root, tmp_path):
     assert all(frame.shape == (size, size, 3) and frame.dtype == np.uint8 for frame in rendered)
     # Composed over the background: the corners (background in these frames) match bc.jpg closely.
     background = head.scene.background(size).numpy() * 255
-    assert np.abs(rendered[0][:8, :8].astype(float) - background[:8, :8]).mean() < 40
+    # Measured 7.7-8.0 of 255 on each frame (a few Gaussians reach the corner); against the background's
+    # opposite corner 28, over black about 146.
+    assert np.abs(rendered[0][:8, :8].astype(float) - background[:8, :8]).mean() < 12
     with pytest.raises(ValueError, match="audio.kind"):
         list(head.render(Driving(identity=IDENTITY, role="self", audio=np.zeros(640, np.float32),
                                  audio_features={"hubert": np.zeros((1, 16, 1024), np.float32)},

@@ -290,6 +290,41 @@ def test_the_face_is_triangulated_inside_the_head_box_and_nothing_in_front_of_it
     assert not (model.grid.occupied & ~model.hull).any()
 
 
+def test_the_solid_head_prior_needs_the_visual_hull_and_carving_needs_the_prior():
+    R2TalkerConfig(visual_hull=True, shape_prior_steps=10, shape_prior_carve=0.03)
+    with pytest.raises(ValueError, match="visual_hull"):
+        R2TalkerConfig(shape_prior_steps=10)
+    with pytest.raises(ValueError, match="shape_prior_steps"):
+        R2TalkerConfig(visual_hull=True, shape_prior_carve=0.03)
+
+
+@pytest.mark.parametrize("visual_hull", [False, True])
+def test_the_occupancy_grid_starts_from_the_visual_hull_only_when_asked(tracked_root, tmp_path, visual_hull):
+    """Paper (no hull): every cell starts occupied and the first update keeps the cells whose density beats
+    torch-ngp's min(mean over all cells, threshold). Aid: the grid starts as the hull and never leaves it."""
+    cfg = tiny_config("r2talker", visual_hull=visual_hull, shape_prior_steps=0, shape_prior_carve=0.0,
+                      iterations=TINY["occupancy_update_every"] - 1, torso_iterations=0)
+    data = IdentityData(tracked_root / IDENTITY, with_landmarks=True)
+    scene = scene_frame(data, cfg.box_margin)
+    model = R2TalkerModel(cfg, scene.box, data.image_size)
+    trainer = Trainer(cfg, data, scene, model, torch.device("cpu"), tmp_path, None)
+    trainer.run()  # ends just before the first occupancy update
+    grid, hull = model.grid, model.hull
+    if not visual_hull:
+        assert hull.all() and grid.occupied.all()
+    else:
+        assert 0.0 < float(hull.float().mean()) < 1.0
+        assert torch.equal(grid.occupied, hull)
+    trainer.iteration = cfg.occupancy_update_every
+    trainer.update_occupancy()
+    density = grid.density
+    if not visual_hull:
+        threshold = min(float(density.mean()), cfg.density_threshold)
+        assert torch.equal(grid.occupied, density > threshold)
+    else:
+        assert not (grid.occupied & ~hull).any() and not density[~hull].any()
+
+
 def test_training_lowers_the_loss_and_writes_its_outputs(trained):
     folder, summary = trained
     assert summary["iterations"] == TINY["iterations"] + TINY["torso_iterations"] and summary["seconds"] > 0
@@ -372,7 +407,6 @@ def test_a_resized_model_renders_the_same_view_at_another_resolution(trained, tr
     size = model.image_size
     background = torch.full((size * size, 3), 0.5)
     original = model.render_frame(condition, c2w, intrinsics, background)
-    assert torch.equal(model.resized(size).render_frame(condition, c2w, intrinsics, background), original)
     double = model.resized(2 * size)
     assert double.image_size == 2 * size and model.image_size == size  # a copy: the trained model is untouched
     assert double.torso_region.view(2 * size, 2 * size)[::2, ::2].equal(model.torso_region.view(size, size))
@@ -381,7 +415,9 @@ def test_a_resized_model_renders_the_same_view_at_another_resolution(trained, tr
     assert rendered.shape == (2 * size, 2 * size, 3)
     # Each 2x2 block of the doubled frame samples the area of one original pixel.
     pooled = torch.nn.functional.avg_pool2d(rendered.permute(2, 0, 1)[None], 2)[0].permute(1, 2, 0)
-    assert (pooled - original).abs().mean() < 0.005  # measured 0.0003; the frame departs from grey by 0.06
+    # Measured 0.00034 (the frame departs from grey by 0.07); the doubled frame rendered half an original pixel
+    # off gives 0.00095-0.0010, with a focal 2% off 0.0015, with unscaled principal point 0.08.
+    assert (pooled - original).abs().mean() < 0.0006
 
 
 def test_the_speed_benchmark_times_training_and_rendering_at_the_papers_size(tracked_root, tmp_path):

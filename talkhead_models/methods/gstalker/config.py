@@ -3,6 +3,15 @@
 Where the paper is silent the choice follows the code it builds on
 (3D-GS for the Gaussians and their optimisation, ER-NeRF for the data
 conventions and the tri-plane) and is said so in the field's docstring.
+
+Demo aids (``talkhead_models.config.demo_aid``): the fields whose non-default
+value changes the method to make a few hundred CPU iterations enough (the
+audio-to-motion audio feature, the mouth-motion prior, the tri-plane's wide
+initialisation, the audio smoother's own learning rate); their labels name
+them in the tables. Budget reductions every variant shares (iterations,
+downscaled frames, crops, SH degree, learning rates and densification
+schedule scaled to the short run) are not aids, nor are the loss weights the
+paper does not give.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from dataclasses import dataclass, field
 
 from talkhead_models.components.densify import DensificationConfig
 from talkhead_models.components.hashgrid import TriPlaneConfig
+from talkhead_models.config import demo_aid
 
 AUDIO_FEATURE_KINDS = ("mel", "hubert", "wav2vec2", "ds", "hu", "eo", "a2m")
 """Audio features the deformation field can read: files ``aud_<kind>.npy``, or ``a2m`` (computed from ``mel``
@@ -57,14 +67,16 @@ class GSTalkerConfig:
     spatial_encoding: str = "hash_grid"
     """hash_grid (the paper) or coordinates: the raw canonical xyz goes into the deformation MLPs instead
     (Table 4, "w/o hash grid"). Applies to the head's and the torso's field."""
-    audio_feature: str = "mel"
+    audio_feature: str = demo_aid("mel", "{value} audio")
     """Audio feature kind read from ``aud_<kind>.npy`` and from the driving signal. The paper's Table 1 uses
     DeepSpeech (``ds``: an ER-NeRF-prepared ``aud_ds.npy``); Table 5 compares wav2vec (``wav2vec2``, or ER-NeRF's
     ``eo``) and HuBERT (``hubert``, or ER-NeRF's ``hu``). The audio stage computes ``mel`` without any weights and
     hubert / wav2vec2 from local weights; set ``audio.kind`` to the same value. ``a2m`` is a substitute for
     DeepSpeech / HuBERT when those weights are absent: the mouth-landmark displacements that the corpus-trained
     audio-to-motion model (data/models/audio2motion) predicts from the audio stage's features, windowed over
-    ``motion_window`` frames (derived from audio only, for training and driving frames alike)."""
+    ``motion_window`` frames (derived from audio only, for training and driving frames alike): a demo aid, since
+    the field then reads another model's lip motion instead of encoding the audio itself. Any kind but ``mel``
+    is labelled with its name (``mel`` stands for DeepSpeech, whose graph this project cannot run)."""
     motion_window: int = 8
     """Frames per ``a2m`` feature window, centred on the frame (RAD-NeRF's attention window of 8)."""
     audio_dim: int = 32
@@ -83,13 +95,15 @@ class GSTalkerConfig:
     """Adam learning rate of the hash-grid tri-planes."""
     deform_lr: float = 1.6e-5
     """Adam learning rate of the deformation networks (decoders and the audio smoother)."""
-    audio_lr: float = 1.6e-5
-    """Adam learning rate of the audio smoother alone (the paper: ``deform_lr``). Lower than the decoders' in a
-    short run: while the tri-plane features are still near zero the field can only move every Gaussian alike, the
-    frame-to-frame variation of the audio code is then noise to it, and a fast smoother learns to flatten it."""
-    deform_hash_init: float = 1e-4
-    """Half-range of the uniform initialisation of the deformation tri-planes' tables (Instant-NGP's 1e-4). A
-    larger one lets the field tell the mouth from the rest of the head from the first joint iteration."""
+    audio_lr: float = demo_aid(0.0, "audio smoother lr {value}")
+    """Adam learning rate of the audio smoother alone; 0 = ``deform_lr`` (the paper: one rate for the deformation
+    network). A demo aid when set: lower than the decoders' in a short run, because while the tri-plane features
+    are still near zero the field can only move every Gaussian alike, the frame-to-frame variation of the audio
+    code is then noise to it, and a fast smoother learns to flatten it."""
+    deform_hash_init: float = demo_aid(1e-4, "tri-plane init ±{value}")
+    """Half-range of the uniform initialisation of the deformation tri-planes' tables (Instant-NGP's 1e-4). A demo
+    aid when raised: a larger one lets the field tell the mouth from the rest of the head from the first joint
+    iteration."""
     position_lr: float = 1.6e-4
     """Gaussian means, times ``densify_extent`` (3D-GS position_lr_init)."""
     position_lr_final: float = 1.6e-6
@@ -113,13 +127,13 @@ class GSTalkerConfig:
     used without the weights) or auto (LPIPS when its weights are present, else dssim, with a log line)."""
     lips_weight: float = 1.0
     """l3: extra L1 on the lip patch (the 68 landmarks' mouth points, padded). Not given."""
-    mouth_motion_weight: float = 0.0
+    mouth_motion_weight: float = demo_aid(0.0, "mouth-motion prior")
     """Weight of a mouth-motion prior (not in the paper, 0 = off): in the joint stage the deformation field is
     also asked to move the mouth's Gaussians on screen as the frame's tracked lips moved from the training
     frames' mean mouth (L1 in processed pixels). A few hundred CPU iterations are too few for the photometric
     loss alone to teach the field lip motion; the paper's 100,000 need no such help. Training only: the
     renderer never reads landmarks."""
-    mouth_warmup_iterations: int = 0
+    mouth_warmup_iterations: int = demo_aid(0, "mouth-motion prior")
     """Steps that fit the head's deformation field to the mouth-motion prior alone (no rendering, a few ms each)
     when the joint stage begins; 0 = none (the paper). The field then starts the joint stage already moving the
     lips with the audio feature instead of discovering that from pixels."""
@@ -178,12 +192,19 @@ class GSTalkerConfig:
         if self.joint_crop < 0 or not 0.0 <= self.crop_mouth_fraction <= 1.0 or self.frames_per_step < 1:
             raise ValueError("gstalker.joint_crop must be >= 0, crop_mouth_fraction in [0, 1] and frames_per_step "
                              ">= 1")
+        if self.audio_lr < 0:
+            raise ValueError(f"gstalker.audio_lr must be >= 0 (0 = deform_lr), got {self.audio_lr}")
         if self.mouth_warmup_iterations < 0 or self.mouth_motion_weight < 0:
             raise ValueError("gstalker.mouth_warmup_iterations and mouth_motion_weight must be non-negative")
         if self.motion_window < 1:
             raise ValueError(f"gstalker.motion_window must be at least 1, got {self.motion_window}")
         if self.static_iterations < 0 or self.iterations < 0:
             raise ValueError("gstalker.static_iterations and iterations must be non-negative")
+
+    @property
+    def audio_learning_rate(self) -> float:
+        """The audio smoother's learning rate: ``audio_lr``, or the deformation network's when 0 (the paper)."""
+        return self.audio_lr or self.deform_lr
 
     @property
     def total_iterations(self) -> int:

@@ -251,7 +251,7 @@ class Trainer:
                 groups.append({"params": [params["sh_rest"]], "lr": cfg.color_lr / 20.0, "name": "sh_rest"})
             self.optimizers[part] = torch.optim.Adam(groups, lr=0.0, eps=1e-15)
         network_groups = [{"params": self.model.network_parameters(), "lr": cfg.deform_lr, "name": "deformation"},
-                          {"params": list(self.model.audio_encoder.parameters()), "lr": cfg.audio_lr,
+                          {"params": list(self.model.audio_encoder.parameters()), "lr": cfg.audio_learning_rate,
                            "name": "audio"}]
         hashed = self.model.hash_parameters()
         if hashed:

@@ -3,11 +3,21 @@
 Numbers come from the paper (Sec. 3.4) and its supplement (Table 6). Where
 the paper is silent the value is RAD-NeRF's (the code base R2-Talker and
 its Geneface++ baseline build on), and the field says so.
+
+Demo aids (``talkhead_models.config.demo_aid``): the fields whose non-default
+value changes the method itself to make a few CPU minutes enough (the
+landmark grid's coarseness, the visual-hull start, the solid-head prior and
+carving, the opacity and distortion losses); their labels name them in the
+tables. Budget reductions that every ladder rung shares (iterations, rays,
+image and grid sizes, samples per ray, schedule) are not aids: they shrink
+the paper's procedure without changing it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from talkhead_models.config import demo_aid
 
 CONDITIONS = ("landmarks", "audio")
 LIP_LOSSES = ("auto", "lpips", "dssim")
@@ -60,16 +70,18 @@ class R2TalkerConfig:
     """Frequency encoding of the view direction (AD-NeRF's 4 frequencies; RAD-NeRF uses degree-4 SH)."""
 
     # --- Landmark encoder: hash grid at every landmark of a window (Table 6) -------------------------------
-    landmark_levels: int = 16
-    """Levels of the landmark hash grid."""
+    landmark_levels: int = demo_aid(16, "landmark grid {value}/{default} levels")
+    """Levels of the landmark hash grid. A demo aid when cut: a coarse grid changes what R2-Talker's condition
+    encodes (the features vary smoothly with the mouth instead of hashing per-frame FaceMesh jitter), not only
+    what it costs."""
     landmark_level_dim: int = 2
     """Features per level of the landmark grid."""
-    landmark_base_resolution: int = 32
-    """Coarsest resolution of the landmark grid."""
+    landmark_base_resolution: int = demo_aid(32, "landmark grid base res. {value}/{default}")
+    """Coarsest resolution of the landmark grid (a demo aid when changed, as ``landmark_levels``)."""
     landmark_log2_hashmap_size: int = 16
     """log2 of its entries per level."""
-    landmark_desired_resolution: int = 2048
-    """Finest resolution of the landmark grid."""
+    landmark_desired_resolution: int = demo_aid(2048, "landmark grid finest res. {value}/{default}")
+    """Finest resolution of the landmark grid (a demo aid when changed, as ``landmark_levels``)."""
     landmark_window: int = 5
     """Frames of 68 landmarks per condition, centred on the frame (5: the FC input is 5 x 68 x 2 x 16)."""
     landmark_bound: float = 2.0
@@ -140,6 +152,11 @@ class R2TalkerConfig:
     """Fraction of cells re-evaluated per update."""
     density_threshold: float = 10.0
     """Occupancy density threshold (RAD-NeRF)."""
+    visual_hull: bool = demo_aid(False, "visual-hull occupancy start")
+    """Start the occupancy grid from the visual hull of the training frames' head masks, and never mark a cell
+    outside it occupied. Not in the paper (False: the grid starts all-occupied and its updates, from the field,
+    prune it, as torch-ngp / RAD-NeRF do); a CPU-budget aid: the first iterations do not march the empty space
+    around the head. The solid-head prior (``shape_prior_steps``) takes its silhouette from the hull."""
 
     # --- Head training (Sec. 3.4) ---------------------------------------------------------------------------
     iterations: int = 240_000
@@ -148,10 +165,12 @@ class R2TalkerConfig:
     """Rays per iteration (RAD-NeRF's num_rays = 4096 x 16)."""
     head_ray_fraction: float = 0.0
     """Share of a frame's rays drawn inside its head mask (the rest uniformly over the projected head box, as
-    RAD-NeRF draws them over the image; 0 in the paper)."""
+    RAD-NeRF draws them over the image; 0 in the paper). Not a demo aid: with a few thousand rays instead of
+    65,536 (a third of a 450 x 450 frame's pixels) it keeps the pixels the paper covers at every step covered."""
     lips_ray_fraction: float = 0.0
     """Share of a frame's rays drawn inside its lips box (0 in the paper; the lips fine-tuning stage alone
-    focuses on them there). Raising it spends a short CPU budget where the condition matters."""
+    focuses on them there). Raising it spends a short CPU budget where the condition matters; not a demo aid
+    for the reason ``head_ray_fraction`` gives (the paper's dense sampling sees the lips at every step)."""
     frames_per_step: int = 1
     """Training frames the rays of one iteration come from (RAD-NeRF: one image per iteration)."""
     train_ray_chunk: int = 4096
@@ -177,24 +196,25 @@ class R2TalkerConfig:
     """lambda of L = MSE + lambda * LPIPS(patch) (the paper's value is lost in the text; RAD-NeRF / ER-NeRF)."""
     lips_loss: str = "auto"
     """Perceptual lip loss: lpips (needs its weights), dssim (1 - SSIM, weight-free) or auto (lpips if present)."""
-    opacity_weight: float = 0.0
+    opacity_weight: float = demo_aid(0.0, "opacity loss")
     """Weight of an MSE between each head ray's opacity and the frame's head mask (parse labels head, neck,
     lips, mouth). Not in the paper (0); a CPU-budget aid: it clears the fog around the silhouette early, so the
     occupancy grid prunes it and fewer samples are marched."""
-    distortion_weight: float = 0.0
+    distortion_weight: float = demo_aid(0.0, "distortion loss")
     """Weight of Mip-NeRF 360's distortion loss on the head rays' weights. Not in the paper (0); a CPU-budget
     aid: it turns the early volumetric fog into a surface, so rays terminate after a few samples."""
-    shape_prior_steps: int = 0
+    shape_prior_steps: int = demo_aid(0, "solid-head prior")
     """Iterations that first fit the density to a solid head (the mask hull, cut in depth by an ellipsoid whose
     front is the face's landmarks triangulated with the tracked cameras, and by their depth inside the face's
     outline), as Neuralangelo / NeuS start from a sphere. Not in the paper (0); a CPU-budget aid: training then starts
-    from a surface instead of a fog that every ray has to march through."""
-    shape_prior_carve: float = 0.0
+    from a surface instead of a fog that every ray has to march through. Needs ``visual_hull`` (the silhouette and
+    the ellipsoid's extent are the hull's)."""
+    shape_prior_carve: float = demo_aid(0.0, "carved {value} in front of the face")
     """Hull cells further than this (scene units; the head box spans 2) in front of the shape prior's surface
     are removed from the occupancy grid for good; 0 keeps them. Not in the paper; a CPU-budget aid that goes
     with ``max_samples``: a ray that may only evaluate a few samples must meet the face, not the empty space
     in front of it (where the field, left free, grows the density that paints the texture centimetres in
-    front of the face, smeared across views)."""
+    front of the face, smeared across views). Needs ``shape_prior_steps`` (it carves in front of that prior)."""
     progressive_initial_levels: int = 4
     """Positional grid levels active at the start."""
     progressive_every: int = 5000
@@ -254,6 +274,12 @@ class R2TalkerConfig:
         if self.head_ray_fraction < 0 or self.lips_ray_fraction < 0 or \
                 self.head_ray_fraction + self.lips_ray_fraction > 1:
             raise ValueError("r2talker.head_ray_fraction and lips_ray_fraction must be >= 0 and sum to at most 1")
+        if self.shape_prior_steps > 0 and not self.visual_hull:
+            raise ValueError("r2talker.shape_prior_steps needs visual_hull: the solid-head prior's silhouette and "
+                             "extent are the visual hull's (set visual_hull: true or shape_prior_steps: 0)")
+        if self.shape_prior_carve > 0 and self.shape_prior_steps <= 0:
+            raise ValueError("r2talker.shape_prior_carve carves in front of the solid-head prior: it needs "
+                             "shape_prior_steps > 0")
         if self.iterations < 1 or self.rays_per_step < 1 or self.frames_per_step < 1:
             raise ValueError("r2talker.iterations, rays_per_step and frames_per_step must be positive")
 

@@ -66,7 +66,8 @@ class R2TalkerModel(nn.Module):
         self.grid = OccupancyGrid(torch.as_tensor(box, dtype=torch.float32), OccupancyGridConfig(
             resolution=cfg.occupancy_resolution, density_threshold=cfg.density_threshold))
         self.register_buffer("box", torch.as_tensor(box, dtype=torch.float32))
-        # Cells inside the visual hull of the training masks: the occupancy grid never marks others occupied.
+        # Cells the occupancy grid may mark occupied: the visual hull of the training masks with ``visual_hull``
+        # (a demo aid), every cell without it (torch-ngp).
         self.register_buffer("hull", torch.ones(cfg.occupancy_resolution ** 3, dtype=torch.bool))
         self.register_buffer("torso_region", torch.zeros(image_size * image_size, dtype=torch.bool))
         self.register_buffer("torso_trained", torch.zeros((), dtype=torch.bool))
@@ -272,7 +273,8 @@ def load_r2talker(cfg: R2TalkerConfig, identity_root: Path, pretrained: Mapping[
         neutral = np.asarray(record["neutral"], np.float32)
         kind = audio2motion[1].get("feature_kind", "mel")
         features = reader.audio_features(kind)
-        own_mean = speaker_mean(features, audio2motion[1].get("pitch_column", -1))
+        # The voice's mean over the training frames only: the test audio stays unseen until it drives the head.
+        own_mean = speaker_mean(features[reader.training_frames()], audio2motion[1].get("pitch_column", -1))
         if cfg.motion_adaptation:  # a test-time switch: the config the model is loaded with decides
             adaptation = face_adaptation(reader, audio2motion[0], features, own_mean, neutral)
     head = R2TalkerHead(model, scene, reader.cameras(), background, device, audio2motion, neutral, own_mean,
