@@ -215,6 +215,9 @@ class HashGridEncoding(nn.Module):
             torch.empty(total_entries, self.config.level_dim).uniform_(-INIT_RANGE, INIT_RANGE)
         )
         self.register_buffer("level_mask", torch.ones(self.config.num_levels), persistent=False)
+        # The mask's count as a plain int: the torch path slices the levels by it without reading the buffer
+        # back from the device at every call.
+        self._active_levels = self.config.num_levels
         self.backend = resolve_backend(backend)
         # The tcnn module is kept out of the module tree (plain attribute, not a
         # submodule) so that its own copy of the table is neither saved nor
@@ -234,7 +237,7 @@ class HashGridEncoding(nn.Module):
 
     @property
     def active_levels(self) -> int:
-        return int(self.level_mask.sum().item())
+        return self._active_levels
 
     def set_active_levels(self, count: int) -> None:
         """Enable the ``count`` coarsest levels; the finer ones output zeros."""
@@ -242,6 +245,7 @@ class HashGridEncoding(nn.Module):
             raise ValueError(f"active level count must be in 1..{self.config.num_levels}, got {count}")
         self.level_mask.zero_()
         self.level_mask[:count] = 1.0
+        self._active_levels = count
 
     def _build_tcnn(self) -> nn.Module:
         import tinycudann as tcnn
@@ -278,10 +282,16 @@ class HashGridEncoding(nn.Module):
             features = torch.func.functional_call(
                 self._tcnn_encoding, {"params": self.embeddings.reshape(-1)}, (unit_points.contiguous(),)
             )
-        else:
-            features = encode_torch(unit_points, self.embeddings, self.layouts, self.config.level_dim)
-        mask = self.level_mask.to(features.dtype).repeat_interleave(self.config.level_dim)
-        return (features * mask).reshape(*leading_shape, self.output_dim)
+            mask = self.level_mask.to(features.dtype).repeat_interleave(self.config.level_dim)
+            return (features * mask).reshape(*leading_shape, self.output_dim)
+        # The masked levels' features are zeros whatever the table holds, so they are not computed: with
+        # R2-Talker's progressive schedule the paper's first 5,000 iterations encode 4 levels of 16. The active
+        # levels' features and the table's gradient are the same numbers as when all levels are encoded.
+        active = self._active_levels
+        features = encode_torch(unit_points, self.embeddings, self.layouts[:active], self.config.level_dim)
+        if active < self.config.num_levels:
+            features = nn.functional.pad(features, (0, (self.config.num_levels - active) * self.config.level_dim))
+        return features.reshape(*leading_shape, self.output_dim)
 
 
 @dataclass
