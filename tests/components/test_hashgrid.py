@@ -163,8 +163,9 @@ def test_tcnn_backend_matches_torch_backend():
     torch.testing.assert_close(fast.embeddings.grad, reference.embeddings.grad, atol=1e-3, rtol=1e-3)
 
 
-def test_triplane_concatenates_xy_yz_xz_planes():
+def test_triplane_matches_a_bruteforce_lookup_on_each_projection():
     config = TriPlaneConfig(num_levels=3, level_dim=1, base_resolution=4, desired_resolution=16, log2_hashmap_size=6)
+    torch.manual_seed(4)
     triplane = TriPlaneHashGrid(config, backend="torch")
     with torch.no_grad():
         for plane in triplane.planes.values():
@@ -172,11 +173,16 @@ def test_triplane_concatenates_xy_yz_xz_planes():
     points = torch.rand(10, 3) * 2 - 1
     features = triplane(points)
     assert features.shape == (10, triplane.output_dim) == (10, 9)
-    expected = torch.cat(
-        [triplane.planes["xy"](points[:, :2]), triplane.planes["yz"](points[:, 1:]), triplane.planes["xz"](points[:, [0, 2]])],
-        dim=-1,
+    # ER-NeRF's order, written out here rather than read from TriPlaneHashGrid.PLANES: xy, then yz, then xz.
+    unit = ((points.double() + 1.0) / 2.0).numpy()
+    expected = np.concatenate(
+        [
+            reference_encoding(unit[:, axes], triplane.planes[name].embeddings.detach().double().numpy(), config.plane_config())
+            for name, axes in (("xy", [0, 1]), ("yz", [1, 2]), ("xz", [0, 2]))
+        ],
+        axis=1,
     )
-    torch.testing.assert_close(features, expected)
+    np.testing.assert_allclose(features.detach().numpy(), expected, atol=2e-5)
 
 
 def test_landmark_encoder_concatenates_per_landmark_encodings():
@@ -186,6 +192,10 @@ def test_landmark_encoder_concatenates_per_landmark_encodings():
     landmarks = torch.rand(2, 5, 68, 3) * 2 - 1  # a window of 5 frames of 68 landmarks
     features = encoder(landmarks)
     assert features.shape == (2, encoder.output_dim(5 * 68)) == (2, 5 * 68 * 4 * 2)
-    third = encoder.grid(landmarks[1, 0, 2])
     per_point = encoder.grid.output_dim
-    torch.testing.assert_close(features[1, 2 * per_point : 3 * per_point], third)
+    table = encoder.grid.embeddings.detach().double().numpy()
+    # Landmark 2 of frame 0 of sample 1 is the third point of the sample's flattened (frame, landmark) order.
+    third = reference_encoding(((landmarks[1, 0, 2:3].double() + 1.0) / 2.0).numpy(), table, SMALL_3D)[0]
+    np.testing.assert_allclose(features[1, 2 * per_point : 3 * per_point].detach().numpy(), third, atol=2e-5)
+    last = reference_encoding(((landmarks[1, 4, 67:68].double() + 1.0) / 2.0).numpy(), table, SMALL_3D)[0]
+    np.testing.assert_allclose(features[1, -per_point:].detach().numpy(), last, atol=2e-5)

@@ -92,16 +92,20 @@ def test_sync_without_a_scorer_or_its_weights_is_n_a(talking):
     assert values["LSE-C"].value == 7.5 and values["LSE-D"].value == 6.5 and "offset 1 frames" in values["Sync"].note
 
 
-def test_fps_counts_only_the_timed_frames():
+def test_fps_counts_only_the_timed_frames(monkeypatch):
+    # A clock that only the renders advance, so the expected rate is exact whatever the machine's load.
+    clock = [1000.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
     calls = []
 
     def render(index: int) -> None:
         calls.append(index)
-        time.sleep(0.3 if index < 2 else 0.01)  # slow warm-up (compilation, caches), then 10 ms per frame
+        clock[0] += 0.3 if index < 2 else 0.01  # slow warm-up (compilation, caches), then 10 ms per frame
 
     value = measure_fps(render, frames=10, warmup=2)
     assert calls == list(range(12))
-    assert 5.0 < value.value <= 100.0  # with the warm-up counted it would be below 10 / 0.7 = 14.3
+    # 10 frames in 0.1 s; with the warm-up counted it would be 10 / 0.7 = 14.3, with one frame lost 90.
+    assert value.value == pytest.approx(100.0, rel=1e-9)
     assert value.unit == "frames/s" and "CPU" in value.hardware and value.footnote().startswith("FPS: measured on")
 
 
