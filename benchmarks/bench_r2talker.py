@@ -47,6 +47,7 @@ import yaml
 from benchmarks.bench_components import machine_info
 from talkhead_models.atomic import write_text
 from talkhead_models.config import from_dict, load_params, section_overrides
+from talkhead_models.methods.base import MetricLogger
 from talkhead_models.methods.r2talker import R2TalkerConfig
 from talkhead_models.methods.r2talker.data import IdentityData
 from talkhead_models.methods.r2talker.model import MODEL_FILE, load_record, resolve_device
@@ -90,10 +91,11 @@ def read_curve(model_dir: Path) -> list[tuple[int, float]]:
         return [(int(row["step"]), float(row["seconds"])) for row in csv.DictReader(handle)]
 
 
-def bench_training(cfg: R2TalkerConfig, identity_root: Path, model_dir: Path) -> dict[str, Any]:
+def bench_training(cfg: R2TalkerConfig, identity_root: Path, model_dir: Path,
+                   log_metric: MetricLogger | None = None) -> dict[str, Any]:
     """Train ``cfg`` into ``model_dir``; head and torso iterations per second from the curve."""
     started = time.perf_counter()
-    summary = train_r2talker(cfg, identity_root, {}, model_dir)
+    summary = train_r2talker(cfg, identity_root, {}, model_dir, log_metric)
     wall = time.perf_counter() - started
     curve = read_curve(model_dir)
     head = stage_rate(curve, 0, cfg.iterations)
