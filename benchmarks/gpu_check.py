@@ -95,16 +95,6 @@ class DeadlineReached(RuntimeError):
     """Raised from a trainer's metric callback when the method's time share is spent."""
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 class PeakMemory:
     """Peak memory during a block: torch's CUDA peak, or the resident set sampled every 50 ms on a CPU (the
     process's lifetime maximum from getrusage would mix the methods)."""
@@ -329,7 +319,7 @@ def run(identity_root: Path, pretrained: dict[str, Path], device: torch.device, 
     deadline = started + deadline_s
     result: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {**machine_info(), "cpu_model": cpu_model()},
+        "machine": machine_info(),
         "commit": git_commit(ROOT),
         "profile": "paper",
         "identity": str(identity_root),
