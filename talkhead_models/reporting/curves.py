@@ -19,12 +19,15 @@ import io
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from talkhead_models.config import NAME_PATTERN
 
 log = logging.getLogger(__name__)
+SEED_FOLDER = re.compile(r"[A-Za-z0-9_-]+\.seed[0-9]+")
+"""A model folder of seed k > 0: ``<identity>.seed<k>`` (talkhead_models.runs.seed_suffix)."""
 
 CURVE_FILE = "curve.csv"
 SUMMARY_FILE = "train.json"
@@ -118,12 +121,17 @@ def _validation_setup(path: Path) -> tuple[tuple[int, ...] | None, tuple[int, in
 
 
 def load_curves(folder: str | Path | None) -> list[Curve]:
-    """Every ``<method>/<identity>/curve.csv`` under ``folder``; none (or no folder) is an empty list."""
+    """Every ``<method>/<identity>/curve.csv`` under ``folder`` (seed 0's; ``<identity>.seed<k>/`` folders are
+    skipped); none (or no folder) is an empty list."""
     if folder is None or not Path(folder).is_dir():
         return []
     curves = []
     for path in sorted(Path(folder).glob(f"*/*/{CURVE_FILE}")):
         method, identity = path.parent.parent.name, path.parent.name
+        if SEED_FOLDER.fullmatch(identity):
+            # Another seed of a run (talkhead_models.runs): the plot and the curve claims follow seed 0.
+            log.debug("%s: seed k > 0, not plotted", path)
+            continue
         if not (NAME_PATTERN.fullmatch(method) and NAME_PATTERN.fullmatch(identity)):
             log.warning("%s: skipped (method and identity folders must match [A-Za-z0-9_-]+)", path)
             continue

@@ -8,10 +8,22 @@ sit beside it as ``<identity>.seed<k>.json``)::
      "seed": 0, "profile": "demo", "hardware": "...", "demo_aids": ["a2m audio", ...],
      "settings": {"self":  {"frames": 120, "metrics": {"PSNR": <MetricValue.to_dict()>, ...}},
                   "cross": {"frames": 300, "metrics": {...}}},
-     "training": {<the trainer's train.json: seconds, iterations, hardware, ...>}}
+     "training": {<the trainer's train.json: seconds, iterations, hardware, ...>},
+     "inputs_digest": "<sha256 hex>"}
 
 ``seed`` defaults to 0 (the pipeline's own run; reference rows have none);
 ``demo_aids`` absent means the record predates it (not "no aids").
+``inputs_digest`` (:func:`talkhead_models.provenance.inputs_digest` of the
+code, the config without its seed and the input data the record was made
+from) may be absent or null in records written before it existed.
+
+Seeds are averaged only when they were made from the same inputs: for each
+(method, identity) the record of the lowest seed is the reference, and a
+record of another seed is kept only when both carry an ``inputs_digest`` and
+the two are equal. Any other is left out of every mean and comparison, and
+:attr:`RecordSet.left_out` says which and why (the tables show it as a
+footnote of the row); otherwise a seed retrained long ago would be averaged
+with a seed 0 made by newer code, config or data.
 
 Tables show one row per (family, variant): the mean over identities of the
 values that exist. An identity whose value is n/a is left out of the mean
@@ -96,6 +108,9 @@ class MetricRecord:
     recorded)."""
     training: Mapping = field(default_factory=dict)
     """The trainer's summary (train.json): seconds, iterations, hardware, loss choices."""
+    inputs_digest: str | None = None
+    """The digest of the code, config (without the seed) and data the record was made from; None when the record
+    does not say (written before records carried one)."""
 
     @property
     def key(self) -> Key:
@@ -161,10 +176,15 @@ def parse_record(data: Mapping, path: Path) -> MetricRecord:
     training = data.get("training") or {}
     if not isinstance(training, dict):
         raise RecordError(f"{path}: 'training' should be an object (the trainer's train.json), got {training!r}")
+    digest = data.get("inputs_digest")
+    if digest is not None and not isinstance(digest, str):
+        raise RecordError(f"{path}: 'inputs_digest' should be a string (the digest of the record's code, config and "
+                          f"data), got {digest!r}; re-run its evaluate stage")
     return MetricRecord(method=fields["method"], family=fields["family"], variant=fields["variant"],
                         identity=fields["identity"], profile=str(data.get("profile", "")),
                         hardware=str(data.get("hardware", "")), settings=settings, source=path, seed=seed,
-                        demo_aids=None if aids is None else tuple(aids), training=training)
+                        demo_aids=None if aids is None else tuple(aids), training=training,
+                        inputs_digest=digest)
 
 
 def _clips(raw: object) -> tuple[tuple[str, str, int], ...] | None:
@@ -331,6 +351,11 @@ class RecordSet:
     """All records of a run, grouped by (family, variant) in first-seen order."""
 
     records: list[MetricRecord] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
+    """Why each record in ``dropped`` was left out of the means (same order), one sentence each."""
+    dropped: list[MetricRecord] = field(default_factory=list)
+    """Records of a seed made from other inputs than the lowest seed's (see the module docstring): not in
+    ``records``."""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -362,6 +387,10 @@ class RecordSet:
             return "demo aids not recorded (re-run its evaluate stage)"
         return "demo aids: " + ", ".join(aids) if aids else "no demo aids"
 
+    def left_out_of(self, key: Key) -> list[str]:
+        """The notes of ``key``'s records left out of the means."""
+        return [note for record, note in zip(self.dropped, self.left_out) if record.key == key]
+
     def has(self, key: Key) -> bool:
         return any(record.key == key for record in self.records)
 
@@ -378,14 +407,20 @@ class RecordSet:
         seeds = self.seeds(key)
         if not seeds:
             return None
-        per_seed = {seed: average(metric, {r.identity: r.metric(setting, metric) for r in self.of(key, seed)})
-                    for seed in seeds}
         if len(seeds) == 1:
-            return replace(per_seed[seeds[0]], seeds=seeds)
+            values = {r.identity: r.metric(setting, metric) for r in self.of(key, seeds[0])}
+            return replace(average(metric, values), seeds=seeds)
+        # An identity a seed has no record of (never run, or left out) is named as missing from that seed's
+        # mean, so a seed averaged over fewer identities is not passed off as the full one.
+        identities = self.identities(key)
+        per_seed = {}
+        for seed in seeds:
+            mine = {r.identity: r for r in self.of(key, seed)}
+            per_seed[seed] = average(metric, {identity: mine[identity].metric(setting, metric)
+                                              if identity in mine else None for identity in identities})
         usable = {seed: a for seed, a in per_seed.items() if a.value.available and not math.isnan(a.value.value)}
         missing = tuple((f"{identity} seed {seed}", reason) for seed, a in per_seed.items()
                         for identity, reason in a.missing)
-        identities = self.identities(key)
         if not usable:
             first = next(iter(per_seed.values()))
             return Aggregate(first.value, identities, missing, seeds)
@@ -488,5 +523,37 @@ def load_records(folder: str | Path) -> RecordSet:
             raise RecordError(f"{record.source}: a second record of {record.method} on {record.identity}, seed "
                               f"{record.seed} (the other: {seen[where]}); keep one")
         seen[where] = record.source
+    kept, dropped, notes = _same_inputs(records)
+    for note in notes:
+        log.warning("%s", note)
     log.info("read %d metric records from %s", len(records), folder)
-    return RecordSet(records)
+    return RecordSet(kept, notes, dropped)
+
+
+def _same_inputs(records: list[MetricRecord]) -> tuple[list[MetricRecord], list[MetricRecord], list[str]]:
+    """The records kept, those left out, and why: see the module docstring (seeds made from the same inputs)."""
+    groups: dict[tuple[str, str], list[MetricRecord]] = {}
+    for record in records:
+        if record.family not in REFERENCE_FAMILIES:
+            groups.setdefault((record.method, record.identity), []).append(record)
+    dropped, notes = [], []
+    for (method, identity), group in groups.items():
+        group.sort(key=lambda r: r.seed)
+        reference, *others = group
+        seeds = ", ".join(str(r.seed) for r in group)
+        for record in others:
+            if record.inputs_digest is None:
+                why = "has no inputs_digest (made before records carried one)"
+            elif reference.inputs_digest is None:
+                why = (f"cannot be matched with seed {reference.seed}'s, which has no inputs_digest (made before "
+                       "records carried one)")
+            elif record.inputs_digest != reference.inputs_digest:
+                why = (f"was made from other code, config or data than seed {reference.seed}'s (inputs_digest "
+                       "differs)")
+            else:
+                continue
+            dropped.append(record)
+            notes.append(f"{method} {identity} seed {record.seed}: left out of the mean; its record {why}; "
+                         f"retrain it: set `seeds: [{seeds}]` in params.yaml and run `make demo`")
+    left = {id(record) for record in dropped}
+    return [record for record in records if id(record) not in left], dropped, notes

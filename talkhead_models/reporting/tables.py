@@ -9,7 +9,9 @@ value is n/a, measured with a substitute, dependent on hardware, averaged
 over fewer identities than were evaluated, or over several seeds (shown as
 mean ± standard deviation) carries a numbered footnote
 (:meth:`MetricValue.footnote` plus the identities left out); the method
-cell of every run of a trained family carries the demo aids its config uses.
+cell of every run of a trained family carries the demo aids its config uses,
+and the seeds left out of its means (made from other inputs than its lowest
+seed: :attr:`RecordSet.left_out`).
 """
 
 from __future__ import annotations
@@ -138,6 +140,7 @@ def _our_row(key: Key, columns: tuple[Column, ...], records: RecordSet, matches:
     # Reference rows train nothing, so "no demo aids" would say nothing about them.
     method_marks = () if key[0] in REFERENCE_FAMILIES and not aids else (
         notes.add(f"{method}: {records.aids_text(key)}"),)
+    method_marks += tuple(notes.add(text) for text in records.left_out_of(key))
     return Row(OUR_SOURCE, Cell(method, method_marks), matches, ", ".join(records.identities(key)), cells, key)
 
 

@@ -35,6 +35,8 @@ PER_CLIP = ("Sync", "LSE-C", "LSE-D")
 UNSAMPLED = ("FPS", "Training time", "FID")
 """Run-level values: no per-frame samples."""
 FRAMES, CLIPS = 120, 6
+INPUTS_DIGEST = "0" * 64
+"""The inputs_digest every fixture record carries unless told otherwise: seeds of one run share their inputs."""
 SHARED_SPREAD, OWN_SPREAD = 0.05, 0.01
 """Per-frame spread (relative to the value) shared by every run of an identity, and each run's own."""
 
@@ -84,9 +86,10 @@ def write_record(folder: Path, method: str, family: str, variant: str, identity:
                  self_values: dict[str, float | Sequence[float] | None],
                  cross_values: dict[str, float | Sequence[float] | None] | None = None, *, seed: int | None = None,
                  demo_aids: list[str] | None = None, training: dict | None = None,
-                 with_samples: bool = True) -> Path:
+                 with_samples: bool = True, inputs_digest: str | None = INPUTS_DIGEST) -> Path:
     """``<folder>/<method>/<identity>.json`` (``<identity>.seed<k>.json`` for a seed k > 0) following the
-    contract, written as the evaluate stage writes it (Infinity stays JSON ``Infinity``)."""
+    contract, written as the evaluate stage writes it (Infinity stays JSON ``Infinity``); ``inputs_digest``
+    None writes a record from before records carried one."""
     settings = {"self": {"frames": FRAMES, "metrics": _metrics(self_values, identity, method, with_samples)}}
     if cross_values is not None:
         settings["cross"] = {"frames": FRAMES, "metrics": _metrics(cross_values, identity, method, with_samples)}
@@ -98,6 +101,8 @@ def write_record(folder: Path, method: str, family: str, variant: str, identity:
         record["demo_aids"] = demo_aids
     if training is not None:
         record["training"] = training
+    if inputs_digest is not None:
+        record["inputs_digest"] = inputs_digest
     name = f"{identity}.seed{seed}.json" if seed else f"{identity}.json"
     path = folder / method / name
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -140,3 +140,81 @@ def test_records_scored_on_other_clips_are_not_paired(tmp_path):
         path.write_text(json.dumps(data))
     pairing = load_records(tmp_path).paired(("r2talker", ""), ("static", ""), "M-LMD")
     assert not pairing.pairs and "different self-driven clips" in pairing.problems[0]
+
+
+def test_a_record_carries_its_inputs_digest_and_a_wrong_type_names_the_file(tmp_path):
+    write_record(tmp_path, "r2talker", "r2talker", "", "S001", {"PSNR": 24.0}, inputs_digest="ab" * 32)
+    path = write_record(tmp_path, "r2talker", "r2talker", "", "S002", {"PSNR": 24.0}, inputs_digest=None)
+    assert [r.inputs_digest for r in load_records(tmp_path).records] == ["ab" * 32, None]
+    path.write_text(json.dumps({**json.loads(path.read_text()), "inputs_digest": 12}))
+    with pytest.raises(RecordError, match=r"S002\.json: 'inputs_digest' should be a string"):
+        load_records(tmp_path)
+
+
+A, B = "a" * 64, "b" * 64
+
+
+def _seeds(folder, runs, method=("r2talker", "r2talker", "")):
+    """``runs``: (seed, identity, PSNR, inputs_digest)."""
+    for seed, identity, psnr, digest in runs:
+        write_record(folder, *method, identity, {"PSNR": psnr}, seed=seed, inputs_digest=digest, with_samples=False)
+    return load_records(folder)
+
+
+def test_seeds_made_from_the_same_inputs_are_averaged(tmp_path):
+    records = _seeds(tmp_path, [(0, "S001", 24.0, A), (0, "S002", 25.0, A), (1, "S001", 25.5, A),
+                                (1, "S002", 26.5, A)])
+    result = records.aggregate(("r2talker", ""), "self", "PSNR")
+    # seed means 24.5 and 26.0: mean 25.25, sample standard deviation 1.5 / sqrt(2)
+    assert result.seeds == (0, 1) and not records.left_out and not records.dropped
+    assert result.value.value == pytest.approx(25.25, abs=1e-12)
+    assert result.spread == pytest.approx(1.0606601717798212, abs=1e-12)
+
+
+def test_a_seed_made_from_other_inputs_is_left_out_and_said_so(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="talkhead_models.reporting.records"):
+        records = _seeds(tmp_path, [(0, "S001", 24.0, A), (1, "S001", 26.0, A), (2, "S001", 40.0, B)],
+                         method=("r2talker_maglo", "r2talker", "maglo"))
+    result = records.aggregate(("r2talker", "maglo"), "self", "PSNR")
+    assert result.seeds == (0, 1) and result.value.value == pytest.approx(25.0, abs=1e-12)
+    assert result.spread == pytest.approx(2 ** 0.5, abs=1e-12)
+    note = ("r2talker_maglo S001 seed 2: left out of the mean; its record was made from other code, config or data "
+            "than seed 0's (inputs_digest differs); retrain it: set `seeds: [0, 1, 2]` in params.yaml and run "
+            "`make demo`")
+    assert records.left_out == [note] and [r.seed for r in records.dropped] == [2]
+    assert records.left_out_of(("r2talker", "maglo")) == [note] and not records.left_out_of(("r2talker", ""))
+    assert records.seeds(("r2talker", "maglo")) == (0, 1)   # nor compared: claims pair only the seeds kept
+    assert [r.message for r in caplog.records if r.levelname == "WARNING"] == [note]
+
+
+def test_a_seed_without_a_digest_is_left_out_whichever_side_lacks_it(tmp_path):
+    records = _seeds(tmp_path / "other", [(0, "S001", 24.0, A), (1, "S001", 26.0, None)])
+    assert records.seeds(("r2talker", "")) == (0,)
+    assert records.left_out == ["r2talker S001 seed 1: left out of the mean; its record has no inputs_digest (made "
+                                "before records carried one); retrain it: set `seeds: [0, 1]` in params.yaml and "
+                                "run `make demo`"]
+    records = _seeds(tmp_path / "reference", [(0, "S001", 24.0, None), (1, "S001", 26.0, A)])
+    assert records.seeds(("r2talker", "")) == (0,)
+    assert "seed 1: left out of the mean; its record cannot be matched with seed 0's, which has no inputs_digest" \
+        in records.left_out[0]
+    # two records from before digests existed are not assumed to match either
+    assert _seeds(tmp_path / "neither", [(0, "S001", 24.0, None), (1, "S001", 26.0, None)]).seeds(
+        ("r2talker", "")) == (0,)
+
+
+def test_the_lowest_seed_is_the_reference_even_when_it_is_not_0(tmp_path):
+    # seeds 5 and 7 agree with each other, not with seed 3: the lowest seed decides, not the majority
+    records = _seeds(tmp_path, [(3, "S001", 24.0, A), (5, "S001", 30.0, B), (7, "S001", 31.0, B),
+                                (5, "S002", 28.0, B), (9, "S002", 29.0, B)])
+    assert [(r.identity, r.seed) for r in records.dropped] == [("S001", 5), ("S001", 7)]
+    assert all("than seed 3's" in note and "`seeds: [3, 5, 7]`" in note for note in records.left_out)
+    # S002's lowest seed is 5, so its seed 9 stays; seed 5 of S001 is named missing from seed 5's mean
+    assert [(r.identity, r.seed) for r in records.of(("r2talker", ""))] == [("S001", 3), ("S002", 5), ("S002", 9)]
+    result = records.aggregate(("r2talker", ""), "self", "PSNR")
+    assert result.seeds == (3, 5, 9) and result.value.value == pytest.approx((24.0 + 28.0 + 29.0) / 3, abs=1e-12)
+    assert ("S001 seed 5", "not recorded") in result.missing and ("S001 seed 9", "not recorded") in result.missing
+
+
+def test_reference_rows_are_not_checked_for_seeds(tmp_path):
+    records = _seeds(tmp_path, [(0, "S001", 20.0, A), (1, "S001", 20.0, None)], method=("static", "static", ""))
+    assert records.seeds(("static", "")) == (0, 1) and not records.left_out

@@ -138,3 +138,19 @@ def test_several_seeds_show_mean_and_spread(tmp_path):
     cell = result.cell("r2talker", "PSNR ↑")
     assert cell.text == "25.5000 ± 0.7071"   # the sample standard deviation of 25 and 26
     assert any("mean ± standard deviation over seeds 0, 1" in result.footnotes[m - 1] for m in cell.marks)
+
+
+def test_a_seed_left_out_is_a_footnote_of_its_row(tmp_path):
+    from tests.reporting.records_fixture import write_record
+
+    for seed, psnr, digest in ((0, 25.0, "a" * 64), (1, 26.0, "a" * 64), (2, 40.0, "b" * 64)):
+        write_record(tmp_path, "r2talker", "r2talker", "", "S001", {"PSNR": psnr}, seed=seed, demo_aids=[],
+                     inputs_digest=digest)
+    result = build_table(table("r2talker_table4"), load_records(tmp_path))
+    assert result.cell("r2talker", "PSNR ↑").text == "25.5000 ± 0.7071"   # seed 2's 40 dB is not in the mean
+    notes = [result.footnotes[m - 1] for m in result.our_row("r2talker").method.marks]
+    assert notes[0] == "r2talker: no demo aids"
+    assert notes[1].startswith("r2talker S001 seed 2: left out of the mean; its record was made from other code")
+    left_out = result.footnotes.index(notes[1]) + 1
+    assert [row.method.text for row in result.rows if left_out in row.method.marks] == ["r2talker"]
+    assert "seed 2: left out of the mean" in to_csv(result) and "seed 2: left out of the mean" in to_markdown(result)
