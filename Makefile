@@ -42,6 +42,7 @@ test: setup
 demo: setup
 	test -d .dvc || dvc init --quiet
 	dvc config core.analytics false
+	$(PYTHON) -m stages._runs
 	dvc repro
 	@echo
 	@echo "Reports: $(CURDIR)/reports (index.html: tables, claims, videos; dataset.md, preprocess_accuracy.md, pretrain.md)"

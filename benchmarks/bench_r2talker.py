@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.identity / "track").is_dir():
         parser.error(f"{args.identity} is not a processed identity (no track/): run `dvc repro track@{args.identity.name}`")
     if args.model is not None and not (args.model / MODEL_FILE).is_file():
-        parser.error(f"{args.model}/{MODEL_FILE} not found: train it with `dvc repro train@r2talker-<ID>`")
+        parser.error(f"{args.model}/{MODEL_FILE} not found: train it with `dvc repro train@r2talker-<ID>-s0`")
     if args.iterations < 2 or args.frames < 0:
         parser.error("--iterations must be at least 2 and --frames at least 0")
     if args.model is not None and args.frames == 0:

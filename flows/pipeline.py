@@ -2,7 +2,8 @@
 
 Per-identity stages run once per identity of ``data.identities`` (all
 identities found in the source when the list is empty), per-method stages
-(train, evaluate) once per entry of ``runs``, in the order of dvc.yaml. Run locally (Prefect in ephemeral mode, no server needed)::
+(train, evaluate) once per entry of ``runs`` and seed of ``seeds`` (talkhead_models.runs), in the order of
+dvc.yaml. Run locally (Prefect in ephemeral mode, no server needed)::
 
     python -m flows.pipeline [--params params.yaml]
 """
@@ -23,6 +24,7 @@ from stages import (
 from stages._stage import Stage, configure_logging
 from talkhead_models.config import load_params, validate_name
 from talkhead_models.data.sources import identities as source_identities
+from talkhead_models.runs import Run, expand_runs
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +39,9 @@ PIPELINE: tuple[Stage, ...] = (
 
 @task
 def run_stage(stage_name: str, params: dict, root: str, identity: str | None = None,
-              method: str | None = None) -> dict[str, float]:
+              method: str | None = None, seed: int = 0) -> dict[str, float]:
     stage = next(s for s in PIPELINE if s.name == stage_name)
-    return stage.execute(params, root=root, identity=identity, method=method).metrics
+    return stage.execute(params, root=root, identity=identity, method=method, seed=seed).metrics
 
 
 def pipeline_identities(params: dict, root: Path) -> list[str]:
@@ -52,19 +54,9 @@ def pipeline_identities(params: dict, root: Path) -> list[str]:
     return source_identities(source, root / "data" / "raw" / source)
 
 
-def pipeline_runs(params: dict) -> dict[str, tuple[str, str]]:
-    """``runs`` of params.yaml: key (``<method>-<identity>``) -> (method, identity)."""
-    runs = params.get("runs") or {}
-    if not isinstance(runs, dict):
-        raise ValueError("params.yaml `runs` must map <method>-<identity> to {method, family, identity}")
-    result = {}
-    for key, entry in runs.items():
-        missing = {"method", "family", "identity"} - set(entry or {})
-        if missing:
-            raise ValueError(f"params.yaml runs.{key}: missing {sorted(missing)}")
-        result[key] = (validate_name(str(entry["method"]), "method"), validate_name(str(entry["identity"]),
-                                                                                    "identity"))
-    return result
+def pipeline_runs(params: dict) -> dict[str, Run]:
+    """``runs`` x ``seeds`` of params.yaml: stage key (``<method>-<identity>-s<seed>``) -> run."""
+    return {run.key: run for run in expand_runs(params)}
 
 
 @flow(name="talkhead-pipeline", log_prints=False)
@@ -82,9 +74,9 @@ def pipeline(params_path: str = "params.yaml", root: str = ".",
         if stages is not None and stage.name not in stages:
             continue
         if stage.per_method:
-            for key, (method, identity) in pipeline_runs(params).items():
+            for key, run in pipeline_runs(params).items():
                 results[f"{stage.name}@{key}"] = run_stage.with_options(name=f"{stage.name}@{key}")(
-                    stage.name, params, str(root_path), identity, method)
+                    stage.name, params, str(root_path), run.identity, run.method, run.seed)
         elif stage.per_identity:
             for identity in pipeline_identities(params, root_path):
                 results[f"{stage.name}@{identity}"] = run_stage.with_options(name=f"{stage.name}@{identity}")(

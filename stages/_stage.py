@@ -7,7 +7,9 @@ contain ``{identity}`` runs once per identity and its function also gets
 runs once per registered method (or ablation variant) and gets
 ``method=`` (its :class:`~talkhead_models.methods.MethodSpec`) and
 ``method_config=`` (the method family's params section, resolved into its
-config dataclass, with the variant's overrides on top); a function with a ``log_metric``
+config dataclass, with the variant's overrides on top, and the run's training
+seed: ``--seed``, whose outputs carry ``{seed_suffix}``, "" for seed 0 and
+``.seed<k>`` otherwise, talkhead_models.runs); a function with a ``log_metric``
 parameter gets a ``log_metric(name, value, step)`` callback into its MLflow run. ``Stage.execute`` wraps
 one call in one MLflow run (tags: stage, identity, method, git commit; the
 params it used; the metrics and small artifacts it returned). The CLI
@@ -18,6 +20,7 @@ params it used; the metrics and small artifacts it returned). The CLI
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import logging
 import os
@@ -28,7 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from talkhead_models.config import flatten, from_dict, load_params, section_overrides, to_dict, validate_name
+from talkhead_models.config import (
+    ConfigError, flatten, from_dict, load_params, section_overrides, to_dict, validate_name,
+)
+from talkhead_models.runs import seed_suffix, takes_seed
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +96,9 @@ class Stage:
 
     def paths(self, root: Path, overrides: Mapping[str, str | Path] | None = None,
               identity: str | None = None, source: str = "synthetic",
-              method: str | None = None) -> tuple[dict, dict]:
+              method: str | None = None, seed: int = 0) -> tuple[dict, dict]:
         """Absolute input and output paths: the defaults, or the overrides, with ``{identity}``,
-        ``{method}`` and ``{source}`` (params ``data.source``) filled in."""
+        ``{method}``, ``{seed_suffix}`` and ``{source}`` (params ``data.source``) filled in."""
         overrides = overrides or {}
 
         def resolve_path(name: str, default: str) -> Path:
@@ -105,6 +111,7 @@ class Stage:
                 if method is None:
                     raise ValueError(f"stage {self.name} runs per method: pass --method")
                 path = path.replace("{method}", method)
+            path = path.replace("{seed_suffix}", seed_suffix(seed))
             return root / path.replace("{source}", source)
 
         inputs = {k: resolve_path(k, v) for k, v in self.inputs.items()}
@@ -118,8 +125,10 @@ class Stage:
         paths: Mapping[str, str | Path] | None = None,
         identity: str | None = None,
         method: str | None = None,
+        seed: int = 0,
     ) -> StageResult:
-        """Resolve the config, check inputs, run the stage inside one MLflow run."""
+        """Resolve the config, check inputs, run the stage inside one MLflow run (``seed``: the method's
+        training seed, replacing its config's; only methods whose config has one take a seed other than 0)."""
         root = Path(root).resolve()
         if identity is not None:
             validate_name(identity, "identity")
@@ -135,10 +144,15 @@ class Stage:
 
             spec = get_method(method)
             method_cfg = spec.resolve_config(section_overrides(params, spec.family))
+            if takes_seed(spec.config):
+                method_cfg = dataclasses.replace(method_cfg, seed=seed)
+            elif seed != 0:
+                raise ConfigError(f"{method} has no training seed (its config {spec.config.__name__} has no "
+                                  f"`seed`): it runs as seed 0 only, got --seed {seed}")
             extra.update(method=spec, method_config=method_cfg)
             logged = {**logged, spec.family: to_dict(method_cfg)}
         source = str((params.get("data") or {}).get("source", "synthetic"))
-        inputs, outputs = self.paths(root, paths, identity, source, method)
+        inputs, outputs = self.paths(root, paths, identity, source, method, seed)
         missing = [f"{name}: {path}" for name, path in inputs.items() if not path.exists()]
         if missing:
             raise FileNotFoundError(
@@ -146,9 +160,13 @@ class Stage:
             )
         started = time.perf_counter()
         with tracked_run(self.name, root, logged, identity=identity, method=method,
+                         seed=seed if self.per_method else None,
                          profile=str(params.get("profile", "paper"))) as tracker:
             if "profile" in inspect.signature(self.run).parameters:
                 extra["profile"] = str(params.get("profile", "paper"))
+            if "params" in inspect.signature(self.run).parameters:
+                # A stage that checks the whole params file against the DAG (tables: runs x seeds).
+                extra.update(params=params, root=root)
             if "log_metric" in inspect.signature(self.run).parameters:
                 # Training stages log curves while they run, not only at the end.
                 extra["log_metric"] = lambda name, value, step: tracker.log_metrics({name: value}, step=step)
@@ -168,6 +186,8 @@ class Stage:
             parser.add_argument("--identity", required=True, help="identity to process ([A-Za-z0-9_-]+)")
         if self.per_method:
             parser.add_argument("--method", required=True, help="registered method or ablation variant")
+            parser.add_argument("--seed", type=int, default=0,
+                                help="training seed (default 0; seed k > 0 writes <identity>.seed<k> outputs)")
         for name, default in {**self.inputs, **self.outputs}.items():
             parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=default,
                                 help=f"path (default: {default})")
@@ -176,7 +196,7 @@ class Stage:
         params = load_params(args.params)
         paths = {name: getattr(args, name) for name in {**self.inputs, **self.outputs}}
         self.execute(params, root=Path.cwd(), paths=paths, identity=getattr(args, "identity", None),
-                     method=getattr(args, "method", None))
+                     method=getattr(args, "method", None), seed=getattr(args, "seed", 0))
         return 0
 
 
@@ -212,11 +232,14 @@ class tracked_run:
     """One MLflow run for one stage execution, nested under a flow's run when there is one."""
 
     def __init__(self, stage: str, root: Path, params: Mapping[str, Any], identity: str | None = None,
-                 method: str | None = None, profile: str = "paper") -> None:
+                 method: str | None = None, profile: str = "paper", seed: int | None = None) -> None:
         self.stage, self.root, self.params = stage, root, params
         self.tags = {"stage": stage, "identity": identity or "", "method": method or "",
                      "git_commit": git_commit(root), "profile": profile}
-        self.name = "@".join(part for part in (stage, method, identity) if part)
+        if seed is not None:
+            self.tags["seed"] = str(seed)
+        run = "-".join(part for part in (method, identity) if part) + (f"-s{seed}" if seed is not None else "")
+        self.name = "@".join(part for part in (stage, run) if part)
 
     def __enter__(self) -> "tracked_run":
         import mlflow

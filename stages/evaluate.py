@@ -1,4 +1,4 @@
-"""DVC stage ``evaluate@<method>-<identity>``: self- and cross-driven renders of a trained model, every metric.
+"""DVC stage ``evaluate@<method>-<identity>-s<seed>``: self- and cross-driven renders of a trained model, every metric.
 
 Self-driven: the identity's held-out frames (split.parquet) rendered from
 their own audio and cameras and compared with the real frames. Cross-driven:
@@ -11,6 +11,7 @@ audio muxed). Metrics whose weights are missing are "n/a" with the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -21,10 +22,12 @@ import torch
 
 from stages._stage import Stage, StageResult
 from talkhead_models.atomic import atomic_dir, write_text
+from talkhead_models.config import to_dict
 from talkhead_models.data import DataConfig
 from talkhead_models.evaluation import EvaluationConfig, EvaluationInputs, evaluate_method, record_json
 from talkhead_models.methods.base import MethodSpec
 from talkhead_models.preprocess.audio_features import AudioConfig
+from talkhead_models.provenance import inputs_digest
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,22 @@ class EvaluateStageConfig(EvaluationConfig):
     """Shared params section ``data``."""
 
 
+REPOSITORY = Path(__file__).resolve().parents[1]
+CODE = ("talkhead_models", "stages/_stage.py", "stages/train.py", "stages/evaluate.py")
+"""The code a record depends on, whole: a seed's record is averaged with seed 0's only when both were made from the
+same code, config and data (talkhead_models.reporting.records), and a digest too wide only drops a stale seed."""
+
+
+def run_digest(cfg: EvaluateStageConfig, inputs: Mapping[str, Path], method_config: Any, profile: str) -> str:
+    """The record's ``inputs_digest``: code, the method's config without its seed, the evaluation settings and
+    every input but the model itself (which differs by seed)."""
+    method_settings = to_dict(method_config) if dataclasses.is_dataclass(method_config) else {}
+    method_settings.pop("seed", None)
+    data = [path for name, path in sorted(inputs.items()) if name != "model"]
+    return inputs_digest(code=[REPOSITORY / path for path in CODE], data=data, root=REPOSITORY,
+                         settings={"method": method_settings, "evaluate": to_dict(cfg), "profile": profile})
+
+
 def run(cfg: EvaluateStageConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path], identity: str,
         method: MethodSpec, method_config: Any, profile: str = "") -> StageResult:
     previous_threads = torch.get_num_threads()
@@ -56,6 +75,7 @@ def run(cfg: EvaluateStageConfig, inputs: Mapping[str, Path], outputs: Mapping[s
             record = evaluate_method(method, method_config, cfg, cfg.audio, sources, videos, profile=profile)
     finally:
         torch.set_num_threads(previous_threads)
+    record["inputs_digest"] = run_digest(cfg, inputs, method_config, profile)
     write_text(outputs["metrics"], record_json(record))
     metrics = {}
     for role, setting in record["settings"].items():
@@ -77,10 +97,11 @@ STAGE = Stage(
     config=EvaluateStageConfig,
     section="evaluate",
     run=run,
-    inputs={"processed": "data/processed/{identity}", "model": "data/models/{method}/{identity}",
+    inputs={"processed": "data/processed/{identity}", "model": "data/models/{method}/{identity}{seed_suffix}",
             "corpus": "data/raw/{source}", "sync_expert": "data/models/sync_expert",
             "audio2motion": "data/models/audio2motion", "face_model": "data/models/face_model"},
-    outputs={"metrics": "reports/metrics/{method}/{identity}.json", "videos": "reports/videos/{method}/{identity}"},
+    outputs={"metrics": "reports/metrics/{method}/{identity}{seed_suffix}.json",
+             "videos": "reports/videos/{method}/{identity}{seed_suffix}"},
     description=__doc__,
     shared_sections=("audio", "data"),
 )

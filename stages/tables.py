@@ -1,7 +1,9 @@
 """DVC stage ``tables``: the papers' tables with this run's rows, the claims, and reports/index.html.
 
 Reads every metric record the evaluate stages wrote
-(``<metrics>/<method>/<identity>.json``), every training curve
+(``<metrics>/<method>/<identity>.json``, ``<identity>.seed<k>.json`` for
+seed k > 0; first it checks that dvc.runs.yaml lists every run x seed of
+params.yaml, stages/_runs.py), every training curve
 (``<models>/<method>/<identity>/curve.csv``; the folder may not exist yet)
 and the speed stage's alternated FPS timings (``<metrics>/speed.json``,
 the speed stage's output; without it the FPS claims are not yet
@@ -17,8 +19,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
+from stages._runs import check as check_stage_runs
 from stages._stage import Stage, StageResult
 from talkhead_models.atomic import atomic_dir, write_text
 from talkhead_models.reporting.records import SPEED_FILE
@@ -50,7 +53,11 @@ class TablesConfig:
     """Embedded frames are downscaled to this width (keeps index.html small)."""
 
 
-def run(cfg: TablesConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> StageResult:
+def run(cfg: TablesConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path],
+        params: Mapping[str, Any] | None = None, root: Path | None = None) -> StageResult:
+    if params is not None and root is not None:
+        # Tables built while dvc.yaml lacks some run x seed the params ask for would pass off fewer seeds as all.
+        check_stage_runs(root, params)
     records = load_records(inputs["metrics"])
     curves = load_curves(inputs.get("models"))
     # Optional (the FPS claims wait for it), so not a declared input: those must exist before a stage runs.

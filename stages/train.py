@@ -1,4 +1,4 @@
-"""DVC stage ``train@<method>-<identity>``: one method (or ablation variant) trained on one identity.
+"""DVC stage ``train@<method>-<identity>-s<seed>``: one method (or ablation variant) trained on one identity.
 
 The method comes from the registry (talkhead_models.methods); its config is
 the params section named after its family (``r2talker``, ``static``, ...),
@@ -6,7 +6,8 @@ with the variant's ablation switches on top. The trainer writes into
 ``data/models/<method>/.<identity>.partial/`` and keeps its checkpoints
 there, so a killed run resumes where it stopped; on success the folder is
 renamed to ``data/models/<method>/<identity>/`` with ``train.json``
-(seconds, hardware, iterations) and a manifest.
+(seconds, hardware, iterations) and a manifest. Seed k > 0 (``--seed``)
+trains into ``<identity>.seed<k>/`` (talkhead_models.runs).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ STAGE = Stage(
     run=run,
     inputs={"processed": "data/processed/{identity}", "audio2motion": "data/models/audio2motion",
             "sync_expert": "data/models/sync_expert"},
-    outputs={"model": "data/models/{method}/{identity}"},
+    outputs={"model": "data/models/{method}/{identity}{seed_suffix}"},
     description=__doc__,
 )
 

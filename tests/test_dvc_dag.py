@@ -20,8 +20,10 @@ def _entries(items) -> set[str]:
     return {next(iter(i)) if isinstance(i, dict) else i for i in items or []}
 
 
-# Per-method stages iterate over params.yaml `runs` (dicts of method, family, identity).
-RUN_SPELLING = {"{identity}": "${item.identity}", "{method}": "${item.method}", "{source}": "${data.source}"}
+# Per-method stages iterate over dvc.runs.yaml `stage_runs` (params.yaml runs x seeds: method, family, identity,
+# seed and the seed's path suffix).
+RUN_SPELLING = {"{identity}": "${item.identity}", "{method}": "${item.method}", "{seed_suffix}": "${item.suffix}",
+                "{source}": "${data.source}"}
 
 
 def _dvc_path(path: str, spelling: dict[str, str] = DVC_SPELLING) -> str:
@@ -95,11 +97,13 @@ def _per_identity_outputs() -> set[str]:
 
 
 def _per_run_outputs() -> set[str]:
-    """Per-method stages' outputs for each entry of params.yaml ``runs`` (data/models/r2talker/S001, ...)."""
+    """Per-method stages' outputs for each run x seed of params.yaml (data/models/r2talker/S001, ...)."""
     from talkhead_models.config import load_params
+    from talkhead_models.runs import expand_runs
 
-    runs = load_params(ROOT / "params.yaml")["runs"].values()
-    return {path.replace("{method}", run["method"]).replace("{identity}", run["identity"])
+    runs = expand_runs(load_params(ROOT / "params.yaml"))
+    return {path.replace("{method}", run.method).replace("{identity}", run.identity)
+            .replace("{seed_suffix}", run.suffix)
             for stage in PIPELINE if stage.per_method for path in stage.outputs.values() for run in runs}
 
 
@@ -131,13 +135,14 @@ def test_dvc_builds_the_graph_without_a_cycle_and_the_face_model_before_tracking
 
 
 def _check_per_method_stage(stage, entry) -> None:
-    """train/evaluate: foreach over `runs`, the method, family and identity of the item everywhere."""
-    assert entry["foreach"] == "${runs}", stage.name
+    """train/evaluate: foreach over runs x seeds, the method, family, identity and seed of the item everywhere."""
+    assert entry["foreach"] == "${stage_runs}", stage.name
     entry = entry["do"]
     argv = shlex.split(entry["cmd"])
     assert argv[:3] == ["python", "-m", f"stages.{stage.name}"]
     given = dict(zip(argv[3::2], argv[4::2]))
     assert given.pop("--method") == "${item.method}" and given.pop("--identity") == "${item.identity}"
+    assert given.pop("--seed") == "${item.seed}"
     for name, path in {**stage.inputs, **stage.outputs}.items():
         assert given.get(f"--{name.replace('_', '-')}") == _dvc_path(path, RUN_SPELLING), (stage.name, name)
     deps = _entries(entry["deps"])
@@ -169,3 +174,24 @@ def test_every_run_names_a_registered_method_of_its_family_with_params_sections(
         assert entry["identity"] in params["data"]["identities"], key
         spec.resolve_config(raw[spec.family] or {})
 
+
+
+def test_dvc_runs_yaml_lists_every_run_and_seed_of_params_yaml():
+    from stages._runs import check
+    from talkhead_models.config import load_params
+
+    check(ROOT, load_params(ROOT / "params.yaml"))
+
+
+def test_dvc_names_one_train_and_evaluate_stage_per_run_and_seed():
+    """DVC resolves dvc.runs.yaml's items into train@<method>-<identity>-s<seed>, seed k > 0 in its own folder."""
+    from dvc.repo import Repo
+
+    from talkhead_models.config import load_params
+    from talkhead_models.runs import expand_runs
+
+    with Repo(str(ROOT)) as repo:
+        outs = {stage.addressing: {str(out.def_path) for out in stage.outs} for stage in repo.index.stages}
+    for run in expand_runs(load_params(ROOT / "params.yaml")):
+        assert outs[f"train@{run.key}"] == {f"data/models/{run.method}/{run.identity}{run.suffix}"}
+        assert f"reports/metrics/{run.method}/{run.identity}{run.suffix}.json" in outs[f"evaluate@{run.key}"]

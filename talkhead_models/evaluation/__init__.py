@@ -1,6 +1,6 @@
 """Evaluation of one method on one identity: self- and cross-driven renders, every table metric, videos.
 
-:func:`evaluate_method` is what the ``evaluate@<method>-<identity>`` stage
+:func:`evaluate_method` is what the ``evaluate@<method>-<identity>-s<seed>`` stage
 calls. It returns the record the tables read (``reports/metrics/<method>/
 <identity>.json``)::
 

@@ -181,4 +181,4 @@ def _pick_identity(wanted: str, identities: Sequence[str], a: str, b: str,
     if not candidates:
         return None, "no identities to compare on (data.identities is empty)"
     return None, (f"no identity of [{', '.join(candidates)}] has both models trained (missing model folder "
-                  f"{', '.join(missing_first)}); run `dvc repro train@{a}-<ID> train@{b}-<ID>`")
+                  f"{', '.join(missing_first)}); run `dvc repro train@{a}-<ID>-s0 train@{b}-<ID>-s0`")

@@ -205,5 +205,5 @@ def model_dir_file(model_dir: Path, name: str) -> Path:
     path = Path(model_dir) / name
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the model folder is incomplete; re-run the train stage "
-                                f"(`dvc repro train@<method>-<identity>`)")
+                                f"(`dvc repro train@<method>-<identity>-s<seed>`)")
     return path

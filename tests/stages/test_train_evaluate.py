@@ -1,7 +1,9 @@
-"""train@<method>-<identity> and evaluate@<method>-<identity> through the stage machinery (CLI paths, MLflow)."""
+"""train@<method>-<identity>-s<seed> and evaluate@<method>-<identity>-s<seed> through the stage machinery
+(CLI paths, seeds, MLflow)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +13,8 @@ import pytest
 import yaml
 
 from stages import evaluate, train
-from stages._stage import tracking_uri
+from stages._stage import StageResult, tracking_uri
+from talkhead_models.config import ConfigError
 
 
 def _repository(root: Path, processed: Path, corpus: Path) -> dict:
@@ -62,3 +65,27 @@ def test_per_method_stage_needs_a_known_method(evaluation_root, tiny_corpus, tmp
         train.STAGE.execute(params, root=tmp_path, identity="S001", method="nerf_from_the_future")
     with pytest.raises(ValueError, match="per method"):
         train.STAGE.execute(params, root=tmp_path, identity="S001")
+
+
+def test_a_seed_replaces_the_method_configs_seed_and_suffixes_every_per_run_path(tmp_path):
+    seen = {}
+
+    def run(cfg, inputs, outputs, identity, method, method_config):
+        seen.update(seed=method_config.seed, paths={**inputs, **outputs})
+        return StageResult()
+
+    for stage in (train.STAGE, evaluate.STAGE):
+        stage = dataclasses.replace(stage, run=run, inputs={})
+        stage.execute({"profile": "paper"}, root=tmp_path, identity="S001", method="r2talker", seed=2)
+        assert seen["seed"] == 2
+        per_run = {name: path for name, path in seen["paths"].items() if "/r2talker/" in path.as_posix()}
+        assert per_run and all(path.name.startswith("S001.seed2") for path in per_run.values()), per_run
+    stage = dataclasses.replace(train.STAGE, run=run, inputs={})
+    stage.execute({"profile": "paper"}, root=tmp_path, identity="S001", method="r2talker")
+    assert seen == {"seed": 0, "paths": {"model": tmp_path / "data" / "models" / "r2talker" / "S001"}}
+
+
+def test_a_reference_row_has_no_seed_to_change(tmp_path):
+    stage = dataclasses.replace(train.STAGE, inputs={})
+    with pytest.raises(ConfigError, match="no training seed"):
+        stage.execute({"profile": "paper"}, root=tmp_path, identity="S001", method="static", seed=1)

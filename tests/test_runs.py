@@ -1,0 +1,63 @@
+"""params.yaml runs x seeds: which stages the DAG gets, and the paths each seed writes."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from stages._runs import VARS_KEY, check, render
+from talkhead_models.config import ConfigError
+from talkhead_models.reporting.records import _SEED_FILE
+from talkhead_models.runs import expand_runs, parse_seeds, seed_suffix
+
+RUNS = {"static-S001": {"method": "static", "family": "static", "identity": "S001"},
+        "r2talker_maglo-S001": {"method": "r2talker_maglo", "family": "r2talker", "identity": "S001"},
+        "gstalker-S002": {"method": "gstalker", "family": "gstalker", "identity": "S002"}}
+
+
+def test_every_seeded_run_is_crossed_with_every_seed_and_a_reference_row_runs_once():
+    runs = expand_runs({"runs": RUNS, "seeds": [0, 2]})
+    assert [run.key for run in runs] == ["static-S001-s0", "r2talker_maglo-S001-s0", "r2talker_maglo-S001-s2",
+                                         "gstalker-S002-s0", "gstalker-S002-s2"]
+    assert [run.family for run in runs] == ["static", "r2talker", "r2talker", "gstalker", "gstalker"]
+    assert [run.suffix for run in runs] == ["", "", ".seed2", "", ".seed2"]
+    assert [run.key for run in expand_runs({"runs": RUNS})] == ["static-S001-s0", "r2talker_maglo-S001-s0",
+                                                                "gstalker-S002-s0"]
+
+
+def test_the_records_loader_reads_a_seeds_suffix_back_as_that_seed():
+    assert seed_suffix(0) == "" and not _SEED_FILE.match("S001" + seed_suffix(0))
+    for seed in (1, 7, 12):
+        match = _SEED_FILE.match("S001" + seed_suffix(seed))
+        assert match and match["identity"] == "S001" and int(match["seed"]) == seed
+
+
+@pytest.mark.parametrize("seeds", [[], [0, 0], [-1], [1.5], ["1"], [True], 0])
+def test_seeds_must_be_distinct_non_negative_integers(seeds):
+    with pytest.raises(ConfigError, match="seeds"):
+        parse_seeds({"seeds": seeds})
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"method": "r2talker", "family": "gstalker", "identity": "S001"}, "belongs to family 'r2talker'"),
+    ({"method": "r2talker", "family": "r2talker"}, "missing \\['identity'\\]"),
+    ({"method": "r2talker", "family": "r2talker", "identity": "S001", "seed": 1}, "unknown \\['seed'\\]"),
+    ({"method": "r2talker", "family": "r2talker", "identity": "S002"}, "must be <method>-<identity>"),
+])
+def test_a_malformed_run_is_refused_naming_its_key(entry, message):
+    with pytest.raises(ConfigError, match=message):
+        expand_runs({"runs": {"r2talker-S001": entry}})
+
+
+def test_dvc_runs_yaml_is_checked_against_the_params(tmp_path):
+    params = {"runs": RUNS, "seeds": [0]}
+    (tmp_path / "dvc.runs.yaml").write_text(render(params))
+    items = yaml.safe_load((tmp_path / "dvc.runs.yaml").read_text())[VARS_KEY]
+    assert items["gstalker-S002-s0"] == {"method": "gstalker", "family": "gstalker", "identity": "S002", "seed": 0,
+                                         "suffix": ""}
+    check(tmp_path, params)
+    with pytest.raises(ConfigError, match=r"lacks: \['gstalker-S002-s1', 'r2talker_maglo-S001-s1'\].*stages._runs"):
+        check(tmp_path, {**params, "seeds": [0, 1]})
+    (tmp_path / "dvc.runs.yaml").unlink()
+    with pytest.raises(ConfigError, match="missing"):
+        check(tmp_path, params)
