@@ -56,7 +56,7 @@ def run_digest(cfg: EvaluateStageConfig, inputs: Mapping[str, Path], method_conf
     every input but the model itself (which differs by seed)."""
     method_settings = to_dict(method_config) if dataclasses.is_dataclass(method_config) else {}
     method_settings.pop("seed", None)
-    data = [path for name, path in sorted(inputs.items()) if name != "model"]
+    data = {name: path for name, path in inputs.items() if name != "model"}
     return inputs_digest(code=[REPOSITORY / path for path in CODE], data=data, root=REPOSITORY,
                          settings={"method": method_settings, "evaluate": to_dict(cfg), "profile": profile})
 

@@ -98,17 +98,19 @@ def tree_digest(paths: Iterable[Path], root: Path | None = None) -> str:
     return digest.hexdigest()
 
 
-def inputs_digest(code: Iterable[Path], data: Iterable[Path], settings: Mapping, root: Path) -> str:
+def inputs_digest(code: Iterable[Path], data: Mapping[str, Path], settings: Mapping, root: Path) -> str:
     """What a result was made from, as one sha256 hex digest: the code, the data and the settings.
 
     Two records whose digests are equal were made from the same code, the same config and the same input data,
     so they differ only by their seed, and one seed's values can be averaged with the other's. ``settings`` is
     the config that produced the result *without its seed* (else every seed would differ); it is written as
-    ``json.dumps(settings, sort_keys=True, default=str)``, so key order does not matter. Paths count relative
-    to ``root`` (see :func:`tree_digest`).
+    ``json.dumps(settings, sort_keys=True, default=str)``, so key order does not matter. Code paths count
+    relative to ``root`` (see :func:`tree_digest`); each named data input counts relative to itself, so data
+    kept outside the repository (``--processed /mnt/...``) hashes the same as the same data inside it.
     """
     digest = hashlib.sha256()
     digest.update(f"code\0{tree_digest(code, root)}\n".encode())
-    digest.update(f"data\0{tree_digest(data, root)}\n".encode())
+    for name in sorted(data):
+        digest.update(f"data\0{name}\0{tree_digest([data[name]])}\n".encode())
     digest.update(b"settings\0" + json.dumps(settings, sort_keys=True, default=str).encode())
     return digest.hexdigest()

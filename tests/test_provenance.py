@@ -42,13 +42,24 @@ def test_tree_digest_is_the_sorted_list_of_relative_paths_and_content_digests(tm
 def test_inputs_digest_combines_code_data_and_settings_by_hand(tmp_path):
     root = _tree(tmp_path)
     code = _sha((f"src/a.py\0{A_SHA}\n" + f"src/pkg/b.txt\0{B_SHA}\n").encode())
-    data = _sha(f"data/clip.bin\0{_sha(CLIP)}\n".encode())
+    data = _sha(f"clip.bin\0{_sha(CLIP)}\n".encode())
     settings = {"iterations": 600, "lr": 0.01, "path": root / "data"}
-    expected = _sha(f"code\0{code}\ndata\0{data}\nsettings\0".encode()
+    expected = _sha(f"code\0{code}\ndata\0corpus\0{data}\nsettings\0".encode()
                     + json.dumps({"iterations": 600, "lr": 0.01, "path": str(root / "data")}, sort_keys=True).encode())
-    assert inputs_digest([root / "src"], [root / "data"], settings, root) == expected
+    assert inputs_digest([root / "src"], {"corpus": root / "data"}, settings, root) == expected
     reordered = {"path": root / "data", "lr": 0.01, "iterations": 600}
-    assert inputs_digest([root / "src"], [root / "data"], reordered, root) == expected
+    assert inputs_digest([root / "src"], {"corpus": root / "data"}, reordered, root) == expected
+
+
+def test_data_outside_the_code_root_hashes_like_the_same_data_inside_it(tmp_path):
+    root = _tree(tmp_path / "repository")
+    elsewhere = tmp_path / "mounted" / "data"
+    elsewhere.parent.mkdir()
+    (root / "data").rename(elsewhere)
+    moved = inputs_digest([root / "src"], {"corpus": elsewhere}, {}, root)
+    elsewhere.rename(root / "data")
+    assert inputs_digest([root / "src"], {"corpus": root / "data"}, {}, root) == moved
+    assert inputs_digest([root / "src"], {"other_name": root / "data"}, {}, root) != moved
 
 
 def test_order_of_the_paths_and_overlaps_do_not_matter(tmp_path):
@@ -62,7 +73,7 @@ def test_a_changed_byte_a_renamed_file_or_a_changed_setting_changes_the_digest(t
     root = _tree(tmp_path)
 
     def digest(settings=None):
-        return inputs_digest([root / "src"], [root / "data"], settings or {"iterations": 600}, root)
+        return inputs_digest([root / "src"], {"corpus": root / "data"}, settings or {"iterations": 600}, root)
 
     before = digest()
     clip = root / "data" / "clip.bin"
@@ -103,7 +114,7 @@ def test_a_missing_path_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="absent_folder"):
         tree_digest([root / "src", root / "absent_folder"], root)
     with pytest.raises(FileNotFoundError, match="gone.bin"):
-        inputs_digest([root / "src"], [root / "data" / "gone.bin"], {}, root)
+        inputs_digest([root / "src"], {"corpus": root / "data" / "gone.bin"}, {}, root)
     (root / "data" / "dangling").symlink_to(root / "nowhere")
     with pytest.raises(FileNotFoundError, match="dangling"):
         tree_digest([root / "data"], root)
