@@ -41,9 +41,9 @@ def stage_runs(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {run.key: run.item() for run in expand_runs(params)}
 
 
-def render(params: Mapping[str, Any]) -> str:
-    body = yaml.safe_dump({VARS_KEY: stage_runs(params)}, sort_keys=False, default_flow_style=None, width=200)
-    return _HEADER + body
+def render(runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """The file's text for :func:`stage_runs`' answer."""
+    return _HEADER + yaml.safe_dump({VARS_KEY: dict(runs)}, sort_keys=False, default_flow_style=None, width=200)
 
 
 def check(root: Path, params: Mapping[str, Any]) -> None:
@@ -74,13 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         check(root, params)
         return 0
-    text = render(params)
+    runs = stage_runs(params)
+    text = render(runs)
     path = root / RUNS_FILE
     if path.is_file() and path.read_text() == text:
-        log.info("%s is up to date (%d stages per method stage)", path, len(stage_runs(params)))
+        log.info("%s is up to date (%d runs x seeds)", path, len(runs))
         return 0
     write_text(path, text)
-    log.info("wrote %s: %d runs x seeds", path, len(stage_runs(params)))
+    log.info("wrote %s: %d runs x seeds", path, len(runs))
     return 0
 
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping
 from talkhead_models.config import (
     ConfigError, flatten, from_dict, load_params, section_overrides, to_dict, validate_name,
 )
-from talkhead_models.runs import seed_suffix, takes_seed
+from talkhead_models.runs import seed_suffix, stage_key, takes_seed
 
 log = logging.getLogger(__name__)
 
@@ -159,15 +159,16 @@ class Stage:
                 f"stage {self.name}: missing input(s) {missing}; run the stages before it (`dvc repro {self.name}`)"
             )
         started = time.perf_counter()
+        accepted = inspect.signature(self.run).parameters
         with tracked_run(self.name, root, logged, identity=identity, method=method,
                          seed=seed if self.per_method else None,
                          profile=str(params.get("profile", "paper"))) as tracker:
-            if "profile" in inspect.signature(self.run).parameters:
+            if "profile" in accepted:
                 extra["profile"] = str(params.get("profile", "paper"))
-            if "params" in inspect.signature(self.run).parameters:
+            if "params" in accepted:
                 # A stage that checks the whole params file against the DAG (tables: runs x seeds).
                 extra.update(params=params, root=root)
-            if "log_metric" in inspect.signature(self.run).parameters:
+            if "log_metric" in accepted:
                 # Training stages log curves while they run, not only at the end.
                 extra["log_metric"] = lambda name, value, step: tracker.log_metrics({name: value}, step=step)
             result = self.run(cfg, inputs, outputs, **extra)
@@ -238,7 +239,8 @@ class tracked_run:
                      "git_commit": git_commit(root), "profile": profile}
         if seed is not None:
             self.tags["seed"] = str(seed)
-        run = "-".join(part for part in (method, identity) if part) + (f"-s{seed}" if seed is not None else "")
+        run = stage_key(method, identity, seed) if method and identity and seed is not None else (
+            "-".join(part for part in (method, identity) if part))
         self.name = "@".join(part for part in (stage, run) if part)
 
     def __enter__(self) -> "tracked_run":

@@ -14,17 +14,30 @@ records loader reads back.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from talkhead_models.config import ConfigError, validate_name
 
 DEFAULT_SEEDS = (0,)
+_SEEDED_NAME = re.compile(r"^(?P<identity>[A-Za-z0-9_-]+)\.seed(?P<seed>[0-9]+)$")
 
 
 def seed_suffix(seed: int) -> str:
     """The path suffix of ``seed``'s outputs: "" for seed 0 (the pipeline's own run), ``.seed<k>`` otherwise."""
     return "" if seed == 0 else f".seed{seed}"
+
+
+def split_seed(name: str) -> tuple[str, int | None]:
+    """An output's name read back: ``S001.seed2`` -> ("S001", 2); a name without the suffix -> (name, None)."""
+    seeded = _SEEDED_NAME.match(name)
+    return (seeded["identity"], int(seeded["seed"])) if seeded else (name, None)
+
+
+def stage_key(method: str, identity: str, seed: int) -> str:
+    """``<method>-<identity>-s<seed>``: the DVC stage key (``train@<key>``) and the MLflow run's name."""
+    return f"{method}-{identity}-s{seed}"
 
 
 @dataclass(frozen=True)
@@ -39,7 +52,7 @@ class Run:
     @property
     def key(self) -> str:
         """The DVC stage key: ``train@<key>``, ``evaluate@<key>``."""
-        return f"{self.method}-{self.identity}-s{self.seed}"
+        return stage_key(self.method, self.identity, self.seed)
 
     @property
     def suffix(self) -> str:

@@ -19,15 +19,13 @@ import io
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from talkhead_models.config import NAME_PATTERN
+from talkhead_models.runs import split_seed
 
 log = logging.getLogger(__name__)
-SEED_FOLDER = re.compile(r"[A-Za-z0-9_-]+\.seed[0-9]+")
-"""A model folder of seed k > 0: ``<identity>.seed<k>`` (talkhead_models.runs.seed_suffix)."""
 
 CURVE_FILE = "curve.csv"
 SUMMARY_FILE = "train.json"
@@ -128,7 +126,7 @@ def load_curves(folder: str | Path | None) -> list[Curve]:
     curves = []
     for path in sorted(Path(folder).glob(f"*/*/{CURVE_FILE}")):
         method, identity = path.parent.parent.name, path.parent.name
-        if SEED_FOLDER.fullmatch(identity):
+        if split_seed(identity)[1] is not None:
             # Another seed of a run (talkhead_models.runs): the plot and the curve claims follow seed 0.
             log.debug("%s: seed k > 0, not plotted", path)
             continue

@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +51,7 @@ import numpy as np
 
 from talkhead_models.config import ConfigError, validate_name
 from talkhead_models.metrics.base import NOT_AVAILABLE, REFERENCE, MetricValue
+from talkhead_models.runs import split_seed
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,6 @@ Key = tuple[str, str]
 """(family, variant); variant "" is the full method."""
 SPEED_FILE = "speed.json"
 """The speed stage's file in the metrics folder (not a metric record; reporting.speed reads it)."""
-_SEED_FILE = re.compile(r"^(?P<identity>[A-Za-z0-9_-]+)\.seed(?P<seed>[0-9]+)$")
 
 
 class RecordError(ValueError):
@@ -201,8 +200,7 @@ def read_record(path: Path) -> MetricRecord:
     except json.JSONDecodeError as error:
         raise RecordError(f"{path}: not valid JSON ({error}); re-run its evaluate stage") from None
     record = parse_record(data, path)
-    seeded = _SEED_FILE.match(path.stem)
-    identity, seed = (seeded["identity"], int(seeded["seed"])) if seeded else (path.stem, None)
+    identity, seed = split_seed(path.stem)
     if (record.method, record.identity) != (path.parent.name, identity):
         raise RecordError(f"{path}: says method {record.method!r}, identity {record.identity!r} but is stored as "
                           f"{path.parent.name}/{path.name}; the file must be <method>/<identity>.json")
