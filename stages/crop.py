@@ -4,8 +4,11 @@ Writes ``data/processed/<ID>/crop/``: ``ori_imgs/<i>.jpg`` (numbered from 0
 across the identity's recordings, in ``talkhead_models.data.sources.recordings``
 order), ``aud.wav`` (16 kHz mono; frame i covers [i/25, (i+1)/25) s),
 ``clips.parquet`` (one row per recording: frame range, source, crop box) and
-``manifest.json``. How recordings are validated, resampled and cropped, and
-which ones are dropped: ``talkhead_models/preprocess/video.py``.
+``manifest.json``. Each recording is resampled by presentation time, its
+time 0 being its first video frame's, so variable-rate, 29.97 fps and
+rotated phone videos and audio that starts early or late stay in sync. How
+recordings are validated, resampled and cropped, and which ones are
+dropped: ``talkhead_models/preprocess/video.py``.
 """
 
 from __future__ import annotations

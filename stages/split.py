@@ -37,7 +37,7 @@ class SplitStageConfig(SplitConfig):
 
 
 def recording_duration(path: Path) -> float:
-    """Length of a recording in seconds, from ffmpeg's banner."""
+    """Length of a recording in seconds, from the container's metadata (PyAV)."""
     duration = probe(path).duration
     if duration is None:
         raise ValueError(f"{path}: ffmpeg reports no duration; the file is damaged, re-export it")

@@ -3,13 +3,15 @@
 One recording (a MEAD clip or a person-specific video) becomes a run of
 processed frames:
 
-1. **Validation** (``check_recording``), from ffmpeg's banner, before any heavy
-   work: a video stream, a frame rate, an audio stream (the separate audio
-   file if the recording has one, else the video's own), a duration of at
-   least ``min_duration_s``. Broken files raise ``BadRecordingError`` naming
+1. **Validation** (``check_recording``), from the container's metadata
+   (``talkhead_models.media.probe``), before any heavy work: a video stream,
+   a frame rate, an audio stream (the separate audio file if the recording
+   has one, else the video's own), a duration of at least
+   ``min_duration_s``. Broken files raise ``BadRecordingError`` naming
    the file and the fix; a recording that is fine but too short raises
    ``RecordingSkipped`` and is dropped with a warning.
-2. **Face scan** (``scan_faces``): every frame is decoded once (which counts
+2. **Face scan** (``scan_faces``): every frame is decoded once, upright and
+   with its presentation timestamp (``talkhead_models.media``; this counts
    the decodable frames and catches truncated files), and every
    ``detection_stride``-th frame goes through mediapipe's short-range face
    detector (1 ms a frame), falling back to the full-range one (small faces,
@@ -26,20 +28,31 @@ processed frames:
    square is shifted inside the frame, so no pixel is invented (no padding).
    On the synthetic corpus, whose frames are already head-and-shoulders
    squares, it is the full frame.
-4. **Resampling**: processed frame ``k`` of a recording shows source time
-   ``k / 25`` s, taken as the *nearest source frame*
-   ``floor(k * fps / 25 + 0.5)`` (ties round up; no blending, so every
-   processed frame is a real frame and its ground truth is the source
-   frame's). Sources are taken as constant frame rate (MEAD,
-   the AD-NeRF/ER-NeRF videos and the synthetic corpus are). A recording of
-   ``n`` source frames gives ``round(n / fps * 25)`` processed frames.
-5. **Crop pass** (``write_frames``): the video is decoded a second time,
-   streamed through an ffmpeg pipe; each needed frame is cropped, resized
+4. **Resampling by time** (``time_schedule``). The time axis of a
+   recording's processed frames and audio starts at the presentation time
+   ``t0`` of its first decoded video frame: processed frame ``k`` shows time
+   ``k / 25`` s after ``t0``, taken as the source frame whose timestamp is
+   *nearest* to ``t0 + k / 25`` (a tie goes to the later frame; no blending,
+   so every processed frame is a real frame and its ground truth is the
+   source frame's). The video lasts from ``t0`` to the end of its last frame
+   (its timestamp plus its duration), and a recording of ``D`` seconds gives
+   ``round(25 D)`` processed frames, so its duration is kept whatever
+   the frame rate: variable (phones), 29.97 (``30000/1001``), 12.5, ... On a
+   constant rate ``fps`` this is source frame ``floor(k * fps / 25 + 1/2)``
+   and ``round(n / fps * 25)`` frames (half to even) for ``n`` source frames
+   (``frame_schedule``); at 25 fps, every source frame once. Timestamps are
+   exact fractions of a second, so no rounding moves a frame across a tie.
+5. **Crop pass** (``write_frames``): the video is decoded a second time
+   (the same frames in the same order); each needed frame is cropped, resized
    (area filter when shrinking, cubic when enlarging) and written as JPEG by a
    thread pool, a bounded number of frames in flight.
-6. **Audio** (``aligned_audio``): 16 kHz mono, cut or padded with silence to
+6. **Audio** (``aligned_audio``): 16 kHz mono on the same axis: its first
+   sample is at ``t0`` (audio before the first video frame is dropped, an
+   audio stream starting after it is preceded by silence; a separate audio
+   file's timestamps are read on the video's clock, both files starting at
+   the recording's start), then cut or padded with silence at the end to
    exactly ``frames / 25`` s, so processed frame ``i`` covers
-   ``[i / 25, (i + 1) / 25)`` s of ``aud.wav``.
+   ``[i / 25, (i + 1) / 25)`` s of ``aud.wav``, within one audio sample.
 
 Bad input, and what happens (every message names the file):
 
@@ -55,8 +68,12 @@ Bad input, and what happens (every message names the file):
 * frames without a face: the box comes from the frames with one; the frames
   are kept (the landmarks stage interpolates them);
 * several faces: the largest, most central face is followed, with a warning;
-* any frame rate (29.97, 12.5, ...), any aspect ratio, a display rotation:
-  handled as described above.
+* any frame rate (variable, 29.97, 12.5, ...), any aspect ratio, odd widths
+  and heights, audio starting before or after the video: handled as
+  described above; a display rotation (a phone held upright): frames are
+  decoded upright (a rotation that is not a quarter turn is an error with
+  the fix); a timestamp going backwards: the frame takes its predecessor's
+  time (and, the later of the two, is the one shown), with a warning.
 """
 
 from __future__ import annotations
@@ -66,18 +83,22 @@ import subprocess
 import time
 import wave
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
+from typing import Annotated, Sequence
 
+import annotated_types
 import cv2
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from talkhead_models.config import validate_name
+from talkhead_models.config import Fraction as UnitInterval
+from talkhead_models.config import NonNegativeFloat, PositiveFloat, PositiveInt, validate_name
 from talkhead_models.data import DataConfig
 from talkhead_models.data.processed import CLIP_COLUMNS, FPS, SAMPLE_RATE
 from talkhead_models.data.sources import Recording, recordings
-from talkhead_models.media import MediaError, StreamInfo, ffmpeg_exe, iter_frames, probe, read_audio
+from talkhead_models.media import MediaError, StreamInfo, ffmpeg_exe, iter_frames, iter_timed_frames, probe, read_audio
 from talkhead_models.preprocess.frames import BackgroundWriter
 
 log = logging.getLogger(__name__)
@@ -94,28 +115,28 @@ _DAMAGE_MARKERS = ("partial file", "error while decoding", "Invalid NAL", "corru
 class CropConfig:
     """The crop stage: face-centred square crops at 25 fps and the aligned 16 kHz audio."""
 
-    image_size: int = 512
+    image_size: PositiveInt = 512
     """Side of the processed frames in pixels (512 in ER-NeRF/GSTalker; the demo profile uses 256)."""
-    detection_stride: int = 5
+    detection_stride: PositiveInt = 5
     """Run the face detector on every n-th source frame; the box is the median over those frames."""
-    min_confidence: float = 0.5
+    min_confidence: UnitInterval = 0.5
     """mediapipe face detection score below which a detection is ignored."""
-    margin: float = 2.8
+    margin: PositiveFloat = 2.8
     """Side of the square crop as a multiple of the median face box side, so head, hair and shoulders fit
     as in the ER-NeRF/AD-NeRF videos (the synthetic corpus's frames, framed that way, have a face box of
     0.37 of the frame side: 2.8 x 0.37 > 1 keeps their full frame)."""
     shift_down: float = 0.25
     """The crop centre sits this many face box sides below the face centre (room for the shoulders)."""
-    jpeg_quality: int = 95
+    jpeg_quality: Annotated[int, annotated_types.Interval(ge=1, le=100)] = 95
     """JPEG quality of ori_imgs/<i>.jpg."""
-    min_duration_s: float = 1.0
+    min_duration_s: NonNegativeFloat = 1.0
     """Recordings shorter than this are dropped with a warning (too short to learn or evaluate from)."""
-    max_upscale: float = 2.0
+    max_upscale: PositiveFloat = 2.0
     """Refuse a recording whose crop would have to be enlarged more than this to reach image_size."""
     skip_unreadable: bool = False
     """Drop recordings that cannot be read (corrupt, truncated, no audio or video stream) with a warning
     instead of stopping the stage (useful on large downloaded datasets with a few broken files)."""
-    workers: int = 2
+    workers: PositiveInt = 2
     """Threads encoding JPEGs while ffmpeg decodes."""
     data: DataConfig = field(default_factory=DataConfig)
     """Which raw source the recordings come from (params.yaml ``data``)."""
@@ -169,6 +190,13 @@ class FaceScan:
     sampled: int  # frames given to the detector
     boxes: np.ndarray  # [M, 4] x0, y0, w, h in source pixels of the followed face, frames with a face
     several_faces: int  # sampled frames showing more than one face
+    times: list[Fraction] = field(default_factory=list)  # presentation time (s) of each decoded frame
+    end: Fraction = Fraction(0)  # when the last decoded frame stops being shown (s)
+
+    @property
+    def duration(self) -> Fraction:
+        """Seconds from the first frame's timestamp to the end of the last frame."""
+        return self.end - self.times[0] if self.times else Fraction(0)
 
 
 def check_recording(video: Path, audio: Path | None, min_duration_s: float) -> SourceInfo:
@@ -264,16 +292,22 @@ class FaceDetector:
 
 
 def scan_faces(source: SourceInfo, detector: FaceDetector, stride: int) -> FaceScan:
-    """First pass: count decodable frames and detect faces on every ``stride``-th one."""
+    """First pass: time every decodable frame and detect faces on every ``stride``-th one."""
     per_frame: list[np.ndarray] = []
-    n_frames = 0
-    for index, frame in enumerate(iter_frames(source.video, source.width, source.height)):
-        n_frames += 1
-        if index % max(1, stride) == 0:
-            per_frame.append(detector(frame))
-    _check_decoded(source, n_frames)
+    times: list[Fraction] = []
+    end = Fraction(0)
+    try:
+        for index, frame in enumerate(iter_timed_frames(source.video, source.width, source.height)):
+            times.append(frame.time)
+            end = frame.time + frame.duration
+            if index % max(1, stride) == 0:
+                per_frame.append(detector(frame.image))
+    except MediaError as error:
+        raise BadRecordingError(str(error)) from None
+    _check_decoded(source, len(times))
     several = sum(len(d) > 1 for d in per_frame)
-    return FaceScan(n_frames, len(per_frame), follow_one_face(per_frame, source.width, source.height), several)
+    return FaceScan(len(times), len(per_frame), follow_one_face(per_frame, source.width, source.height), several,
+                    times, end)
 
 
 def _check_decoded(source: SourceInfo, n_frames: int) -> None:
@@ -348,12 +382,35 @@ def crop_box(boxes: np.ndarray, width: int, height: int, margin: float, shift_do
     return CropBox(x0, y0, side)
 
 
+def time_schedule(times: Sequence[Fraction], end: Fraction) -> np.ndarray:
+    """Source frame index shown by each processed frame: the nearest in time (see the module docstring).
+
+    ``times`` are the source frames' presentation times in seconds, never decreasing; ``end`` is when the
+    last one stops being shown.
+    """
+    if not len(times):
+        return np.zeros(0, np.int64)
+    rate = Fraction(FPS)
+    start = times[0]
+    count = round((end - start) * rate)  # exact, half to even as Python's round
+    chosen = np.empty(count, np.int64)
+    source = 0
+    for k in range(count):
+        target = start + k / rate
+        # Times never decrease, so the distance to the target falls, then rises: move on while the next frame is
+        # at least as near. A tie goes to the later frame (12.5 fps shows every source frame twice; of frames
+        # with one timestamp, the last is shown).
+        while source + 1 < len(times) and abs(times[source + 1] - target) <= abs(times[source] - target):
+            source += 1
+        chosen[k] = source
+    return chosen
+
+
 def frame_schedule(n_source: int, source_fps: float) -> np.ndarray:
-    """Source frame index of each processed frame: nearest frame to time k / 25 (see the module docstring)."""
-    n_out = int(round(n_source / source_fps * FPS))
-    # Half-way ties round up (not to even), so 12.5 fps shows every source frame twice.
-    nearest = np.floor(np.arange(n_out) * source_fps / FPS + 0.5 + 1e-9).astype(np.int64)
-    return np.minimum(nearest, n_source - 1)
+    """``time_schedule`` of ``n_source`` frames at a constant ``source_fps`` (frame i at i / fps s)."""
+    # 29.97 and 30000/1001 written as floats become the exact rates, so ties stay ties.
+    rate = Fraction(source_fps).limit_denominator(1_000_000)
+    return time_schedule([i / rate for i in range(n_source)], n_source / rate)
 
 
 def crop_frame(frame: np.ndarray, box: CropBox, image_size: int) -> np.ndarray:
@@ -398,10 +455,11 @@ def write_frames(source: SourceInfo, box: CropBox, schedule: np.ndarray, folder:
     return written
 
 
-def aligned_audio(source: SourceInfo, n_frames: int) -> np.ndarray:
-    """The recording's audio at 16 kHz mono, cut or padded with silence to exactly ``n_frames / 25`` s."""
+def aligned_audio(source: SourceInfo, n_frames: int, start: Fraction | float = 0) -> np.ndarray:
+    """The recording's audio at 16 kHz mono from ``start`` s (the first video frame's time) on, cut or padded
+    with silence to exactly ``n_frames / 25`` s."""
     try:
-        audio = read_audio(source.audio, SAMPLE_RATE)
+        audio = read_audio(source.audio, SAMPLE_RATE, start=start)
     except MediaError as error:
         raise BadRecordingError(f"{error}; re-export the audio of {source.video.name}") from None
     needed = n_frames * SAMPLES_PER_FRAME
@@ -523,7 +581,7 @@ def crop_identity(cfg: CropConfig, raw_root: Path, identity: str, out: Path) -> 
 def _crop_recording(cfg: CropConfig, recording: Recording, source: SourceInfo, detector: FaceDetector,
                     frames_dir: Path, first_index: int, progress) -> tuple[dict, np.ndarray, FaceScan]:
     scan = scan_faces(source, detector, cfg.detection_stride)
-    seconds = scan.n_frames / source.fps
+    seconds = float(scan.duration)
     if seconds < cfg.min_duration_s:
         raise RecordingSkipped(f"{source.video}: {scan.n_frames} frames = {seconds:.2f} s, shorter than "
                                f"crop.min_duration_s = {cfg.min_duration_s:g} s")
@@ -545,8 +603,8 @@ def _crop_recording(cfg: CropConfig, recording: Recording, source: SourceInfo, d
     if upscale > 1.0:
         log.warning("%s: %dx%d px gives a %d px crop, enlarged %.2fx to %d px; frames will look soft",
                     source.video, source.width, source.height, box.size, upscale, cfg.image_size)
-    schedule = frame_schedule(scan.n_frames, source.fps)
-    audio = aligned_audio(source, len(schedule))
+    schedule = time_schedule(scan.times, scan.end)
+    audio = aligned_audio(source, len(schedule), scan.times[0])
     write_frames(source, box, schedule, frames_dir, first_index, cfg.image_size, cfg.jpeg_quality, cfg.workers,
                  progress)
     row = {
