@@ -1,10 +1,11 @@
 """Speed and peak memory of the preprocessing stages (crop, landmarks, parse) on a 512 px synthetic video.
 
 Usage: ``python -m benchmarks.bench_preprocess [--cores 2] [--seconds 30] [--long-seconds 300]
-[--workdir /tmp/talkhead-bench-preprocess] [--output reports/bench/preprocess.json]``.
+[--workdir DIR] [--output reports/bench/preprocess.json]``.
 
 A one-identity corpus (one neutral sentence and a ``--seconds`` long video,
-512 px) is generated once under ``--workdir``. Each stage then runs with its
+512 px) is generated in a fresh temporary folder, removed at the end, or once
+under ``--workdir`` and reused by the next runs given the same folder. Each stage then runs with its
 default (paper, 512 px) config in a fresh process pinned to ``--cores`` CPU
 cores, so its peak RSS is its own; frames/s counts processed frames over the
 stage's wall time, and "together" is frames over the summed times (the stages
@@ -26,6 +27,7 @@ import platform
 import resource
 import shutil
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -183,11 +185,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the synthetic video")
     parser.add_argument("--long-seconds", type=float, default=0.0,
                         help="also run landmarks and parse on a video this long (repeated frames); 0 = skip")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/talkhead-bench-preprocess"))
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the generated corpus here for later runs (default: a fresh temporary folder)")
     parser.add_argument("--output", type=Path, default=Path("reports/bench/preprocess.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    results = run(args.cores, args.seconds, args.long_seconds, args.workdir)
+    if args.workdir is None:
+        with tempfile.TemporaryDirectory(prefix="bench_preprocess_") as workdir:
+            results = run(args.cores, args.seconds, args.long_seconds, Path(workdir))
+    else:
+        results = run(args.cores, args.seconds, args.long_seconds, args.workdir)
     from talkhead_models.atomic import write_text
 
     write_text(args.output, json.dumps(results, indent=2) + "\n")

@@ -1,11 +1,12 @@
 """Speed of head-pose / expression tracking on a 512 px synthetic video's FaceMesh landmarks.
 
 Usage: ``python -m benchmarks.bench_tracking [--cores 2] [--seconds 30] [--long-seconds 300]
-[--workdir /tmp/talkhead-bench-tracking] [--output reports/bench/tracking.json]``.
+[--workdir DIR] [--output reports/bench/tracking.json]``.
 
 A one-identity corpus (one neutral sentence and a ``--seconds`` long video,
-512 px) is generated once under ``--workdir`` and its frames go through
-FaceMesh once (cached). The corpus face model is built from those landmarks,
+512 px) is generated and its frames go through FaceMesh, in a fresh temporary
+folder removed at the end, or once under ``--workdir`` (cached there for the
+next runs given the same folder). The corpus face model is built from those landmarks,
 then the whole tracking of the identity (focal search and full fit, what
 ``track@<ID>`` does) is timed in a process pinned to ``--cores`` CPU cores
 (the tracker itself runs torch on ``TrackConfig.threads`` threads). The
@@ -22,6 +23,7 @@ import logging
 import os
 import platform
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -94,11 +96,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=2, help="CPU cores the process may use (default 2)")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the synthetic video")
     parser.add_argument("--long-seconds", type=float, default=300.0, help="length of the repeated long run (0: skip)")
-    parser.add_argument("--workdir", default="/tmp/talkhead-bench-tracking", help="corpus and cache folder")
+    parser.add_argument("--workdir", default=None,
+                        help="corpus and cache folder kept for later runs (default: a fresh temporary folder)")
     parser.add_argument("--output", default="reports/bench/tracking.json", help="result JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.workdir is not None:
+        return benchmark(args, Path(args.workdir))
+    with tempfile.TemporaryDirectory(prefix="bench_tracking_") as workdir:
+        return benchmark(args, Path(workdir))
 
+
+def benchmark(args: argparse.Namespace, workdir: Path) -> int:
+    """Time the tracking with the corpus and caches in ``workdir``; write ``args.output``."""
     import numpy as np
     import torch
 
@@ -110,11 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, cores)
     torch.set_num_threads(len(cores))
     info = machine(cores)
-    corpus = generate_corpus(Path(args.workdir), args.seconds)
+    corpus = generate_corpus(workdir, args.seconds)
     points, detected, labels = corpus_landmarks(corpus)
     started = time.perf_counter()
     built = build_face_model([IdentityLandmarks(IDENTITY, points, detected, IMAGE_SIZE)], FaceModelConfig(),
-                             Path(args.workdir) / "no-weights")
+                             workdir / "no-weights")
     model_seconds = time.perf_counter() - started
     cfg = TrackConfig()
     seconds, result = timed_track(built.model, points, detected, labels, cfg)

@@ -15,15 +15,25 @@ one call in one MLflow run (tags: stage, identity, method, git commit; the
 params it used; the metrics and small artifacts it returned). The CLI
 (``python -m stages.<name>``) and the Prefect tasks both go through
 ``execute``, so a stage behaves the same whoever starts it.
+
+Several stages may start at once (two terminals, a flow's parallel tasks):
+the first to reach a fresh ``mlflow.db`` creates its tables and the
+experiment while holding a lock beside it, the others wait for that. Each
+run records the process that owns it (tags ``process_id``, ``process_host``,
+``process_start``); a run of the same name still RUNNING whose process is
+gone (killed, machine restarted) is marked KILLED when the stage starts
+again.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -31,8 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from talkhead_models.atomic import exclusive_lock
 from talkhead_models.config import (
-    ConfigError, flatten, from_dict, load_params, section_overrides, to_dict, validate_name,
+    ConfigError, flatten, load_params, resolve, to_dict, validate_name,
 )
 from talkhead_models.runs import seed_suffix, stage_key, takes_seed
 
@@ -88,11 +99,12 @@ class Stage:
         return any("{method}" in p for p in (*self.inputs.values(), *self.outputs.values()))
 
     def resolve_config(self, params: Mapping[str, Any]) -> Any:
-        """The stage's config: its section, plus the shared sections it embeds, from params.yaml."""
-        overrides = section_overrides(params, self.section)
-        for shared in self.shared_sections:
-            overrides = {shared: section_overrides(params, shared), **overrides}
-        return from_dict(self.config, overrides, where=self.section)
+        """The stage's config: its section, plus the shared sections it embeds, from params.yaml.
+
+        A refused value is named as params.yaml spells it (``profiles.demo.crop.image_size``), as
+        ``python -m stages.check`` names it.
+        """
+        return resolve(self.config, params, self.section, shared_sections=self.shared_sections)
 
     def paths(self, root: Path, overrides: Mapping[str, str | Path] | None = None,
               identity: str | None = None, source: str = "synthetic",
@@ -143,7 +155,7 @@ class Stage:
             from talkhead_models.methods import get_method
 
             spec = get_method(method)
-            method_cfg = spec.resolve_config(section_overrides(params, spec.family))
+            method_cfg = spec.resolve_params(params)
             if takes_seed(spec.config):
                 method_cfg = dataclasses.replace(method_cfg, seed=seed)
             elif seed != 0:
@@ -219,6 +231,65 @@ def tracking_uri(root: Path) -> str:
     return override or f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
+def database_lock(uri: str) -> Path | None:
+    """The lock file serialising the creation of a local SQLite tracking database (None for a server URI)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    database = Path(uri[len(prefix):])
+    return database.with_name(f".{database.name}.lock")
+
+
+def experiment_id(mlflow: Any, root: Path) -> str:
+    """The talkhead experiment's id, created (with the database, on first use) under :func:`database_lock`.
+
+    MLflow creates a fresh SQLite database's tables on its first connection; two processes doing that at once
+    crash ("table alembic_version already exists"), so the first connection happens under the lock.
+    """
+    from mlflow.exceptions import MlflowException
+
+    lock = database_lock(mlflow.get_tracking_uri())
+    with exclusive_lock(lock) if lock is not None else contextlib.nullcontext():
+        experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return mlflow.create_experiment(EXPERIMENT, artifact_location=(root / "mlruns").as_uri())
+        except MlflowException:
+            # A tracking server (no lock here) may have created it in between.
+            experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+
+def process_start(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, /proc/<pid>/stat); "" where it cannot be read.
+
+    With the pid it identifies a process: pids are reused, start times on one boot are not.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the command name before ")" may hold spaces
+
+
+def process_alive(pid: int, start: str = "") -> bool:
+    """Whether process ``pid`` (started at ``start``, :func:`process_start`, when known) still runs here."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True  # no /proc: the pid is taken, assume by the same process
+    return fields[0] != "Z" and (not start or fields[19] == start)
+
+
 def git_commit(root: Path) -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
@@ -239,6 +310,8 @@ class tracked_run:
                      "git_commit": git_commit(root), "profile": profile}
         if seed is not None:
             self.tags["seed"] = str(seed)
+        self.tags.update(process_id=str(os.getpid()), process_host=socket.gethostname(),
+                         process_start=process_start(os.getpid()))
         run = stage_key(method, identity, seed) if method and identity and seed is not None else (
             "-".join(part for part in (method, identity) if part))
         self.name = "@".join(part for part in (stage, run) if part)
@@ -248,17 +321,32 @@ class tracked_run:
 
         self._mlflow = mlflow
         mlflow.set_tracking_uri(tracking_uri(self.root))
-        experiment = mlflow.get_experiment_by_name(EXPERIMENT)
-        if experiment is None:
-            experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=(self.root / "mlruns").as_uri())
-        else:
-            experiment_id = experiment.experiment_id
+        experiment = experiment_id(mlflow, self.root)
+        self.end_dead_runs(experiment)
         parent = mlflow.active_run()
-        self._run = mlflow.start_run(experiment_id=experiment_id, run_name=self.name, nested=parent is not None)
-        mlflow.set_tags(self.tags)
+        # Tagged as it is created: a run killed before its tags were set could never be told dead.
+        self._run = mlflow.start_run(experiment_id=experiment, run_name=self.name, nested=parent is not None,
+                                     tags=self.tags)
         flat = {k: (str(v)[:6000]) for k, v in flatten(dict(self.params)).items()}
         mlflow.log_params(flat)
         return self
+
+    def end_dead_runs(self, experiment: str) -> None:
+        """Mark KILLED the RUNNING runs of this name whose process on this host is gone."""
+        client = self._mlflow.MlflowClient()
+        host = socket.gethostname()
+        running = client.search_runs([experiment], filter_string=f"attributes.run_name = '{self.name}' and "
+                                                                 "attributes.status = 'RUNNING'")
+        for run in running:
+            tags = run.data.tags
+            if tags.get("process_host") != host or not tags.get("process_id", "").isdigit():
+                continue  # another machine's run, or one from before processes were recorded: cannot tell
+            pid = int(tags["process_id"])
+            if process_alive(pid, tags.get("process_start", "")):
+                continue
+            client.set_terminated(run.info.run_id, status="KILLED")
+            log.warning("MLflow run %s (%s) was left RUNNING by process %d, which is gone; marked KILLED",
+                        run.info.run_id, self.name, pid)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}

@@ -16,6 +16,7 @@ from talkhead_models.methods.gstalker.scene import IdentityScene, lips_box
 from talkhead_models.methods.gstalker.trainer import CHECKPOINT, CURVE, Trainer, build_model, exponential_lr
 from talkhead_models.methods.gstalker.motion import centred_windows, training_features
 from tests.methods.gstalker_fixtures import IDENTITY, TINY
+from tests.methods.resume_fixtures import Killed, kill_at, ticking_clock
 
 VARIANTS = ("gstalker", "gstalker_paper_audio", "gstalker_no_static_init", "gstalker_no_hash_grid",
             "gstalker_no_perceptual")
@@ -214,6 +215,39 @@ def test_train_resume_checkpoint_and_render(tracked_root, tmp_path):
         list(head.render(Driving(identity=IDENTITY, role="self", audio=np.zeros(640, np.float32),
                                  audio_features={"hubert": np.zeros((1, 16, 1024), np.float32)},
                                  eye=np.ones(1), frame_indices=frames[:1])))
+
+
+def test_a_run_killed_after_a_wall_clock_checkpoint_resumes_to_the_uninterrupted_result(tracked_root, tmp_path,
+                                                                                        monkeypatch):
+    """Checkpointed between two curve rows, densified (its splits draw from torch's global generator): the
+    resumed run must end where the uninterrupted one does."""
+    from talkhead_models.methods.gstalker import trainer as trainer_module
+
+    spec = get_method("gstalker")
+    cfg = tiny_config(checkpoint_seconds=1.0)
+    whole = spec.train(cfg, tracked_root / IDENTITY, {}, tmp_path / "whole")
+    ticking_clock(monkeypatch, trainer_module)
+    with pytest.raises(Killed):
+        spec.train(cfg, tracked_root / IDENTITY, {}, tmp_path / "killed", log_metric=kill_at(8))
+    saved = torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=True)
+    assert saved["step"] == 7 and len(saved["pending_losses"]) == 1  # the row at 6 was logged, 7's loss is pending
+    resumed = spec.train(cfg, tracked_root / IDENTITY, {}, tmp_path / "killed")
+    assert resumed["iterations"] == whole["iterations"] == cfg.total_iterations
+    assert resumed["gaussians_head"] == whole["gaussians_head"] and resumed["final_loss"] == whole["final_loss"]
+    expected = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=True)
+    got = torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=True)
+    for part in ("head", "torso"):
+        for name, value in expected[part].items():
+            assert torch.equal(value, got[part][name]), (part, name)
+    for name, value in expected["networks"].items():
+        assert torch.equal(value, got["networks"][name]), name
+
+    def without_seconds(folder):
+        with (folder / CURVE).open() as handle:
+            return [(row["step"], row["loss"], row["val_psnr"]) for row in csv.DictReader(handle)]
+
+    assert without_seconds(tmp_path / "whole") == without_seconds(tmp_path / "killed")
+    assert sorted(p.name for p in (tmp_path / "killed").glob("checkpoint*")) == [CHECKPOINT]
 
 
 def test_motion_windows_stay_inside_their_recording():

@@ -22,6 +22,7 @@ from talkhead_models.methods.r2talker.render import march_and_composite
 from talkhead_models.methods.r2talker.data import IdentityData, scene_frame, triangulate
 from talkhead_models.methods.r2talker.trainer import ShapePrior, Trainer
 from tests.methods.r2talker_fixtures import IDENTITY, TINY
+from tests.methods.resume_fixtures import Killed, kill_at, ticking_clock
 
 LADDER = {"r2talker_audio_baseline": ("audio_baseline", "audio", False, False, True),
           "r2talker_landmark_encoding": ("landmark_encoding", "landmarks", False, False, False),
@@ -350,6 +351,34 @@ def test_training_resumes_from_its_checkpoint(trained, tracked_root, tmp_path):
     assert longer["iterations"] == summary["iterations"] + 4 and longer["seconds"] > summary["seconds"]
     steps = [int(r["step"]) for r in read_curve(folder)]
     assert steps == sorted(steps) and steps[-1] == summary["iterations"] + 4
+
+
+def test_a_run_killed_after_a_wall_clock_checkpoint_resumes_to_the_uninterrupted_result(tracked_root, tmp_path,
+                                                                                        monkeypatch):
+    """The checkpoint falls between two curve rows: the losses since the last row must survive the kill too."""
+    from talkhead_models.methods.r2talker import trainer as trainer_module
+
+    spec = get_method("r2talker")
+    cfg = tiny_config("r2talker", iterations=12, torso_iterations=4, checkpoint_seconds=1.0)
+    whole = spec.train(cfg, tracked_root / IDENTITY, {}, tmp_path / "whole")
+    ticking_clock(monkeypatch, trainer_module)
+    with pytest.raises(Killed):
+        spec.train(cfg, tracked_root / IDENTITY, {}, tmp_path / "killed", log_metric=kill_at(10))
+    saved = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
+    assert saved["iteration"] == 9 and len(saved["pending_losses"]) == 4  # iterations 6-9, since the row at 5
+    resumed = spec.train(cfg, tracked_root / IDENTITY, {}, tmp_path / "killed")
+    assert resumed["iterations"] == whole["iterations"] == 16
+    assert resumed["final_loss"] == whole["final_loss"]
+    expected = torch.load(tmp_path / "whole" / MODEL_FILE, weights_only=True)["state_dict"]
+    got = torch.load(tmp_path / "killed" / MODEL_FILE, weights_only=True)["state_dict"]
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    without_seconds = [[(r["step"], r["loss"], r["val_psnr"]) for r in read_curve(tmp_path / folder)]
+                       for folder in ("whole", "killed")]
+    assert without_seconds[0] == without_seconds[1] and len(without_seconds[0]) == 4
+    # Finished: one checkpoint, no previous one.
+    assert sorted(p.name for p in (tmp_path / "killed").glob("checkpoint*")) == ["checkpoint.pt"]
 
 
 def driving(root: Path, role: str, frames: np.ndarray) -> Driving:

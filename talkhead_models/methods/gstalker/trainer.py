@@ -32,13 +32,16 @@ the deformation fields run; the paper's setting is the whole frame.
 
 Everything needed to continue lives in ``checkpoint.pt`` (weights only:
 tensors and plain containers; the Gaussians are saved as tensors and
-rebuilt, since their number changes), written atomically every
-``checkpoint_every`` iterations and at the end.
+rebuilt, since their number changes; both RNG states; the losses not yet in
+the curve), written every ``checkpoint_every`` iterations, every
+``checkpoint_seconds`` of wall clock and at the end
+(talkhead_models.checkpoints: atomic, the previous one kept, an unreadable
+one moved aside); a resumed run continues as the uninterrupted one would
+have.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
@@ -52,7 +55,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from talkhead_models.atomic import atomic_file, write_text
+from talkhead_models.atomic import atomic_file
+from talkhead_models.checkpoints import (CHECKPOINT_FILE, CURVE_FILE, Checkpoints, CurveRow, UnreadableCheckpoint,
+                                         read_checkpoint, read_curve, write_curve)
 from talkhead_models.components.densify import DensificationState, DensificationStrategy
 from talkhead_models.config import to_dict
 from talkhead_models.methods.base import MetricLogger
@@ -66,9 +71,12 @@ from talkhead_models.metrics.image import ssim_per_frame
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
-CURVE = "curve.csv"
-CURVE_COLUMNS = ("step", "seconds", "loss", "val_psnr")
+CHECKPOINT = CHECKPOINT_FILE
+CURVE = CURVE_FILE
+CHECKPOINT_KEYS = ("format", "step", "seconds", "meta", "head", "torso", "networks", "optimizers", "densify",
+                   "generator")
+"""What every GSTalker checkpoint holds (``torch_rng`` and ``pending_losses``: since this change, absent from older
+ones)."""
 SAMPLES = "samples"
 FORMAT = "gstalker-2"
 PARTS = ("head", "torso")
@@ -124,11 +132,23 @@ def model_from_checkpoint(cfg: GSTalkerConfig, checkpoint: Mapping[str, Any]) ->
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A finished model's checkpoint (the renderer's input)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise ValueError(f"{path}: unreadable GSTalker checkpoint ({error}); delete it and re-run the train stage") \
-            from error
+        return read_checkpoint(path)
+    except UnreadableCheckpoint as error:
+        raise UnreadableCheckpoint(f"{error}; delete the model folder and re-run the train stage") from error
+
+
+def _check_record(record: Mapping[str, Any]) -> None:
+    missing = [key for key in CHECKPOINT_KEYS if key not in record]
+    if missing:
+        raise KeyError(f"missing {missing}")
+
+
+def _incompatible(record: Mapping[str, Any]) -> str | None:
+    if record["format"] != FORMAT:
+        return f"is of another GSTalker checkpoint format ({record['format']!r}, this code writes {FORMAT!r})"
+    return None
 
 
 # --------------------------------------------------------------------------- losses
@@ -167,38 +187,6 @@ def patch(image: Tensor, box: tuple[int, int, int, int]) -> Tensor:
 # --------------------------------------------------------------------------- training state
 
 
-@dataclass
-class CurveRow:
-    step: int
-    seconds: float
-    loss: float
-    val_psnr: float | None = None
-
-    def as_csv(self) -> list[str]:
-        return [str(self.step), f"{self.seconds:.3f}", f"{self.loss:.6g}",
-                "" if self.val_psnr is None else f"{self.val_psnr:.4f}"]
-
-
-def read_curve(path: Path, until_step: int) -> list[CurveRow]:
-    """Rows of an earlier run up to the checkpoint it resumes from (later rows were not saved)."""
-    if not path.is_file():
-        return []
-    rows = []
-    with path.open(newline="") as handle:
-        for record in csv.DictReader(handle):
-            step = int(record["step"])
-            if step <= until_step:
-                val = record.get("val_psnr") or ""
-                rows.append(CurveRow(step, float(record["seconds"]), float(record["loss"]),
-                                     float(val) if val else None))
-    return rows
-
-
-def write_curve(path: Path, rows: list[CurveRow]) -> None:
-    lines = [",".join(CURVE_COLUMNS)] + [",".join(row.as_csv()) for row in rows]
-    write_text(path, "\n".join(lines) + "\n")
-
-
 def exponential_lr(initial: float, final: float, progress: float) -> float:
     """3D-GS's position schedule: log-linear from ``initial`` to ``final`` as ``progress`` goes 0 -> 1."""
     progress = min(max(progress, 0.0), 1.0)
@@ -220,6 +208,8 @@ class Trainer:
     optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     motion: MotionFeatures | None = None
     """The audio-to-motion features' normaliser (``audio_feature: a2m``), saved so renders use the same."""
+    pending_losses: list[float] = field(default_factory=list)
+    """Losses of the iterations since the last curve row (the next row is their mean)."""
 
     def __post_init__(self) -> None:
         self.size = self.scene.image_size // self.cfg.train_downscale
@@ -538,11 +528,10 @@ class Trainer:
             "densify": {part: {"grad_norm_sum": state.grad_norm_sum.cpu(), "visible_count": state.visible_count.cpu(),
                                "scene_extent": state.scene_extent} for part, state in self.densify.items()},
             "generator": self.generator.get_state(),
+            # Densification's split offsets draw from the global generator.
+            "torch_rng": torch.get_rng_state(),
+            "pending_losses": list(self.pending_losses),
         }
-
-    def save(self, model_dir: Path) -> None:
-        with atomic_file(model_dir / CHECKPOINT) as tmp:
-            torch.save(self.checkpoint(), tmp)
 
     @classmethod
     def resume(cls, cfg: GSTalkerConfig, scene: IdentityScene, checkpoint: Mapping[str, Any],
@@ -554,9 +543,13 @@ class Trainer:
         generator = torch.Generator()
         generator.set_state(checkpoint["generator"])
         trainer = cls(cfg, scene, model, device, step=int(checkpoint["step"]), seconds=float(checkpoint["seconds"]),
-                      densify=densify, generator=generator, motion=motion)
+                      densify=densify, generator=generator, motion=motion,
+                      pending_losses=[float(loss) for loss in checkpoint.get("pending_losses", [])])
         for name, optimizer in trainer.optimizers.items():
             optimizer.load_state_dict(checkpoint["optimizers"][name])
+        if "torch_rng" in checkpoint:
+            # Set last: building the model and the perceptual loss above draw from it too.
+            torch.set_rng_state(checkpoint["torch_rng"])
         return trainer
 
 
@@ -594,20 +587,22 @@ def train(cfg: GSTalkerConfig, identity_root: Path, pretrained: Mapping[str, Pat
     if cfg.audio_feature == "a2m":
         motion, features = training_features(Path(identity_root), pretrained, cfg.motion_window, device)
     scene = IdentityScene(identity_root, cfg.scene_scale, cfg.audio_feature, features)
-    path = model_dir / CHECKPOINT
-    if path.is_file():
-        trainer = Trainer.resume(cfg, scene, load_checkpoint(path), device, motion)
-        log.info("gstalker@%s: resuming at iteration %d of %d (%.0f s trained)", scene.reader.root.name,
-                 trainer.step, cfg.total_iterations, trainer.seconds)
+    checkpoints = Checkpoints(model_dir, cfg.checkpoint_every, cfg.checkpoint_seconds)
+    loaded = checkpoints.load(validate=_check_record, incompatible=_incompatible)
+    if loaded is not None:
+        trainer = _resume(cfg, scene, loaded.path, loaded.record, device, motion)
+        log.info("gstalker@%s: resuming from %s at iteration %d of %d (%.0f s trained)", scene.reader.root.name,
+                 loaded.path, trainer.step, cfg.total_iterations, trainer.seconds)
     else:
         trainer = Trainer(cfg, scene, build_model(cfg, scene).to_device(device), device,
                           generator=torch.Generator().manual_seed(cfg.seed), motion=motion)
     curve = read_curve(model_dir / CURVE, trainer.step)
     metric = log_metric or (lambda name, value, step: None)
-    _train_loop(trainer, model_dir, curve, metric)
-    trainer.save(model_dir)
+    _train_loop(trainer, checkpoints, curve, metric)
+    checkpoints.save(trainer.checkpoint())
     write_curve(model_dir / CURVE, curve)
     trainer.save_samples(model_dir / SAMPLES, cfg.samples)
+    checkpoints.finish()
     val_psnr = next((row.val_psnr for row in reversed(curve) if row.val_psnr is not None), None)
     summary = {
         "seconds": trainer.seconds, "iterations": trainer.step, "static_iterations": cfg.static_iterations,
@@ -622,13 +617,26 @@ def train(cfg: GSTalkerConfig, identity_root: Path, pretrained: Mapping[str, Pat
     return summary
 
 
-def _train_loop(trainer: Trainer, model_dir: Path, curve: list[CurveRow],
+def _resume(cfg: GSTalkerConfig, scene: IdentityScene, path: Path, record: Mapping[str, Any], device: torch.device,
+            motion: MotionFeatures | None) -> Trainer:
+    """The trainer of ``record``; a checkpoint of another architecture is refused naming the file and the fix."""
+    try:
+        return Trainer.resume(cfg, scene, record, device, motion)
+    except torch.OutOfMemoryError:
+        raise
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise ValueError(f"{path}: cannot continue this checkpoint with the current gstalker settings ({error}); "
+                         f"restore the settings it was made with, or delete {path.parent} to train from the "
+                         "start") from error
+
+
+def _train_loop(trainer: Trainer, checkpoints: Checkpoints, curve: list[CurveRow],
                 metric: Callable[[str, float, int], None]) -> None:
     cfg = trainer.cfg
     total = cfg.total_iterations
     if trainer.step >= total:
         return
-    losses: list[float] = []
+    losses = trainer.pending_losses
     started = time.perf_counter()
     seconds_before = trainer.seconds
     progress = tqdm(total=total, initial=trainer.step, desc="gstalker", unit="it", mininterval=5.0)
@@ -648,9 +656,11 @@ def _train_loop(trainer: Trainer, model_dir: Path, curve: list[CurveRow],
                 curve.append(row)
                 losses.clear()
                 _log_row(trainer, row, metric)
-            if not last and step % max(cfg.checkpoint_every, 1) == 0:
-                trainer.save(model_dir)
-                write_curve(model_dir / CURVE, curve)
+            if not last and checkpoints.due(step):
+                checkpoints.save(trainer.checkpoint())
+                write_curve(checkpoints.folder / CURVE, curve)
+                # Writing checkpoints is not training time either.
+                started = time.perf_counter() - (trainer.seconds - seconds_before)
     finally:
         progress.close()
 

@@ -25,8 +25,12 @@ Torso stage (RAD-NeRF): the head is frozen; the 2D torso net is trained on
 pixels of the torso region against the frames over ``bc.jpg``.
 
 ``model_dir`` keeps ``checkpoint.pt`` (model, optimisers, RNG, iteration,
-seconds, curve); a second call resumes from it. The finished model is
-``model.pt`` (state dict + plain dicts), ``curve.csv`` and ``samples/*.png``.
+seconds, curve, the losses not yet in the curve), written every
+``checkpoint_every`` iterations and every ``checkpoint_seconds`` of wall
+clock (talkhead_models.checkpoints: atomic, the previous one kept, an
+unreadable one moved aside); a second call resumes from it and continues as
+the uninterrupted run would have. The finished model is ``model.pt`` (state
+dict + plain dicts), ``curve.csv`` and ``samples/*.png``.
 """
 
 from __future__ import annotations
@@ -47,9 +51,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from talkhead_models.atomic import atomic_file, write_text
+from talkhead_models.checkpoints import CURVE_FILE, Checkpoints, CurveRow, write_curve
 from talkhead_models.components.rays import sample_patch
-from talkhead_models.config import from_dict
+from talkhead_models.config import ConfigError, from_dict
 from talkhead_models.methods.base import MetricLogger
 from talkhead_models.methods.r2talker.config import R2TalkerConfig
 from talkhead_models.methods.r2talker.data import HEAD_LABELS, TORSO_LABELS, IdentityData, SceneFrame, scene_frame
@@ -58,8 +62,9 @@ from talkhead_models.preprocess.frames import write_image
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "checkpoint.pt"
-CURVE_FILE = "curve.csv"
+CHECKPOINT_KEYS = ("iteration", "seconds", "config", "model", "head_optimiser", "torso_optimiser", "generator",
+                   "torch_rng", "curve")
+"""What every R2-Talker checkpoint holds (``pending_*``: since this change, absent from older ones)."""
 SAMPLES_DIR = "samples"
 FACE_DEPTH_RESOLUTION = 128
 """Cells per axis of the face's depth map (x, y over the head box) in the shape prior."""
@@ -205,7 +210,9 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         # Sampling along rays happens on the device; a CPU generator cannot drive it on CUDA (global RNG there).
         self.march_generator = self.generator if device.type == "cpu" else None
-        self.iteration, self.seconds, self.curve = 0, 0.0, []  # curve rows: step, seconds, loss, val_psnr
+        self.iteration, self.seconds = 0, 0.0
+        self.curve: list[CurveRow] = []
+        self.checkpoints = Checkpoints(self.model_dir, cfg.checkpoint_every, cfg.checkpoint_seconds)
         size = data.image_size
         self.intrinsics = (data.cameras.focal, data.cameras.cx, data.cameras.cy)
         c2w = scene.c2w(np.nan_to_num(data.cameras.c2w, nan=0.0))
@@ -579,37 +586,44 @@ class Trainer:
             "iteration": self.iteration, "seconds": self.seconds, "config": asdict(self.cfg),
             "model": self.model.state_dict(), "head_optimiser": self.head_optimiser.state_dict(),
             "torso_optimiser": self.torso_optimiser.state_dict(), "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(), "curve": [list(row) for row in self.curve],
+            "torch_rng": torch.get_rng_state(), "curve": [row.as_list() for row in self.curve],
+            # A wall-clock checkpoint can fall between two curve rows: the next row averages these losses too.
+            "pending_losses": list(self._losses), "pending_samples": self._samples, "pending_rays": self._rays,
         }
-        with atomic_file(self.model_dir / CHECKPOINT_FILE) as tmp:
-            torch.save(record, tmp)
+        self.checkpoints.save(record)
         self.write_curve()
 
-    def resume(self) -> bool:
-        """Load ``checkpoint.pt`` when there is one made with the same config; True when resumed."""
-        path = self.model_dir / CHECKPOINT_FILE
-        if not path.is_file():
-            return False
-        record = torch.load(path, map_location=self.device, weights_only=True)
-        saved = from_dict(R2TalkerConfig, record["config"], where="r2talker (checkpoint)")
+    def _incompatible(self, record: Mapping[str, Any]) -> str | None:
+        """Why this run cannot continue ``record`` (None: it can)."""
+        try:
+            saved = from_dict(R2TalkerConfig, record["config"], where="r2talker (checkpoint)")
+        except ConfigError as error:
+            return f"was made with a config this code does not accept ({error})"
         if _architecture(saved) != _architecture(self.cfg):
-            log.warning("%s was made with another architecture; starting over", path)
+            return "was made with another architecture"
+        return None
+
+    def resume(self) -> bool:
+        """Continue from the newest readable checkpoint made with the same architecture; True when resumed."""
+        # On the CPU: the generator's state must stay a CPU tensor; load_state_dict moves the rest to the device.
+        loaded = self.checkpoints.load("cpu", validate=_check_keys, incompatible=self._incompatible)
+        if loaded is None:
             return False
+        path, record = loaded
         self.model.load_state_dict(record["model"])
         self.head_optimiser.load_state_dict(record["head_optimiser"])
         self.torso_optimiser.load_state_dict(record["torso_optimiser"])
         self.generator.set_state(record["generator"])
         torch.set_rng_state(record["torch_rng"])
         self.iteration, self.seconds = int(record["iteration"]), float(record["seconds"])
-        self.curve = [tuple(row) for row in record["curve"]]
+        self.curve = [CurveRow.from_list(row) for row in record["curve"]]
+        self._losses = [float(loss) for loss in record.get("pending_losses", [])]
+        self._samples, self._rays = int(record.get("pending_samples", 0)), int(record.get("pending_rays", 0))
         log.info("resumed from %s at iteration %d (%.0f s trained)", path, self.iteration, self.seconds)
         return True
 
     def write_curve(self) -> None:
-        lines = ["step,seconds,loss,val_psnr"]
-        for step, seconds, loss, psnr in self.curve:
-            lines.append(f"{int(step)},{seconds:.3f},{loss:.6g},{'' if math.isnan(psnr) else f'{psnr:.4f}'}")
-        write_text(self.model_dir / CURVE_FILE, "\n".join(lines) + "\n")
+        write_curve(self.model_dir / CURVE_FILE, self.curve)
 
     # -- the loop ------------------------------------------------------------------------------------------
 
@@ -650,7 +664,8 @@ class Trainer:
                 mean_loss = float(np.mean(self._losses))
                 self._losses.clear()
                 psnr = self.validate() if validate else float("nan")
-                self.curve.append((self.iteration, self.seconds, mean_loss, psnr))
+                self.curve.append(CurveRow(self.iteration, self.seconds, mean_loss,
+                                           None if math.isnan(psnr) else psnr))
                 self._log("train_loss", mean_loss)
                 self._log("val_psnr", psnr)
                 self._log("active_levels", float(self.model.head.position.active_levels))
@@ -661,17 +676,23 @@ class Trainer:
                 progress.set_postfix(loss=f"{mean_loss:.4f}", spr=f"{samples_per_ray:.1f}",
                                      occ=f"{self.model.grid.occupancy_ratio:.3f}",
                                      **({"psnr": f"{psnr:.2f}"} if validate else {}))
-            if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.iterations:
+            if self.checkpoints.due(self.iteration) or self.iteration == cfg.iterations:
                 self.save_checkpoint()
         self.save_checkpoint()
 
 
 def _architecture(cfg: R2TalkerConfig) -> dict[str, Any]:
     """The config fields that shape the parameters (a checkpoint of another shape cannot resume)."""
-    skipped = {"iterations", "torso_iterations", "checkpoint_every", "validate_every", "validation_frames",
-               "log_every", "device", "backend", "rays_per_step", "torso_rays_per_step", "frames_per_step",
-               "train_ray_chunk", "motion_adaptation"}
+    skipped = {"iterations", "torso_iterations", "checkpoint_every", "checkpoint_seconds", "validate_every",
+               "validation_frames", "log_every", "device", "backend", "rays_per_step", "torso_rays_per_step",
+               "frames_per_step", "train_ray_chunk", "motion_adaptation"}
     return {k: v for k, v in asdict(cfg).items() if k not in skipped}
+
+
+def _check_keys(record: Mapping[str, Any]) -> None:
+    missing = [key for key in CHECKPOINT_KEYS if key not in record]
+    if missing:
+        raise KeyError(f"missing {missing}")
 
 
 def train_r2talker(cfg: R2TalkerConfig, identity_root: Path, pretrained: Mapping[str, Path], model_dir: Path,
@@ -693,10 +714,11 @@ def train_r2talker(cfg: R2TalkerConfig, identity_root: Path, pretrained: Mapping
     trainer.write_curve()
     save_model(model_dir / MODEL_FILE, model, scene, data.neutral,
                {"identity": data.root.name, "iterations": trainer.iteration, "lip_loss": trainer.lip_loss_name})
-    validation = [row[3] for row in trainer.curve if not math.isnan(row[3])]
+    trainer.checkpoints.finish()
+    validation = [row.val_psnr for row in trainer.curve if row.val_psnr is not None]
     summary = {"seconds": trainer.seconds, "iterations": trainer.iteration,
                "head_iterations": cfg.iterations, "torso_iterations": cfg.torso_iterations,
-               "final_loss": trainer.curve[-1][2] if trainer.curve else float("nan"),
+               "final_loss": trainer.curve[-1].loss if trainer.curve else float("nan"),
                "val_psnr": validation[-1] if validation else float("nan"),
                "occupancy": model.grid.occupancy_ratio,
                "lip_loss_lpips": 1.0 if trainer.lip_loss_name == "lpips" else 0.0}
