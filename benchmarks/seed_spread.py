@@ -43,9 +43,9 @@ from stages import evaluate as evaluate_stage
 from stages import train as train_stage
 from talkhead_models.atomic import write_text
 from talkhead_models.config import load_params, section_overrides
-from talkhead_models.evaluation import TRAINING_SUMMARY
 from talkhead_models.methods import get_method
 from talkhead_models.reporting import NOT_MEASURABLE, Evidence, evaluate_claims, load_curves, load_records
+from talkhead_models.training_summary import TRAINING_SUMMARY
 
 logger = logging.getLogger("benchmarks.seed_spread")
 

@@ -4,7 +4,8 @@ Writes ``data/processed/<ID>/features/``: ``aud_<kind>.npy`` [N, 16, D]
 (``talkhead_models/preprocess/audio_features.py`` documents each kind and D),
 ``eye.npy`` [N] (open-eye area ratio from the landmarks stage's 478 points,
 frames outside its ``usable.npy`` interpolated; ``talkhead_models/preprocess/eye.py``)
-and ``manifest.json``.
+and ``manifest.json``. NaN/inf in the landmarks' usable frames or in
+``aud.wav`` is refused, naming the file and the frames.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import soundfile
 from stages._stage import Stage, StageResult
 from talkhead_models.atomic import atomic_dir
 from talkhead_models.config import to_dict, validate_name
+from talkhead_models.data.arrays import require_finite_audio
+from talkhead_models.data.landmark_arrays import read_landmarks
 from talkhead_models.data.manifest import write_manifest
-from talkhead_models.data.processed import SAMPLE_RATE
+from talkhead_models.data.processed import SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkhead_models.preprocess.audio_features import AudioConfig, check_kind, compute_features, feature_dim
 from talkhead_models.preprocess.eye import eye_openness
 from talkhead_models.preprocess.frames import read_clips
@@ -33,13 +36,12 @@ def run(cfg: AudioConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path
     validate_name(identity, "identity")
     check_kind(cfg)
     crop, landmarks_dir = inputs["crop"], inputs["landmarks"]
-    audio_path, landmarks_path = crop / "aud.wav", landmarks_dir / "lms478.npy"
-    for path, stage in ((audio_path, "crop"), (landmarks_path, "landmarks")):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found; run the {stage} stage (`dvc repro {stage}@{identity}`)")
-    landmarks = np.load(landmarks_path, mmap_mode="r")
-    clips = read_clips(crop / "clips.parquet", len(landmarks))
-    n_frames = len(landmarks)
+    audio_path = crop / "aud.wav"
+    if not audio_path.is_file():
+        raise FileNotFoundError(f"{audio_path} not found; run the crop stage (`dvc repro crop@{identity}`)")
+    landmarks = read_landmarks(landmarks_dir, producer=f"the landmarks stage (`dvc repro landmarks@{identity}`)")
+    n_frames = len(landmarks.usable)
+    clips = read_clips(crop / "clips.parquet", n_frames)
     ranges = list(zip(clips.first_frame.astype(int), clips.last_frame.astype(int)))
     with soundfile.SoundFile(audio_path) as wav, atomic_dir(outputs["features"]) as tmp:
         if wav.samplerate != SAMPLE_RATE or wav.channels != 1:
@@ -48,15 +50,16 @@ def run(cfg: AudioConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path
 
         def read_samples(start: int, stop: int) -> np.ndarray:
             wav.seek(min(start, wav.frames))
-            return wav.read(stop - start, dtype="float32")
+            samples = wav.read(stop - start, dtype="float32")
+            return require_finite_audio(samples, audio_path, f"the crop stage (`dvc repro crop@{identity}`)",
+                                        SAMPLES_PER_FRAME, first_sample=start)
 
         features = np.lib.format.open_memmap(tmp / f"aud_{cfg.kind}.npy", mode="w+", dtype=np.float32,
                                              shape=(n_frames, cfg.window, feature_dim(cfg)))
         compute_features(read_samples, ranges, cfg, features)
         features.flush()
         del features
-        usable_path = landmarks_dir / "usable.npy"
-        eye = eye_openness(landmarks, np.load(usable_path) if usable_path.is_file() else None)
+        eye = eye_openness(landmarks.points478, landmarks.usable)
         np.save(tmp / "eye.npy", eye)
         write_manifest(tmp, {"identity": identity, **to_dict(cfg)}, stage="audio")
     blink_frames = float(np.mean(eye < 0.5))

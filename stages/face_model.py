@@ -27,6 +27,8 @@ from stages._stage import Stage, StageResult
 from talkhead_models.atomic import atomic_dir
 from talkhead_models.config import to_dict, validate_name
 from talkhead_models.data import DataConfig
+from talkhead_models.data.arrays import ArrayFileError, NonFiniteError
+from talkhead_models.data.landmark_arrays import read_landmarks
 from talkhead_models.data.manifest import write_manifest
 from talkhead_models.data.processed import ProcessedIdentity
 from talkhead_models.preprocess.face_model import (
@@ -53,21 +55,22 @@ class FaceModelStageConfig(FaceModelConfig):
 def identity_landmarks(folder: Path) -> IdentityLandmarks:
     """An identity's FaceMesh points, detection flags and frame size, checked against each other."""
     processed = ProcessedIdentity(folder)
-    paths = {name: processed.path(name) for name in ("landmarks478", "detected", "clips")}
+    paths = {name: processed.path(name) for name in ("landmarks478", "detected", "landmarks68", "usable", "clips")}
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"identity {folder.name}: missing {missing}; run the crop and landmarks stages "
                                 f"(`dvc repro landmarks@{folder.name}`)")
-    points = np.load(paths["landmarks478"], mmap_mode="r")
-    detected = np.load(paths["detected"])
     sizes = pd.read_parquet(paths["clips"], columns=["image_size"])["image_size"].unique()
-    if points.ndim != 3 or points.shape[1:] != (478, 3) or detected.shape != (points.shape[0],):
-        raise FaceModelError(f"{paths['landmarks478']}: shape {points.shape} with detected {detected.shape}; "
-                             "expected [N, 478, 3] and [N]: re-run the landmarks stage")
+    try:  # NaN/inf in a frame with a face is refused naming the file and frames (NonFiniteError)
+        stored = read_landmarks(paths["landmarks478"].parent, producer=processed.producer("landmarks478"))
+    except NonFiniteError:
+        raise
+    except ArrayFileError as error:
+        raise FaceModelError(str(error)) from error
     if len(sizes) != 1:
         raise FaceModelError(f"{paths['clips']}: frames of several sizes {sorted(sizes)}; the crop stage writes "
                              "one image_size per identity")
-    return IdentityLandmarks(folder.name, np.asarray(points), detected.astype(bool), int(sizes[0]))
+    return IdentityLandmarks(folder.name, np.asarray(stored.points478), stored.detected, int(sizes[0]))
 
 
 def run(cfg: FaceModelStageConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> StageResult:

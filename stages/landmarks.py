@@ -3,8 +3,10 @@
 Writes ``data/processed/<ID>/landmarks/``: ``lms/<i>.lms`` (68 x 2 text, as
 ER-NeRF's ``ori_imgs/<i>.lms``), ``lms478.npy`` [N, 478, 3] and ``lms68.npy``
 [N, 68, 2] in pixels, ``detected.npy`` [N] (False where a frame was
-interpolated), ``usable.npy`` [N] (False in recordings without any face),
-``report.json`` (gaps, dropped recordings, several-face recordings) and
+interpolated), ``usable.npy`` [N] (False for the frames left out of training
+and evaluation: recordings without any face, and gaps without a face longer
+than ``long_gap_frames``; no ``.lms`` file for them), ``report.json`` (gaps,
+dropped recordings, several-face recordings, excluded frames by reason) and
 ``manifest.json``.
 """
 
@@ -25,6 +27,7 @@ from talkhead_models.data.manifest import write_manifest
 from talkhead_models.preprocess.frames import (
     BackgroundWriter, count_frames, frame_paths, read_clips, read_frames, retain_freed_memory,
 )
+from talkhead_models.data.landmark_arrays import DETECTED_FILE, POINTS68_FILE, POINTS478_FILE, USABLE_FILE
 from talkhead_models.preprocess.landmarks import LandmarksConfig, detect, fill_gaps, smooth, write_lms
 
 log = logging.getLogger(__name__)
@@ -37,9 +40,9 @@ def run(cfg: LandmarksConfig, inputs: Mapping[str, Path], outputs: Mapping[str, 
     n_frames = count_frames(crop / "ori_imgs")
     clips = read_clips(crop / "clips.parquet", n_frames)
     with atomic_dir(outputs["landmarks"]) as tmp:
-        points478 = np.lib.format.open_memmap(tmp / "lms478.npy", mode="w+", dtype=np.float32,
+        points478 = np.lib.format.open_memmap(tmp / POINTS478_FILE, mode="w+", dtype=np.float32,
                                               shape=(n_frames, 478, 3))
-        points68 = np.lib.format.open_memmap(tmp / "lms68.npy", mode="w+", dtype=np.float32,
+        points68 = np.lib.format.open_memmap(tmp / POINTS68_FILE, mode="w+", dtype=np.float32,
                                              shape=(n_frames, 68, 2))
         with closing(read_frames(frame_paths(crop / "ori_imgs", range(n_frames)), workers=cfg.workers)) as frames:
             detected, summary = detect(frames, clips, cfg, points478, points68)
@@ -47,8 +50,8 @@ def run(cfg: LandmarksConfig, inputs: Mapping[str, Path], outputs: Mapping[str, 
         smooth([points478, points68], usable, clips, cfg.smooth_sigma)
         points478.flush()
         points68.flush()
-        np.save(tmp / "detected.npy", detected)
-        np.save(tmp / "usable.npy", usable)
+        np.save(tmp / DETECTED_FILE, detected)
+        np.save(tmp / USABLE_FILE, usable)
         (tmp / "lms").mkdir()
         with BackgroundWriter(workers=cfg.workers) as writer:
             for index in np.flatnonzero(usable):
@@ -60,6 +63,11 @@ def run(cfg: LandmarksConfig, inputs: Mapping[str, Path], outputs: Mapping[str, 
     log.info("landmarks of %s: %d frames, %.2f%% with a face, %d gaps (%d long), %d recordings dropped",
              identity, n_frames, 100 * metrics["detection_rate"], len(summary.gaps), len(summary.long_gaps),
              len(summary.dropped_clips))
+    if summary.excluded_frames:
+        log.warning("%s: %d of %d frames left out of training and evaluation (usable.npy): %d in %d gaps longer than "
+                    "long_gap_frames=%d, %d in %d recordings without any face; report.json lists them", identity,
+                    summary.excluded_frames, n_frames, summary.long_gap_frames, len(summary.long_gaps),
+                    cfg.long_gap_frames, summary.dropped_frames, len(summary.dropped_clips))
     return StageResult(metrics=metrics, artifacts=[outputs["landmarks"] / "report.json"])
 
 

@@ -18,13 +18,14 @@ import pandas as pd
 import torch
 
 from stages._stage import Stage, StageResult
-from stages.track import read_inputs
 from talkhead_models.atomic import atomic_dir
 from talkhead_models.config import ConfigError, to_dict
+from talkhead_models.data.arrays import require_finite, require_finite_entries
 from talkhead_models.data.manifest import write_manifest
 from talkhead_models.data.processed import ProcessedIdentity
 from talkhead_models.preprocess.cameras import euler_to_rotation
 from talkhead_models.preprocess.face_model import FaceModel
+from talkhead_models.preprocess.landmark_inputs import read_landmark_inputs
 from talkhead_models.preprocess.pairing import (
     FEATURES, PAIR_COLUMNS, SEQUENCE_COLUMNS, PairConfig, build_sequences, eligible_clips, expression_features,
     landmark_features, pair_clips,
@@ -63,9 +64,12 @@ def _with_derivative(values: np.ndarray, cfg: PairConfig) -> np.ndarray:
 
 
 def run(cfg: PairConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path], identity: str) -> StageResult:
-    clips, points, _, _ = read_inputs(inputs["crop"], inputs["landmarks"], identity)
-    exp = np.load(inputs["track"] / "exp.npy")
+    landmarks = read_landmark_inputs(inputs["crop"], inputs["landmarks"], identity)
+    clips, points = landmarks.clips, landmarks.points
+    tracker = f"the track stage (`dvc repro track@{identity}`)"
+    exp = require_finite(np.load(inputs["track"] / "exp.npy"), inputs["track"] / "exp.npy", tracker)
     params = torch.load(inputs["track"] / "track_params.pt", weights_only=True)
+    require_finite_entries(params, inputs["track"] / "track_params.pt", tracker, ("euler", "trans"))
     if len(exp) != len(points) or params["euler"].shape[0] != len(points):
         raise ValueError(f"{identity}: track outputs cover {len(exp)} frames, landmarks {len(points)}; "
                          f"re-run `dvc repro track@{identity}`")

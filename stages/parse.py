@@ -4,7 +4,8 @@ Writes ``data/processed/<ID>/parse/``: ``parsing/<i>.png`` (ER-NeRF's colours
 and bytes), ``semantic/<i>.png`` (label ids: 0 background, 1 head, 2 neck,
 3 torso, 4 lips, 5 mouth interior), ``bc.jpg``, ``gt_imgs/<i>.jpg``,
 ``torso_imgs/<i>.png`` (RGBA, neck in-painted) and ``manifest.json``. Frames
-the landmarks stage flagged unusable (recordings without a face) get no files.
+the landmarks stage flagged unusable (recordings without a face, long gaps
+without one) get no files.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import logging
 from pathlib import Path
 from typing import Mapping
 
-import numpy as np
-
 from stages._stage import Stage, StageResult
 from talkhead_models.atomic import atomic_dir
 from talkhead_models.config import to_dict
 from talkhead_models.data.manifest import write_manifest
-from talkhead_models.preprocess.frames import FrameError, count_frames, retain_freed_memory
+from talkhead_models.data.landmark_arrays import read_landmarks
+from talkhead_models.preprocess.frames import count_frames, retain_freed_memory
 from talkhead_models.preprocess.parsing import ParseConfig, parse_frames
 
 log = logging.getLogger(__name__)
@@ -30,13 +30,9 @@ def run(cfg: ParseConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path
     retain_freed_memory()
     frames_dir = inputs["crop"] / "ori_imgs"
     n_frames = count_frames(frames_dir)
-    points = np.load(inputs["landmarks"] / "lms478.npy", mmap_mode="r")
-    usable = np.load(inputs["landmarks"] / "usable.npy")
-    if len(points) != n_frames or len(usable) != n_frames:
-        raise FrameError(f"{inputs['landmarks']} has landmarks for {len(points)} frames but {frames_dir} holds "
-                         f"{n_frames}: re-run the landmarks stage (`dvc repro landmarks@{identity}`)")
+    landmarks = read_landmarks(inputs["landmarks"], n_frames)
     with atomic_dir(outputs["parse"]) as tmp:
-        summary = parse_frames(frames_dir, points, usable, cfg, tmp)
+        summary = parse_frames(frames_dir, landmarks.points478, landmarks.usable, cfg, tmp)
         write_manifest(tmp, to_dict(cfg), stage="parse")
     metrics = summary.metrics()
     log.info("parse of %s: %d of %d frames, head %.1f%% of the pixels, background %.1f%% seen",

@@ -6,7 +6,8 @@ trans, focal}), ``transforms_train.json`` / ``transforms_val.json``
 (``focal_len``, ``cx``, ``cy``, ``frames[{img_id, aud_id,
 transform_matrix}]``; validation frames by talkhead_models.preprocess.splits),
 plus ``exp.npy`` ([N, K] expression coefficients, for Exp-Diff and pairing)
-and ``residual.npy`` ([N] median landmark reprojection error per frame, px).
+and ``residual.npy`` ([N] median landmark reprojection error per frame, px; NaN in a recording without a
+face, so ``residual_median_px`` is taken over the landmarks stage's usable frames).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from talkhead_models.config import to_dict
 from talkhead_models.data.manifest import write_manifest
 from talkhead_models.preprocess.cameras import transform_matrix
 from talkhead_models.preprocess.face_model import FaceModel
+from talkhead_models.preprocess.landmark_inputs import read_landmark_inputs
 from talkhead_models.preprocess.splits import SplitConfig, validation_mask
-from talkhead_models.preprocess.tracking import TrackConfig, TrackingError, TrackResult, track
+from talkhead_models.preprocess.tracking import TrackConfig, TrackResult, track
 
 log = logging.getLogger(__name__)
 
@@ -42,26 +44,6 @@ class TrackStageConfig(TrackConfig):
 
     split: SplitConfig = field(default_factory=SplitConfig)
     """Shared params section ``split``: the validation frames written to transforms_val.json."""
-
-
-def read_inputs(crop: Path, landmarks: Path, identity: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, int]:
-    """clips.parquet, lms478.npy and detected.npy of one identity, checked against each other."""
-    clips_path = crop / "clips.parquet"
-    points_path, detected_path = landmarks / "lms478.npy", landmarks / "detected.npy"
-    for path in (clips_path, points_path, detected_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{identity}: {path} not found; run `dvc repro landmarks@{identity}`")
-    clips = pd.read_parquet(clips_path).sort_values("first_frame").reset_index(drop=True)
-    points = np.load(points_path)
-    detected = np.load(detected_path).astype(bool)
-    n_frames = int(clips["last_frame"].max()) + 1 if len(clips) else 0
-    if points.shape != (n_frames, 478, 3) or detected.shape != (n_frames,):
-        raise TrackingError(f"{identity}: {points_path} is {points.shape} and {detected_path} {detected.shape}, but "
-                            f"{clips_path} covers {n_frames} frames; re-run the landmarks stage")
-    sizes = clips["image_size"].unique()
-    if len(sizes) != 1:
-        raise TrackingError(f"{clips_path}: frames of several sizes {sorted(sizes)}; expected one image_size")
-    return clips, points, detected, int(sizes[0])
 
 
 def recording_labels(clips: pd.DataFrame, n_frames: int) -> np.ndarray:
@@ -104,7 +86,7 @@ def model_focal_status(face_model: Path, identity: str) -> tuple[str | None, flo
 
 
 def run(cfg: TrackStageConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path], identity: str) -> StageResult:
-    clips, points, detected, image_size = read_inputs(inputs["crop"], inputs["landmarks"], identity)
+    clips, points, detected, usable, image_size = read_landmark_inputs(inputs["crop"], inputs["landmarks"], identity)
     model = FaceModel.load(inputs["face_model"] / MODEL_FILE)
     tracker_cfg = TrackConfig(**{k: v for k, v in to_dict(cfg).items() if k != "split"})
     started = time.perf_counter()
@@ -130,7 +112,8 @@ def run(cfg: TrackStageConfig, inputs: Mapping[str, Path], outputs: Mapping[str,
             "frames": float(len(points)),
             "focal_px": result.focal,
             "focal_factor": result.focal / image_size,
-            "residual_median_px": float(np.median(result.residual_px)),
+            # Over the frames with a face: a recording without one has NaN points, hence NaN residuals.
+            "residual_median_px": float(np.nanmedian(result.residual_px[usable])),
             "frames_per_second": len(points) / max(seconds, 1e-9),
             "validation_frames": float(validation.sum()),
         }

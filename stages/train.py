@@ -4,10 +4,17 @@ The method comes from the registry (talkhead_models.methods); its config is
 the params section named after its family (``r2talker``, ``static``, ...),
 with the variant's ablation switches on top. The trainer writes into
 ``data/models/<method>/.<identity>.partial/`` and keeps its checkpoints
-there, so a killed run resumes where it stopped; on success the folder is
-renamed to ``data/models/<method>/<identity>/`` with ``train.json``
-(seconds, hardware, iterations) and a manifest. Seed k > 0 (``--seed``)
-trains into ``<identity>.seed<k>/`` (talkhead_models.runs).
+there (talkhead_models.checkpoints: every ``checkpoint_every`` iterations
+and every ``checkpoint_seconds``), so a killed run resumes where it stopped;
+on success the folder is renamed to ``data/models/<method>/<identity>/``
+with ``train.json`` (seconds, hardware, iterations) and a manifest. Seed
+k > 0 (``--seed``) trains into ``<identity>.seed<k>/``
+(talkhead_models.runs).
+
+While a run trains, it holds the lock ``.<identity>.lock`` beside that
+folder (talkhead_models.atomic.resumable_dir): a second run of the same
+method, identity and seed fails at once, naming the folder and the process
+that holds it, instead of sharing the first one's checkpoints.
 """
 
 from __future__ import annotations
@@ -23,11 +30,11 @@ import torch
 
 from stages._stage import Stage, StageResult
 from talkhead_models.atomic import resumable_dir
-from talkhead_models.config import to_dict
+from talkhead_models.config import PositiveInt, to_dict
 from talkhead_models.data.manifest import write_manifest
-from talkhead_models.evaluation import TRAINING_SUMMARY
 from talkhead_models.methods.base import MethodSpec, MetricLogger, training_artifacts
 from talkhead_models.metrics.speed import device_description
+from talkhead_models.training_summary import TRAINING_SUMMARY
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +46,7 @@ PRETRAINED = ("audio2motion", "sync_expert")
 class TrainConfig:
     """Settings of the train stage itself (each method's own knobs live in its family's section)."""
 
-    threads: int = 1
+    threads: PositiveInt = 1
     """torch CPU threads while training (on a shared 2-core machine one thread is fastest)."""
 
 

@@ -9,10 +9,18 @@ there). Audio features are returned as stored: ours ``aud_<kind>.npy`` are
 [N, 16, D]; the peers' files keep their own shapes (``aud_ds.npy`` DeepSpeech
 [N, 16, 29], ``aud_eo.npy`` wav2vec2-Esperanto [N, 16, 44], ``aud_hu.npy``
 HuBERT [N, 2, 1024]).
+
+The reader is the one place that says which frames a model trains on and
+which it is scored on: the held-out (test) frames come from
+``split.parquet``, the usable ones from the landmarks stage's
+``usable.npy``; a frame that is not usable (no face) is in neither set.
+Every array it returns is checked for NaN/inf, naming the file, the frames
+and the stage to re-run.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -22,9 +30,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from talkhead_models.data.processed import CLIP_COLUMNS, FPS, SAMPLE_RATE, ProcessedIdentity
+from talkhead_models.data.arrays import (
+    ArrayFileError, NonFiniteError, describe_frames, nonfinite_frames, require_finite, require_finite_audio,
+)
+from talkhead_models.data.landmark_arrays import StoredLandmarks, read_landmarks
+from talkhead_models.data.processed import CLIP_COLUMNS, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, ProcessedIdentity
 from talkhead_models.media import read_audio
 from talkhead_models.preprocess.frames import count_frames, read_clips, read_image
+from talkhead_models.preprocess.splits import usable_self_rows
 
 log = logging.getLogger(__name__)
 
@@ -105,19 +118,28 @@ class IdentityReader:
 
     def cameras(self) -> TrackedCameras:
         """Poses of all frames from ``transforms_train.json`` and ``transforms_val.json`` (frames in neither are
-        NaN: the tracker skips frames without a face)."""
+        NaN: the tracker skips frames without a face; a NaN/inf inside either file is refused)."""
         c2w = np.full((self.num_frames, 4, 4), np.nan)
         intrinsics = None
         for split in ("train", "val"):
             transforms = self.transforms(split)
             if transforms is None:
                 continue
+            path = self.layout.path(f"transforms_{split}")
+            producer = self.layout.producer(f"transforms_{split}")
             intrinsics = intrinsics or (float(transforms["focal_len"]), float(transforms["cx"]),
                                         float(transforms["cy"]))
-            for frame in transforms.get("frames", []):
-                index = int(frame["img_id"])
-                if 0 <= index < self.num_frames:
-                    c2w[index] = np.asarray(frame["transform_matrix"], np.float64)
+            if not np.isfinite(intrinsics).all():
+                raise NonFiniteError(f"{path}: focal_len, cx, cy = {intrinsics} are not finite; re-run {producer}")
+            frames = transforms.get("frames", [])
+            ids = np.array([int(frame["img_id"]) for frame in frames], np.int64)
+            matrices = np.asarray([frame["transform_matrix"] for frame in frames], np.float64).reshape(-1, 4, 4)
+            bad = np.sort(ids[nonfinite_frames(matrices)])
+            if len(bad):
+                raise NonFiniteError(f"{path}: NaN or inf in the transform_matrix of {describe_frames(bad)}; the file "
+                                     f"is damaged or was edited: re-run {producer}")
+            inside = (ids >= 0) & (ids < self.num_frames)
+            c2w[ids[inside]] = matrices[inside]
         if intrinsics is None:
             raise IdentityError(f"{self.layout.path('transforms_train')} not found: no tracked cameras; run "
                                 f"`python -m stages.track --identity {self.root.name}` (after "
@@ -135,7 +157,8 @@ class IdentityReader:
         path = self.layout.path("audio")
         if not path.is_file():
             raise IdentityError(f"{path} not found; re-run the crop stage (or ER-NeRF's audio extraction)")
-        audio = read_audio(path, SAMPLE_RATE)
+        audio = require_finite_audio(read_audio(path, SAMPLE_RATE), path, self.layout.producer("audio"),
+                                     SAMPLES_PER_FRAME)
         expected = self.num_frames * SAMPLE_RATE / FPS
         if abs(len(audio) - expected) > SAMPLE_RATE / FPS:
             log.warning("%s: %.2f s of audio for %d frames (%.2f s)", path, len(audio) / SAMPLE_RATE,
@@ -154,7 +177,7 @@ class IdentityReader:
             available = self.feature_kinds()
             raise IdentityError(f"{path} not found (present: {available or 'none'}); run the audio stage with "
                                 f"audio.kind={kind}")
-        features = np.load(path, mmap_mode="r")
+        features = require_finite(np.load(path, mmap_mode="r"), path, self.layout.producer("features_dir"))
         if len(features) != self.num_frames:
             log.warning("%s: %d feature rows for %d frames; index with min(i, len - 1) as ER-NeRF does",
                         path, len(features), self.num_frames)
@@ -165,19 +188,21 @@ class IdentityReader:
         path = self.layout.path("eye")
         if not path.is_file():
             raise IdentityError(f"{path} not found; run the audio stage")
-        return np.load(path)
+        return require_finite(np.load(path), path, self.layout.producer("eye"))
 
     def split(self) -> pd.DataFrame | None:
         """``split.parquet`` (self-driven validation ranges, cross-driven audio) or None when absent."""
         path = self.layout.path("split")
         return pd.read_parquet(path) if path.is_file() else None
 
-    def validation_mask(self) -> np.ndarray:
-        """[N] True for frames held out for validation, by the first rule whose file exists.
+    def held_out_mask(self) -> np.ndarray:
+        """[N] True for the test frames, which nothing may train on, by the first rule whose file exists.
 
         ``split.parquet``'s self-driven ranges (ours); else the frames of
         ``transforms_val.json`` (an ER-NeRF folder); else the last 1/11 of the
-        frames, the convention both use.
+        frames, the convention both use. Frames without a face are test frames
+        all the same (so no model trains on them): ``validation_mask`` leaves
+        them out of what is scored.
         """
         mask = np.zeros(self.num_frames, bool)
         table = self.split()
@@ -192,20 +217,76 @@ class IdentityReader:
         mask[int(self.num_frames * 10 / 11):] = True
         return mask
 
+    def usable_mask(self) -> np.ndarray:
+        """[N] True for frames with a face to learn from or be scored on: the landmarks stage's ``usable.npy``
+        (False for recordings without any face and gaps longer than ``landmarks.long_gap_frames``); every frame
+        of a folder without one (ER-NeRF's tools write no such flags)."""
+        return self._usable.copy()
+
+    @functools.cached_property
+    def _usable(self) -> np.ndarray:
+        path = self.layout.path("usable")
+        if not path.is_file():
+            return np.ones(self.num_frames, bool)
+        usable = np.load(path)
+        if usable.shape != (self.num_frames,):
+            raise ArrayFileError(f"{path}: {list(usable.shape)} flags for {self.num_frames} frames; re-run "
+                                 f"{self.layout.producer('usable')}")
+        usable = usable.astype(bool)
+        if not usable.all():
+            log.info("%s: %s have no face (the landmarks stage's usable.npy; its report.json says why): left out "
+                     "of training and evaluation", self.root.name, describe_frames(np.flatnonzero(~usable)))
+        return usable
+
+    def validation_mask(self) -> np.ndarray:
+        """[N] True for the held-out frames that are scored: ``held_out_mask`` and ``usable_mask`` both."""
+        return self.held_out_mask() & self._usable
+
     def training_frames(self) -> np.ndarray:
-        """Indices of the frames a model may train on (everything not held out)."""
-        frames = np.flatnonzero(~self.validation_mask())
+        """Indices of the frames a model may train on: neither held out nor without a face."""
+        held_out = self.held_out_mask()
+        frames = np.flatnonzero(~held_out & self._usable)
         if len(frames) == 0:
-            raise IdentityError(f"{self.root}: every frame is held out for validation; check the split stage's "
-                                "params (val_fraction, val_sentence_fraction)")
+            if held_out.all():
+                raise IdentityError(f"{self.root}: every frame is held out for validation; check the split stage's "
+                                    "params (val_fraction, val_sentence_fraction)")
+            raise IdentityError(f"{self.root}: no frame outside the held-out ones has a face "
+                                f"({self.layout.path('usable')}); see the landmarks stage's report.json, or raise "
+                                "landmarks.long_gap_frames")
         return frames
+
+    def self_driven_rows(self) -> pd.DataFrame:
+        """``split.parquet``'s self-driven rows (SPLIT_COLUMNS) cut to the frames with a face: a row crossing
+        frames without one becomes one row per run of usable frames, so evaluation scores exactly the frames of
+        ``validation_mask``, each run with its own audio."""
+        table = self.split()
+        if table is None:
+            raise IdentityError(f"{self.layout.path('split')} not found; run `dvc repro split@{self.root.name}`")
+        rows = table.loc[table["role"] == "self"].reset_index(drop=True)
+        usable_rows = usable_self_rows(rows, self._usable)
+        dropped = int((rows["last_frame"] - rows["first_frame"] + 1).sum()
+                      - (usable_rows["last_frame"] - usable_rows["first_frame"] + 1).sum())
+        if dropped:
+            log.info("%s: %d self-driven test frames have no face and are not scored (%d ranges became %d)",
+                     self.root.name, dropped, len(rows), len(usable_rows))
+        return usable_rows
+
+    def landmarks(self) -> StoredLandmarks:
+        """The landmarks stage's arrays (``lms478.npy``, ``lms68.npy``, ``detected.npy``, ``usable.npy``),
+        refused when NaN/inf is in a usable frame."""
+        return read_landmarks(self.layout.path("landmarks478").parent, self.num_frames,
+                              self.layout.producer("landmarks478"))
 
     def landmarks68(self, index: int) -> np.ndarray:
         """[68, 2] landmarks of one frame from ``<i>.lms`` (ER-NeRF's text format)."""
         path = self.layout.lms(index)
         if not path.is_file():
             raise IdentityError(f"{path} not found; run the landmarks stage")
-        return np.loadtxt(path, dtype=np.float32).reshape(68, 2)
+        points = np.loadtxt(path, dtype=np.float32).reshape(68, 2)
+        if not np.isfinite(points).all():
+            raise NonFiniteError(f"{path}: NaN or inf in the landmarks of frame {index}; the file is damaged or "
+                                 f"was edited: re-run {self.layout.producer('lms_dir')}")
+        return points
 
 
 def open_identity(root: str | Path) -> IdentityReader:

@@ -10,7 +10,9 @@ into one output), so our layout is *staged*::
     <ID>/landmarks/lms478.npy         [N, 478, 3] FaceMesh points in pixels
     <ID>/landmarks/detected.npy       [N] bool, False where a frame was interpolated
     <ID>/landmarks/lms68.npy          [N, 68, 2] the iBUG-68 subset
-    <ID>/landmarks/usable.npy         [N] bool, False for recordings without any face
+    <ID>/landmarks/usable.npy         [N] bool, False for frames nothing trains on or is scored on: recordings
+                                      without any face, and gaps without a face longer than
+                                      landmarks.long_gap_frames (the landmarks stage's report.json counts them)
     <ID>/parse/parsing/<i>.png        ER-NeRF's colour array (head [255,0,0], neck [0,255,0], torso
                                       [0,0,255], background white) as cv2 writes it, i.e. BGR on disk
     <ID>/parse/semantic/<i>.png       label ids: 0 bg, 1 head, 2 neck, 3 torso, 4 lips, 5 mouth interior
@@ -37,6 +39,8 @@ from pathlib import Path
 
 FPS = 25.0
 SAMPLE_RATE = 16000
+SAMPLES_PER_FRAME = int(round(SAMPLE_RATE / FPS))
+"""640: frame i's audio is samples [640 i, 640 (i + 1)) of ``aud.wav``."""
 
 # clips.parquet: the recording each frame range came from and how it was cropped,
 # so any stage can map a processed frame back to the source and its ground truth.
@@ -76,6 +80,9 @@ _LAYOUT = {
     "split": ("split/split.parquet", "split.parquet"),
 }
 
+# The DVC stage writing each staged subfolder, where it is not the folder's own name.
+_STAGE_OF_FOLDER = {"features": "audio"}
+
 
 @dataclass(frozen=True)
 class ProcessedIdentity:
@@ -95,6 +102,15 @@ class ProcessedIdentity:
     def path(self, name: str) -> Path:
         staged, flat = _LAYOUT[name]
         return self.root / (flat if self.flat else staged)
+
+    def producer(self, name: str) -> str:
+        """What writes file ``name``, for an error's fix ("re-run ..."): the DVC stage (ours), or the tools that
+        wrote a flat folder."""
+        if self.flat:
+            return "the ER-NeRF/RAD-NeRF preprocessing that wrote it"
+        folder = _LAYOUT[name][0].split("/")[0]
+        stage = _STAGE_OF_FOLDER.get(folder, folder)
+        return f"the {stage} stage (`dvc repro {stage}@{self.identity}`)"
 
     def stage_dir(self, stage: str) -> Path:
         return self.root / stage

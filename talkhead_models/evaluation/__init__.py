@@ -39,14 +39,13 @@ from talkhead_models.methods.base import MethodSpec
 from talkhead_models.metrics import MetricValue
 from talkhead_models.metrics.speed import device_description
 from talkhead_models.preprocess.audio_features import AudioConfig
+from talkhead_models.training_summary import TRAINING_SUMMARY
 
 log = logging.getLogger(__name__)
 
 REFERENCE_FAMILIES = ("ground_truth", "static", "nearest_pose")
 """Rows that render nothing (they read frames), so a rendering speed would mean nothing."""
 
-TRAINING_SUMMARY = "train.json"
-"""Written into every model folder by the train stage: seconds, hardware, iterations."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +158,8 @@ def _expression_fitter(inputs: EvaluationInputs, reader: IdentityReader, image_s
         return f"no face model ({inputs.face_model}/{FACE_MODEL_FILE}); run the face_model stage"
     if not track_params.is_file():
         return f"{track_params} not found; run the track stage"
-    return ExpressionFitter(Path(inputs.face_model), track_params, image_size)
+    return ExpressionFitter(Path(inputs.face_model), track_params, image_size,
+                            reader.layout.producer("track_params"))
 
 
 def _real_frames(reader: IdentityReader):

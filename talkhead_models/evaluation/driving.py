@@ -1,12 +1,14 @@
 """The driving signals of an evaluation: one :class:`Driving` per row of the identity's ``split.parquet``.
 
-* **self-driven** rows are the identity's own held-out frame ranges: its
-  audio, audio features, eye openness, landmarks and expression at those
-  frames, rendered from those frames' cameras, and compared with them;
+* **self-driven** rows are the identity's own held-out frame ranges, cut to
+  the frames with a face (``IdentityReader.self_driven_rows``): its audio,
+  audio features, eye openness, landmarks and expression at those frames,
+  rendered from those frames' cameras, and compared with them;
 * **cross-driven** rows are another identity's held-out recording: its audio
   (features computed with the identity's own audio settings), rendered from
-  a stretch of the identity's own validation cameras (looped back and forth
-  when the audio is longer) with the identity's own blinks.
+  a stretch of the identity's own validation cameras (scored held-out frames,
+  looped back and forth when the audio is longer) with the identity's own
+  blinks.
 
 A frame budget per role (``max_frames``) keeps CPU evaluation short: every
 row gets an equal share (at least ``min_clip_frames``, the length the
@@ -24,14 +26,12 @@ import numpy as np
 import pandas as pd
 
 from talkhead_models.data.identity_reader import IdentityReader
-from talkhead_models.data.processed import FPS, SAMPLE_RATE
+from talkhead_models.data.processed import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkhead_models.media import read_audio
 from talkhead_models.methods.base import Driving, Role
 from talkhead_models.preprocess.audio_features import AudioConfig, waveform_features
 
 log = logging.getLogger(__name__)
-
-SAMPLES_PER_FRAME = int(round(SAMPLE_RATE / FPS))
 
 
 class SplitError(FileNotFoundError):
@@ -60,15 +60,15 @@ class FrameBudget:
         return taken
 
 
-def self_drivings(reader: IdentityReader, table: pd.DataFrame, budget: FrameBudget,
-                  audio_kinds: tuple[str, ...], expression: np.ndarray | None) -> list[Driving]:
-    """One driving per self-driven row: the identity's own held-out frames."""
-    rows = table.loc[table["role"] == "self"].reset_index(drop=True)
+def self_drivings(reader: IdentityReader, budget: FrameBudget, audio_kinds: tuple[str, ...],
+                  expression: np.ndarray | None) -> list[Driving]:
+    """One driving per self-driven row with a face: the identity's own held-out frames."""
+    rows = reader.self_driven_rows()
     lengths = (rows["last_frame"] - rows["first_frame"] + 1).astype(int).tolist()
     waveform = reader.audio()
     features = {kind: reader.audio_features(kind) for kind in audio_kinds}
     eye = reader.eye()
-    landmarks = np.load(reader.layout.path("landmarks68"), mmap_mode="r")
+    landmarks = reader.landmarks().points68
     drivings = []
     for row, count in zip(rows.itertuples(index=False), budget.allot(lengths)):
         if count == 0:
@@ -92,7 +92,7 @@ def cross_drivings(reader: IdentityReader, table: pd.DataFrame, budget: FrameBud
     """One driving per cross-driven row: another identity's recording on this identity's cameras."""
     rows = table.loc[table["role"] == "cross"].reset_index(drop=True)
     lengths = [int(np.floor((row.end_s - row.start_s) * FPS)) for row in rows.itertuples(index=False)]
-    own_frames = np.flatnonzero(reader.validation_mask())
+    own_frames = np.flatnonzero(reader.validation_mask())  # held out and with a face
     if len(own_frames) == 0:
         own_frames = reader.training_frames()
     eye = reader.eye()
@@ -139,7 +139,7 @@ def drivings(reader: IdentityReader, role: Role, budget: FrameBudget, raw_root: 
     if table is None:
         raise SplitError(f"{reader.layout.path('split')} not found; run `dvc repro split@{reader.root.name}`")
     if role == "self":
-        result = self_drivings(reader, table, budget, audio_kinds, expression)
+        result = self_drivings(reader, budget, audio_kinds, expression)
     else:
         result = cross_drivings(reader, table, budget, raw_root, audio_cfg, audio_kinds, weights)
     log.info("%s: %d %s-driven clips, %d frames", reader.root.name, len(result), role,

@@ -29,6 +29,8 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm import tqdm
 
+from talkhead_models.config import NonNegativeInt, PositiveInt
+from talkhead_models.data.arrays import require_finite_entries
 from talkhead_models.face_topology import to_68
 from talkhead_models.methods.base import Driving, TalkingHead, UnsupportedDriving
 from talkhead_models.metrics import (METRICS, MetricValue, SyncScorer, acd, aue, available_metrics, cpbd, exp_diff,
@@ -49,17 +51,17 @@ SELF_ONLY = ("PSNR", "SSIM", "LPIPS", "FID", "M-LMD", "F-LMD", "AUE", "Exp-Diff"
 class EvaluationConfig:
     """What the evaluate stage renders and how much of it (params.yaml ``evaluate``)."""
 
-    max_self_frames: int = 0
+    max_self_frames: NonNegativeInt = 0
     """Self-driven frames rendered (held-out frames with ground truth); 0 = all of them."""
-    max_cross_frames: int = 0
+    max_cross_frames: NonNegativeInt = 0
     """Cross-driven frames rendered (other identities' audio); 0 = all of them."""
-    min_clip_frames: int = 50
+    min_clip_frames: PositiveInt = 50
     """Fewest frames a driving clip is cut to (the lip-sync search needs about 2 s)."""
-    fid_frames: int = 200
+    fid_frames: PositiveInt = 200
     """Rendered and real frames (evenly subsampled) compared by FID."""
     videos: bool = True
     """Write side-by-side videos with the driving audio under reports/videos/."""
-    threads: int = 1
+    threads: PositiveInt = 1
     """torch threads while rendering and scoring (1 is fastest on shared 2-core machines)."""
 
 
@@ -115,14 +117,17 @@ class LandmarkFinder:
 class ExpressionFitter:
     """Expression coefficients of landmark sequences by the identity's tracker (its focal and identity shape)."""
 
-    def __init__(self, face_model_dir: Path, track_params: Path, image_size: int) -> None:
+    def __init__(self, face_model_dir: Path, track_params: Path, image_size: int,
+                 producer: str = "the track stage") -> None:
+        """``producer``: what wrote ``track_params`` (named, with the file, when it holds NaN/inf)."""
         import torch
 
         from talkhead_models.preprocess.face_model import FaceModel
         from talkhead_models.preprocess.tracking import FocalEstimate, TrackConfig
 
-        self.model = FaceModel.load(Path(face_model_dir) / FACE_MODEL_FILE)
         params = torch.load(track_params, map_location="cpu", weights_only=True)
+        require_finite_entries(params, track_params, producer, ("focal", "id"))
+        self.model = FaceModel.load(Path(face_model_dir) / FACE_MODEL_FILE)
         self.focal = FocalEstimate(focal=float(params["focal"].reshape(-1)[0]), curve=[], status="ok",
                                    identity=params["id"].reshape(-1).double().numpy())
         self.cfg, self.image_size = TrackConfig(), image_size

@@ -34,13 +34,16 @@ tools is read as it is by ``talkhead_models.data.identity_reader``.
 from __future__ import annotations
 
 import logging
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Annotated, Callable, Iterable, Literal
 
+import annotated_types
 import numpy as np
 
-from talkhead_models.data.processed import FPS, SAMPLE_RATE
+from talkhead_models.config import NonNegativeFloat, PositiveFloat, PositiveInt
+from talkhead_models.data.processed import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkhead_models.weights import weights_dir
 
 log = logging.getLogger(__name__)
@@ -48,8 +51,12 @@ log = logging.getLogger(__name__)
 FEATURE_RATE = 50  # feature frames per second, two per video frame
 HOP = SAMPLE_RATE // FEATURE_RATE  # 320 samples
 PER_FRAME = int(round(FEATURE_RATE / FPS))  # 2
-SAMPLES_PER_FRAME = int(round(SAMPLE_RATE / FPS))  # 640
-KINDS = ("mel", "hubert", "wav2vec2")
+AudioKind = Literal["mel", "hubert", "wav2vec2"]
+"""Features this stage computes."""
+KINDS = typing.get_args(AudioKind)
+FeatureKind = Literal[AudioKind, "ds", "hu", "eo"]
+"""Features a model can read (``aud_<kind>.npy``): this stage's, or ER-NeRF's prepared DeepSpeech (ds), HuBERT
+(hu) and wav2vec (eo) files put in the processed folder by hand."""
 _DB_FLOOR = -100.0
 _DB_OFFSET = 50.0  # speech sits around -50 dB here: the offset centres the dB columns near 0
 _PITCH_REFERENCE_HZ = 150.0
@@ -64,25 +71,25 @@ class AudioFeatureError(RuntimeError):
 class AudioConfig:
     """The audio stage: per-frame audio features ``aud_<kind>.npy`` [N, window, D] and ``eye.npy`` [N]."""
 
-    kind: str = "mel"
+    kind: AudioKind = "mel"
     """mel (log-mel + MFCC + energy + pitch, no weights), hubert or wav2vec2 (local weights + transformers)."""
-    window: int = 16
+    window: Annotated[int, annotated_types.Ge(2)] = 16
     """Feature frames (50 Hz) per video frame, centred on it: 16 in RAD-NeRF/ER-NeRF (0.32 s)."""
-    n_mels: int = 80
+    n_mels: PositiveInt = 80
     """Mel bands of the log-mel part."""
-    n_mfcc: int = 13
+    n_mfcc: PositiveInt = 13
     """MFCC coefficients (of the same log-mel)."""
-    n_fft: int = 512
+    n_fft: PositiveInt = 512
     """FFT size in samples (32 ms at 16 kHz)."""
-    win_length: int = 400
+    win_length: PositiveInt = 400
     """Analysis window in samples (25 ms)."""
-    fmin: float = 20.0
+    fmin: NonNegativeFloat = 20.0
     """Lowest mel frequency in Hz."""
-    fmax: float = 7600.0
+    fmax: PositiveFloat = 7600.0
     """Highest mel frequency in Hz."""
-    pitch_fmin: float = 60.0
+    pitch_fmin: PositiveFloat = 60.0
     """Lowest pitch searched by YIN, Hz."""
-    pitch_fmax: float = 500.0
+    pitch_fmax: PositiveFloat = 500.0
     """Highest pitch searched by YIN, Hz."""
     voicing_db: float = -45.0
     """Frames quieter than this (RMS, dBFS) get pitch 0."""

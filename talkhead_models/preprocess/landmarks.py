@@ -12,7 +12,9 @@ One pass over the frames, recording by recording:
 * frames without a face are filled by linear interpolation between the
   nearest detected frames of the same recording (held constant at the
   recording's ends) and flagged; runs longer than ``long_gap_frames`` are
-  reported; a recording without any face is dropped (flagged unusable);
+  reported and flagged unusable (kept out of training and evaluation: points
+  interpolated over that long say nothing about the face), and so is a
+  recording without any face (dropped: its points stay NaN);
 * optional Gaussian smoothing along time, within each recording.
 
 The 68 points are FaceMesh vertices (``face_topology.MP68``) by default, or
@@ -23,9 +25,10 @@ and its weights are in ``$TALKHEAD_WEIGHTS``.
 from __future__ import annotations
 
 import logging
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 import pandas as pd
@@ -33,11 +36,14 @@ from scipy.ndimage import gaussian_filter1d
 from tqdm import tqdm
 
 from talkhead_models import face_topology as topo
+from talkhead_models.config import Device, Fraction, NonNegativeFloat, NonNegativeInt, PositiveInt
+from talkhead_models.data.arrays import frame_runs
 from talkhead_models.weights import weights_dir
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("mediapipe", "face_alignment")
+LandmarkBackend = Literal["mediapipe", "face_alignment"]
+BACKENDS = typing.get_args(LandmarkBackend)
 FAN_WEIGHTS = "2DFAN4-11f355bf06.pth.tar"
 """face-alignment's 2D-FAN (4 hourglass modules), as its package downloads it; a plain state dict."""
 
@@ -50,21 +56,23 @@ class LandmarkError(RuntimeError):
 class LandmarksConfig:
     """The landmarks stage. Defaults follow ER-NeRF's preprocessing (no smoothing) with mediapipe's thresholds."""
 
-    backend: str = "mediapipe"
+    backend: LandmarkBackend = "mediapipe"
     """Source of the 68 points: mediapipe (FaceMesh vertices) or face_alignment (2D-FAN, needs its weights)."""
-    min_confidence: float = 0.5
+    min_confidence: Fraction = 0.5
     """FaceMesh detection and tracking confidence; below it a frame counts as having no face."""
     tracking: bool = True
     """Track the face from frame to frame within a recording (faster); False detects every frame anew."""
-    face_check_stride: int = 25
+    face_check_stride: PositiveInt = 25
     """Count the faces with the face detector every n-th frame of a recording (and on its first frame)."""
-    smooth_sigma: float = 0.0
+    smooth_sigma: NonNegativeFloat = 0.0
     """Gaussian smoothing of the landmarks along time, in frames (0 = off)."""
-    long_gap_frames: int = 12
-    """Runs of frames without a face longer than this are reported as long gaps (0.5 s at 25 fps)."""
-    workers: int = 2
+    long_gap_frames: NonNegativeInt = 12
+    """Runs of frames without a face longer than this (0.5 s at 25 fps) are long gaps: reported, and their frames
+    flagged unusable (``usable.npy``), so no model trains on them and no evaluation scores them. Shorter gaps
+    are interpolated and kept (0: every frame without a face is left out)."""
+    workers: PositiveInt = 2
     """Threads decoding frames and writing the .lms files."""
-    device: str = "auto"
+    device: Device = "auto"
     """Torch device of the face_alignment backend: auto (CUDA when available), cpu or cuda."""
 
 
@@ -90,8 +98,18 @@ class LandmarkSummary:
     gaps: list[Gap] = field(default_factory=list)
     long_gaps: list[Gap] = field(default_factory=list)
     dropped_clips: list[str] = field(default_factory=list)
+    dropped_frames: int = 0
     multi_face_clips: list[str] = field(default_factory=list)
     multi_face_frames: int = 0
+
+    @property
+    def long_gap_frames(self) -> int:
+        return sum(g.length for g in self.long_gaps)
+
+    @property
+    def excluded_frames(self) -> int:
+        """Frames flagged unusable: in long gaps or in recordings without any face."""
+        return self.long_gap_frames + self.dropped_frames
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -103,6 +121,9 @@ class LandmarkSummary:
             "longest_gap": float(max((g.length for g in self.gaps), default=0)),
             "dropped_clips": float(len(self.dropped_clips)),
             "multi_face_frames": float(self.multi_face_frames),
+            "excluded_frames": float(self.excluded_frames),
+            "excluded_long_gap_frames": float(self.long_gap_frames),
+            "excluded_faceless_recording_frames": float(self.dropped_frames),
         }
 
     def to_json(self) -> dict:
@@ -298,8 +319,11 @@ def fill_gaps(arrays: list[np.ndarray], detected: np.ndarray, clips: pd.DataFram
               summary: LandmarkSummary) -> np.ndarray:
     """Interpolate undetected frames within each recording, in place; returns the usable-frame flags [N].
 
-    A recording without any detected frame is dropped: its frames stay NaN
-    and unusable, and it is listed in ``summary.dropped_clips``.
+    This is the one decision of which frames have a face to learn from:
+    every frame is usable except those of a gap longer than
+    ``cfg.long_gap_frames`` (interpolated all the same, so tracking stays
+    continuous) and those of a recording without any detected frame (dropped:
+    they stay NaN). Both are counted in ``summary``.
     """
     usable = detected.copy()
     for clip in clips.itertuples():
@@ -307,6 +331,7 @@ def fill_gaps(arrays: list[np.ndarray], detected: np.ndarray, clips: pd.DataFram
         found = detected[first:last]
         if not found.any():
             summary.dropped_clips.append(clip.clip)
+            summary.dropped_frames += last - first
             log.warning("recording %s (frames %d-%d): no face in any frame; dropped (flagged unusable)",
                         clip.clip, first, last - 1)
             continue
@@ -314,13 +339,15 @@ def fill_gaps(arrays: list[np.ndarray], detected: np.ndarray, clips: pd.DataFram
         missing = np.flatnonzero(~found)
         if len(missing) == 0:
             continue
-        for run in np.split(missing, np.flatnonzero(np.diff(missing) > 1) + 1):
-            gap = Gap(clip.clip, first + int(run[0]), first + int(run[-1]))
+        for run_first, run_last in frame_runs(missing):
+            gap = Gap(clip.clip, first + run_first, first + run_last)
             summary.gaps.append(gap)
             if gap.length > cfg.long_gap_frames:
                 summary.long_gaps.append(gap)
-                log.warning("recording %s: no face in frames %d-%d (%d frames, longer than %d); interpolated "
-                            "and flagged", clip.clip, gap.first, gap.last, gap.length, cfg.long_gap_frames)
+                usable[gap.first:gap.last + 1] = False
+                log.warning("recording %s: no face in frames %d-%d (%d frames, longer than long_gap_frames=%d); "
+                            "interpolated and flagged unusable: left out of training and evaluation",
+                            clip.clip, gap.first, gap.last, gap.length, cfg.long_gap_frames)
         positions = np.arange(last - first)
         known = np.flatnonzero(found)
         # Previous and next detected frame of every frame; before the first or after the last detected
@@ -341,12 +368,14 @@ def fill_gaps(arrays: list[np.ndarray], detected: np.ndarray, clips: pd.DataFram
 
 
 def smooth(arrays: list[np.ndarray], usable: np.ndarray, clips: pd.DataFrame, sigma: float) -> None:
-    """Gaussian smoothing along time within each usable recording, in place."""
+    """Gaussian smoothing along time within each recording that has a face, in place."""
     if sigma <= 0:
         return
     for clip in clips.itertuples():
         first, last = clip.first_frame, clip.last_frame + 1
-        if usable[first]:
+        # Only a dropped recording has no usable frame (its points are NaN); a long gap, even at the
+        # recording's start, is interpolated and smoothed with the rest.
+        if usable[first:last].any():
             for array in arrays:
                 array[first:last] = gaussian_filter1d(array[first:last], sigma, axis=0, mode="nearest")
 

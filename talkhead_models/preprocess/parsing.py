@@ -23,16 +23,18 @@ expands to those colours.
 from __future__ import annotations
 
 import logging
+import typing
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from talkhead_models import face_topology as topo
+from talkhead_models.config import Device, Fraction, NonNegativeFloat, PositiveInt
 from talkhead_models.data.synthetic.face import (
     LABEL_BACKGROUND, LABEL_HEAD, LABEL_LIPS, LABEL_MOUTH, LABEL_NECK, LABEL_TORSO,
 )
@@ -41,7 +43,8 @@ from talkhead_models.preprocess.frames import BackgroundWriter, frame_paths, rea
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("geometry", "bisenet")
+ParseBackend = Literal["geometry", "bisenet"]
+BACKENDS = typing.get_args(ParseBackend)
 HEAD_LABELS = (LABEL_HEAD, LABEL_LIPS, LABEL_MOUTH)
 
 # ER-NeRF's parsing colours by our label id, in the channel order cv2.imwrite receives (B, G, R).
@@ -66,26 +69,26 @@ class ParseError(RuntimeError):
 class ParseConfig:
     """The parse stage. Lengths are fractions of the frame side unless said otherwise."""
 
-    backend: str = "geometry"
+    backend: ParseBackend = "geometry"
     """geometry (SelfieSegmentation + FaceMesh, no downloads) or bisenet (needs 79999_iter.pth)."""
-    person_threshold: float = 0.5
+    person_threshold: Fraction = 0.5
     """SelfieSegmentation probability above which a pixel is the person."""
-    segmentation_size: int = 256
+    segmentation_size: PositiveInt = 256
     """Larger frames are shrunk to this side before SelfieSegmentation and its mask is scaled back: the
     model itself sees 256 x 256, so a 512 px frame only costs more to convert (half the parse time)."""
-    face_margin: float = 0.006
+    face_margin: NonNegativeFloat = 0.006
     """Person pixels this close to the face oval count as head (ears, cheek edges)."""
-    neck_half_width: float = 0.75
+    neck_half_width: NonNegativeFloat = 0.75
     """Half width of the neck band around the chin, as a fraction of half the jaw width."""
-    collar_drop: float = 0.3
+    collar_drop: NonNegativeFloat = 0.3
     """Collar line below the chin, in face heights (forehead to chin); the torso starts there."""
-    background_stride: int = 20
+    background_stride: PositiveInt = 20
     """Every n-th usable frame feeds the background estimate (ER-NeRF uses every 20th)."""
-    background_margin: float = 0.01
+    background_margin: NonNegativeFloat = 0.01
     """A pixel is background evidence only if this far from the person in some frame (ER-NeRF: 5 px at 512)."""
-    workers: int = 2
+    workers: PositiveInt = 2
     """Threads decoding and encoding frames."""
-    device: str = "auto"
+    device: Device = "auto"
     """Torch device of the bisenet backend: auto (CUDA when available), cpu or cuda."""
 
 
@@ -265,8 +268,9 @@ def parse_frames(frames_dir: Path, points: np.ndarray, usable: np.ndarray, cfg: 
     """Write ``bc.jpg`` and per usable frame ``parsing/``, ``semantic/``, ``gt_imgs/`` and ``torso_imgs/``.
 
     Two streaming passes: every ``background_stride``-th usable frame for the
-    background, then every usable frame. Frames of dropped recordings
-    (``usable`` False) get no files.
+    background, then every usable frame. Frames the landmarks stage flagged
+    unusable (recordings without a face, long gaps without one) get no files;
+    ``points`` must be finite in the usable ones (``read_landmarks`` checks).
     """
     indices = np.flatnonzero(usable)
     summary = ParseSummary(frames=len(usable), parsed=len(indices))

@@ -24,6 +24,11 @@ Cross-driven evaluation drives an identity with other identities' held-out
 audio, so those recordings are test data of their own identity as well. Those
 rows name the source recording and a time range, because the other
 identity's processed frame numbers belong to its own pipeline run.
+
+Test frames stay test frames whether or not they show a face: the landmarks
+stage's ``usable.npy`` says which frames have one, and ``usable_self_rows``
+(used by ``IdentityReader``) cuts the self-driven rows down to those, so a
+frame without a face is neither trained on nor scored.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from talkhead_models.config import Fraction, NonNegativeInt
+from talkhead_models.data.arrays import frame_runs
 from talkhead_models.data.processed import FPS
 from talkhead_models.data.sources import Recording
 
@@ -54,11 +61,11 @@ SPLIT_COLUMNS = (
 class SplitConfig:
     """What is held out for validation (params.yaml ``split``)."""
 
-    val_fraction: float = 1.0 / 11.0
+    val_fraction: Fraction = 1.0 / 11.0
     """Last fraction of a person-specific video's frames used for validation (ER-NeRF: 1/11)."""
-    val_sentence_fraction: float = 24.0 / 84.0
+    val_sentence_fraction: Fraction = 24.0 / 84.0
     """Fraction of an identity's sentences held out in every emotion (JEAN: 24 of 84 pairs)."""
-    cross_clips_per_identity: int = 4
+    cross_clips_per_identity: NonNegativeInt = 4
     """Held-out recordings of each other identity listed as cross-driven audio."""
 
 
@@ -116,6 +123,21 @@ def self_rows(identity: str, clips: pd.DataFrame, cfg: SplitConfig) -> list[dict
             first_frame=int(row.first_frame), last_frame=int(row.last_frame), audio_source=row.source,
         ))
     return rows
+
+
+def usable_self_rows(rows: pd.DataFrame, usable: np.ndarray) -> pd.DataFrame:
+    """Self-driven split rows cut to the ``usable`` frames: one row per run of usable frames inside a row, with
+    first/last_frame and start_s/end_s (the audio's time range) narrowed alike; rows without any are left out."""
+    pieces = []
+    for row in rows.to_dict("records"):
+        first, last = int(row["first_frame"]), int(row["last_frame"])
+        inside = first + np.flatnonzero(usable[first:last + 1])
+        for run_first, run_last in frame_runs(inside):
+            # An uncut end keeps its stored time exactly, so a row without faceless frames is returned unchanged.
+            start_s = row["start_s"] if run_first == first else row["start_s"] + (run_first - first) / FPS
+            end_s = row["end_s"] if run_last == last else row["start_s"] + (run_last - first + 1) / FPS
+            pieces.append({**row, "first_frame": run_first, "last_frame": run_last, "start_s": start_s, "end_s": end_s})
+    return pd.DataFrame(pieces, columns=rows.columns).astype(rows.dtypes.to_dict())
 
 
 # ER-NeRF's name for the same frames (transforms_val.json); one rule, two names.

@@ -45,17 +45,20 @@ Data: ``datasets.segment_table``'s segments. Training sequences and the
 input/output scales come from ``TRAIN`` segments, validation scores from the
 held-out ones, the per-face adaptations of the scores from the long videos'
 non-test segments, the speaker means from the non-test frames; no ``TEST``
-frame is read by any of them (``loader_frames`` lists what each reads).
+frame, nor a ``NO_FACE`` one, is read by any of them (only the ``USED``
+splits; ``loader_frames`` lists what each reads).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Annotated, Literal, Mapping, Sequence
 
+import annotated_types
 import numpy as np
 import pandas as pd
 import torch
@@ -63,17 +66,22 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from talkhead_models.components.audio import AudioNet
+from talkhead_models.config import Device, NonNegativeFloat, NonNegativeInt, PositiveInt
 from talkhead_models.data import DataConfig
-from talkhead_models.preprocess.audio_features import AudioConfig
+from talkhead_models.data.arrays import require_finite
+from talkhead_models.preprocess.audio_features import AudioConfig, FeatureKind
 from talkhead_models.pretrained.canonical import MOUTH
 from talkhead_models.pretrained.datasets import (
-    HELDOUT, TEST, TRAIN, IdentityLandmarks, PretrainDataError, SplitConfig, split_frames,
+    HELDOUT, TRAIN, USED, IdentityLandmarks, PretrainDataError, SplitConfig, split_frames,
 )
 from talkhead_models.pretrained.sync_expert import LOG_EVERY, MetricLogger, cosine_schedule, resolve_device
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("deterministic", "vae")
+Variant = Literal["deterministic", "vae"]
+VARIANTS = typing.get_args(Variant)
+BelowOne = Annotated[float, annotated_types.Interval(ge=0, lt=1)]
+"""A dropout probability or a relative warp: 1 would drop everything or warp a frequency to 0."""
 WINDOW = 16
 
 
@@ -85,54 +93,54 @@ class Audio2MotionConfig:
     """The shared data section (which identities to read)."""
     pretrain: SplitConfig = field(default_factory=SplitConfig)
     """The shared held-out split of the corpus-level models."""
-    feature_kind: str = "mel"
+    feature_kind: FeatureKind = "mel"
     """Audio features read from features/aud_<kind>.npy ([N, 16, D])."""
-    variant: str = "deterministic"
+    variant: Variant = "deterministic"
     """deterministic (the baseline) or vae (GeneFace's variational model with a Gaussian prior)."""
-    audio_dim: int = 64
+    audio_dim: PositiveInt = 64
     """Per-frame audio code size (AudioNet output)."""
-    identity_dim: int = 32
+    identity_dim: PositiveInt = 32
     """Code size of the neutral shape."""
-    hidden: int = 256
+    hidden: PositiveInt = 256
     """Channels of the temporal convolutions."""
-    latent_dim: int = 16
+    latent_dim: PositiveInt = 16
     """Per-frame latent size of the vae variant."""
-    kl_weight: float = 0.01
+    kl_weight: NonNegativeFloat = 0.01
     """Weight of the KL term (vae variant)."""
-    sequence_frames: int = 32
+    sequence_frames: PositiveInt = 32
     """Frames per training sequence."""
-    batch_size: int = 16
+    batch_size: PositiveInt = 16
     """Sequences per step."""
-    steps: int = 8000
+    steps: PositiveInt = 8000
     """Training steps (Adam)."""
-    learning_rate: float = 1e-3
+    learning_rate: NonNegativeFloat = 1e-3
     """Adam learning rate (cosine decay to 5% over the steps)."""
-    mouth_weight: float = 4.0
+    mouth_weight: NonNegativeFloat = 4.0
     """Loss weight of the mouth points 48-67 (the other points weigh 1)."""
-    velocity_weight: float = 1.0
+    velocity_weight: NonNegativeFloat = 1.0
     """Weight of the frame-to-frame velocity loss (temporal smoothness)."""
-    dropout: float = 0.0
+    dropout: BelowOne = 0.0
     """Dropout on the audio codes and between the temporal convolutions (training only)."""
-    context_frames: int = 0
+    context_frames: NonNegativeInt = 0
     """Window (frames) of the utterance context: prosodic features averaged over the recording's frames in it
     (0 = none)."""
-    context_dim: int = 16
+    context_dim: PositiveInt = 16
     """Channels of the utterance context."""
-    ensemble: int = 1
+    ensemble: PositiveInt = 1
     """Networks trained with seeds seed, seed + 1, ...; the model averages their predictions (1 = one network)."""
-    vtlp: float = 0.0
+    vtlp: BelowOne = 0.0
     """Vocal-tract-length perturbation of mel features in training: each sequence's log-mel axis is warped by a
     factor drawn from [1 - vtlp, 1 + vtlp] (0 = none; only for feature_kind mel)."""
-    emotion_weight: float = 0.0
+    emotion_weight: NonNegativeFloat = 0.0
     """Weight of an auxiliary cross-entropy that makes the utterance context tell the training recordings'
     emotion labels apart (needs context_frames; 0 = none). Prediction uses audio only."""
-    eval_every: int = 500
+    eval_every: PositiveInt = 500
     """Steps between validation passes."""
-    seed: int = 0
+    seed: NonNegativeInt = 0
     """Seed of the initialisation and the sampling."""
-    device: str = "auto"
+    device: Device = "auto"
     """auto (CUDA when available), cuda or cpu."""
-    threads: int = 0
+    threads: NonNegativeInt = 0
     """torch CPU threads (0 = torch's default)."""
 
 
@@ -202,10 +210,11 @@ def motion_data(identities: Sequence[IdentityLandmarks], segments: pd.DataFrame,
         if array.ndim != 3 or array.shape[0] != len(data.image) or array.shape[1] != WINDOW:
             raise PretrainDataError(f"{path}: expected [{len(data.image)}, {WINDOW}, D] features (one window per "
                                     f"frame), found {array.shape}; re-run the audio stage")
+        require_finite(array, path, data.processed.producer("features_dir"))
         features.append(torch.from_numpy(np.array(array, dtype=np.float32)))
         own = segments[segments.identity == data.identity]
-        # The speaker's mean voice from its non-test frames only: the test audio stays unseen.
-        heard = split_frames(own, [s for s in own.split.unique() if s != TEST]) - int(own.start.min())
+        # The speaker's mean voice from its training and validation frames only: the test audio stays unseen.
+        heard = split_frames(own, USED) - int(own.start.min())
         means.append(speaker_mean(array[heard], pitch_column(feature_kind, array.shape[-1])))
         index.append(torch.full((len(data.image),), number, dtype=torch.long))
         displacement.append(torch.from_numpy(data.canonical - data.neutral.shape))
@@ -470,8 +479,8 @@ def adapt_to_face(model: Audio2Motion | Audio2MotionEnsemble, features: np.ndarr
 
 def adaptation_segments(segments: pd.DataFrame) -> pd.DataFrame:
     """The segments the scores' per-face adaptations are fitted on: each identity's long recordings
-    (``kind == "video"``, which no scored clip overlaps) up to their test frames."""
-    return segments[(segments.kind == "video") & (segments.split != TEST)]
+    (``kind == "video"``, which no scored clip overlaps) up to their test frames, without frames that have no face."""
+    return segments[(segments.kind == "video") & segments.split.isin(USED)]
 
 
 def video_adaptations(model: Audio2Motion | Audio2MotionEnsemble, data: MotionData) -> dict[int, MotionAdaptation]:
@@ -497,7 +506,7 @@ def loader_frames(segments: pd.DataFrame, cfg: Audio2MotionConfig) -> dict[str, 
         "train": np.unique(np.concatenate([np.arange(a, a + n) for a, n in zip(starts, lengths)])),
         "validation": split_frames(scored, HELDOUT),
         "adaptation": split_frames(adaptation_segments(segments), list(segments.split.unique())),
-        "speaker_mean": split_frames(segments, [s for s in segments.split.unique() if s != TEST]),
+        "speaker_mean": split_frames(segments, USED),
     }
 
 

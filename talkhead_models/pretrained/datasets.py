@@ -16,14 +16,19 @@ Three kinds of frames (``segment_table``'s ``split``):
   every other identity the highest ``holdout_sentences`` sentence numbers
   among its non-test clips (``HELDOUT_SENTENCE``);
 * **training** (``TRAIN``): everything else of the training identities (their
-  remaining clips and the long video up to its test start).
+  remaining clips and the long video up to its test start);
+* **no face** (``NO_FACE``): the non-test frames the landmarks stage flagged
+  unusable (``usable.npy``: recordings without a face, long gaps without one).
+  Like the test frames they are in no model's training or validation data, nor
+  in the neutral shape and pose fit; unlike them they are not scored either.
+  A model reads the segments of ``USED`` only.
 
 Each identity's recordings become *segments*: contiguous frame ranges (a
 ``clips.parquet`` row, or the part of it on one side of a test boundary) with
 a global frame index ``start``..``stop`` (exclusive) into the arrays the
 loaders concatenate over identities. The segments tile every frame, so a
 recording-wise operation (smoothing, an utterance context) never mixes test
-and non-test frames.
+and non-test frames, nor frames with a face and frames without one.
 """
 
 from __future__ import annotations
@@ -37,9 +42,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from talkhead_models.config import validate_name
+from talkhead_models.config import NonNegativeInt, validate_name
+from talkhead_models.data.arrays import ArrayFileError, NonFiniteError, describe_frames
+from talkhead_models.data.landmark_arrays import read_landmarks
 from talkhead_models.data.processed import FPS, ProcessedIdentity
 from talkhead_models.face_topology import to_68
+from talkhead_models.geometry import Similarity
 from talkhead_models.preprocess.accuracy import recording_truths
 from talkhead_models.preprocess.frames import read_clips
 from talkhead_models.pretrained.canonical import (
@@ -55,6 +63,12 @@ HELDOUT = (HELDOUT_SENTENCE, HELDOUT_IDENTITY)
 """The corpus-level models' own validation splits."""
 TEST = "test"
 """Test frames (split.parquet): in no corpus-level model's training or validation data."""
+NO_FACE = "no_face"
+"""Non-test frames without a face (the landmarks stage's usable.npy): in no model's training or validation data,
+and not scored."""
+USED = (TRAIN, *HELDOUT)
+"""The splits a corpus-level model reads (trains, validates, fits a normaliser or an adaptation on): never
+``TEST`` or ``NO_FACE``."""
 
 
 class PretrainDataError(RuntimeError):
@@ -69,7 +83,7 @@ class SplitConfig:
     holdout_identity: str = ""
     """Identity held out entirely (unseen voice and face; its non-test frames validate); empty = the last identity
     in sorted order."""
-    holdout_sentences: int = 1
+    holdout_sentences: NonNegativeInt = 1
     """How many of the highest sentence numbers among each training identity's non-test clips validate."""
 
 
@@ -89,6 +103,9 @@ class IdentityLandmarks:
     frame (``truth_displacement``); NaN where a recording has no truth; None without ground truth."""
     test: np.ndarray | None = None
     """[N] True for the test frames the neutral shape and the pose fit left out (``evaluation_masks``)."""
+    usable: np.ndarray | None = None
+    """[N] True for the frames with a face (the landmarks stage's usable.npy); the others are left out of the
+    neutral shape, the pose fit and every model's data (their landmarks may be NaN). None: every frame."""
 
 
 def processed_identities(root: Path, wanted: Sequence[str] = ()) -> list[ProcessedIdentity]:
@@ -187,10 +204,13 @@ def load_identity(processed: ProcessedIdentity, raw_root: Path | None = None,
     path = processed.path("landmarks478")
     if not path.is_file():
         raise PretrainDataError(f"{path}: landmarks not found; run the landmarks stage (`dvc repro landmarks`)")
-    points = np.load(path, mmap_mode="r")
-    if points.ndim != 3 or points.shape[1:] != (478, 3):
-        raise PretrainDataError(f"{path}: expected [N, 478, 3] landmarks, found {points.shape}; "
-                                "re-run the landmarks stage")
+    try:  # NaN/inf in a frame with a face is refused naming the file and frames (NonFiniteError)
+        stored = read_landmarks(path.parent, producer=processed.producer("landmarks478"))
+    except NonFiniteError:
+        raise
+    except (ArrayFileError, FileNotFoundError) as error:
+        raise PretrainDataError(str(error)) from error
+    points, usable = stored.points478, stored.usable
     clips = read_clips(processed.path("clips"), len(points))
     if test is None:
         if processed.path("split").is_file():
@@ -203,26 +223,46 @@ def load_identity(processed: ProcessedIdentity, raw_root: Path | None = None,
     if test.shape != (len(points),):
         raise PretrainDataError(f"{processed.root}: test mask of {test.shape} for {len(points)} frames")
     image = np.ascontiguousarray(to_68(np.asarray(points, np.float32)))
-    fit = np.flatnonzero(~test)
+    if not usable.all():
+        log.info("%s: %s have no face (usable.npy): left out of the canonical frame's fit and of the models' data",
+                 processed.root, describe_frames(np.flatnonzero(~usable)))
+    fit = np.flatnonzero(~test & usable)
+    if not len(fit) and (~test).any():
+        raise PretrainDataError(f"{processed.root}: no non-test frame has a face ({processed.path('usable')}); see "
+                                "the landmarks stage's report.json")
     neutral_rows = clips[clips.emotion == "neutral"]
     neutral_frames = np.zeros(0, np.int64)
     if len(neutral_rows):
         neutral_frames = np.concatenate([np.arange(r.first_frame, r.last_frame + 1)
                                          for r in neutral_rows.itertuples()])
-        neutral_frames = neutral_frames[~test[neutral_frames]]
+        neutral_frames = neutral_frames[~test[neutral_frames] & usable[neutral_frames]]
     if not len(neutral_frames):
         log.warning("%s: no neutral non-test frame; the neutral shape is the mean over the non-test frames",
                     processed.root)
         neutral_frames = fit
     neutral = neutral_shape(image[neutral_frames])
-    transform = fit_similarity(image, neutral.shape)
+    transform = _fit_where_finite(image, neutral.shape)
     rigid = transform.apply(image).astype(np.float32)
     canonical = remove_pose_dependence(rigid, transform.rotation, neutral_frames, fit)
     truth = None
     if raw_root is not None:
         points = true_head_landmarks(clips, Path(raw_root), len(image))
         truth = None if points is None else truth_displacement(points, neutral_frames, neutral)
-    return IdentityLandmarks(processed.identity, processed, clips, image, canonical, neutral, rigid, truth, test)
+    return IdentityLandmarks(processed.identity, processed, clips, image, canonical, neutral, rigid, truth, test,
+                             usable)
+
+
+def _fit_where_finite(image: np.ndarray, reference: np.ndarray) -> Similarity:
+    """``fit_similarity`` of every frame of ``image`` with finite landmarks; the identity where they are NaN (a
+    recording without a face), whose landmarks then stay NaN."""
+    finite = np.isfinite(image).all(axis=(1, 2))
+    if finite.all():
+        return fit_similarity(image, reference)
+    fitted = fit_similarity(image[finite], reference)
+    scale, rotation = np.ones(len(image)), np.tile(np.eye(3), (len(image), 1, 1))
+    translation = np.zeros((len(image), 3))
+    scale[finite], rotation[finite], translation[finite] = fitted.scale, fitted.rotation, fitted.translation
+    return Similarity(scale, rotation, translation)
 
 
 def true_head_landmarks(clips: pd.DataFrame, raw_root: Path, frames: int) -> np.ndarray | None:
@@ -268,12 +308,12 @@ def truth_displacement(points: np.ndarray, neutral_frames: np.ndarray, neutral: 
 
 def segment_table(identities: Sequence[IdentityLandmarks], cfg: SplitConfig) -> pd.DataFrame:
     """One row per segment of every identity: its recording's clips.parquet columns with ``first_frame`` /
-    ``last_frame`` narrowed to the segment, ``split`` (TRAIN, HELDOUT_SENTENCE, HELDOUT_IDENTITY or TEST) and the
-    global frame range ``start``..``stop``.
+    ``last_frame`` narrowed to the segment, ``split`` (TRAIN, HELDOUT_SENTENCE, HELDOUT_IDENTITY, TEST or NO_FACE)
+    and the global frame range ``start``..``stop``.
 
     The test frames are those of every identity's split.parquet (``evaluation_masks``), read again here, so no
     caller can hand in fewer; an identity loaded with fewer test frames than these (its canonical frame fitted on some)
-    is an error.
+    is an error. Non-test frames without a face (``IdentityLandmarks.usable``) are NO_FACE segments of their own.
     """
     held_identity = holdout_identity([i.identity for i in identities], cfg)
     corpus = evaluation_masks([i.processed for i in identities])
@@ -287,36 +327,47 @@ def segment_table(identities: Sequence[IdentityLandmarks], cfg: SplitConfig) -> 
             raise PretrainDataError(f"{data.identity}: loaded without all its test frames (its canonical frame was "
                                     "fitted on some); load it with load_identity(..., "
                                     "test=evaluation_masks(...)[identity])")
+        face = np.ones(len(test), bool) if data.usable is None else np.asarray(data.usable, bool)
+        if face.shape != test.shape:
+            raise PretrainDataError(f"{data.identity}: {len(face)} usable flags for {len(test)} frames; reload it "
+                                    "with load_identity")
         pieces = []
         for row in data.clips.to_dict("records"):
             flags = test[row["first_frame"]:row["last_frame"] + 1]
-            cuts = np.flatnonzero(np.diff(flags.astype(np.int8))) + 1
+            with_face = face[row["first_frame"]:row["last_frame"] + 1]
+            # Test frames stay one piece whatever their faces; other frames are cut where the face comes or goes.
+            kinds = np.where(flags, 2, with_face).astype(np.int8)
+            cuts = np.flatnonzero(np.diff(kinds)) + 1
             for begin, end in zip(np.r_[0, cuts], np.r_[cuts, len(flags)]):
                 pieces.append({**row, "first_frame": row["first_frame"] + int(begin),
-                               "last_frame": row["first_frame"] + int(end) - 1, "test": bool(flags[begin])})
+                               "last_frame": row["first_frame"] + int(end) - 1, "test": bool(flags[begin]),
+                               "face": bool(with_face[begin])})
         table = pd.DataFrame(pieces)
         table.insert(0, "identity", data.identity)
         table["identity_index"] = index
         table["start"] = offset + table.first_frame
         table["stop"] = offset + table.last_frame + 1
-        usable = (table.kind == "clip") & ~table.test
-        sentences = np.sort(table.loc[usable, "sentence"].unique())
+        candidates = (table.kind == "clip") & ~table.test & table.face
+        sentences = np.sort(table.loc[candidates, "sentence"].unique())
         validating = sentences[len(sentences) - min(max(cfg.holdout_sentences, 0), len(sentences)):]
         if data.identity == held_identity:
             split = np.full(len(table), HELDOUT_IDENTITY, dtype=object)
         else:
-            split = np.where(usable & table.sentence.isin(validating), HELDOUT_SENTENCE, TRAIN).astype(object)
+            split = np.where(candidates & table.sentence.isin(validating), HELDOUT_SENTENCE, TRAIN).astype(object)
+        split[~table.face.to_numpy()] = NO_FACE
         split[table.test.to_numpy()] = TEST
         table["split"] = split
-        tables.append(table.drop(columns="test"))
+        tables.append(table.drop(columns=["test", "face"]))
         offset += len(data.image)
     segments = pd.concat(tables, ignore_index=True)
     counts = segments.groupby("split").size().to_dict()
     if not counts.get(TRAIN):
         raise PretrainDataError("the split leaves no training recordings: lower pretrain.holdout_sentences or "
                                 "add identities")
-    log.info("split: held-out identity %s; segments per split %s (test frames: %d)", held_identity, counts,
-             int(sum(m.sum() for m in corpus.values())))
+    no_face = int((segments.stop - segments.start)[segments.split == NO_FACE].sum())
+    log.info("split: held-out identity %s; segments per split %s (test frames: %d%s)", held_identity, counts,
+             int(sum(m.sum() for m in corpus.values())),
+             f"; other frames without a face, read by no model: {no_face}" if no_face else "")
     return segments
 
 
@@ -338,7 +389,7 @@ def data_audit(segments: pd.DataFrame, used: Mapping[str, np.ndarray],
         start, stop = int(group.start.min()), int(group.stop.max())
         mask = np.asarray(test[name], bool)
         row = {"identity": name, "frames": stop - start, "test_frames": int(mask.sum())}
-        for split in (TRAIN, *HELDOUT, TEST):
+        for split in (TRAIN, *HELDOUT, TEST, NO_FACE):
             row[f"{split}_frames"] = int((group.stop - group.start)[group.split == split].sum())
         for role, frames in used.items():
             local = np.unique(frames[(frames >= start) & (frames < stop)]) - start
@@ -370,6 +421,12 @@ def checked_audit(identities: Sequence[IdentityLandmarks], segments: pd.DataFram
     if leaked:
         raise PretrainDataError(f"{leaked} test frame(s) among the frames a corpus-level model reads:\n"
                                 f"{audit.to_string(index=False)}")
+    faceless = split_frames(segments, [NO_FACE])
+    for role, frames in used.items():
+        read = np.intersect1d(faceless, frames)
+        if len(read):
+            raise PretrainDataError(f"{len(read)} frame(s) without a face among the frames a corpus-level model "
+                                    f"reads for {role} (global {describe_frames(read)})")
     return audit
 
 

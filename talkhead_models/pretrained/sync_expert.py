@@ -22,8 +22,8 @@ window is contrasted with every audio window of its stretch (shifts of 3 to
 
 The recordings are ``datasets.segment_table``'s segments: training stretches
 come from ``TRAIN`` segments, validation stretches and scores from the
-held-out ones; no stretch, normaliser or score reads a ``TEST`` segment
-(``loader_frames`` lists the frames each role reads).
+held-out ones; no stretch, normaliser or score reads a ``TEST`` or
+``NO_FACE`` segment (``loader_frames`` lists the frames each role reads).
 """
 
 from __future__ import annotations
@@ -43,12 +43,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from talkhead_models.config import Device, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from talkhead_models.data import DataConfig
 from talkhead_models.data.processed import FPS, SAMPLE_RATE
 from talkhead_models.media import read_audio
 from talkhead_models.metrics.base import substitute
 from talkhead_models.preprocess.frames import frame_paths, read_frames
-from talkhead_models.pretrained.datasets import HELDOUT, TEST, TRAIN, IdentityLandmarks, SplitConfig
+from talkhead_models.pretrained.datasets import HELDOUT, TRAIN, USED, IdentityLandmarks, SplitConfig
 from talkhead_models.pretrained.lse import SyncScore, sync_score
 
 log = logging.getLogger(__name__)
@@ -71,42 +72,42 @@ class SyncExpertConfig:
     """The shared data section (which identities to read)."""
     pretrain: SplitConfig = field(default_factory=SplitConfig)
     """The shared held-out split of the corpus-level models."""
-    crop_height: int = 48
+    crop_height: PositiveInt = 48
     """Mouth crop height in pixels (Wav2Lip's expert: the lower half of a 96 px face)."""
-    crop_width: int = 96
+    crop_width: PositiveInt = 96
     """Mouth crop width in pixels."""
-    crop_scale: float = 1.0
+    crop_scale: PositiveFloat = 1.0
     """Crop width as a multiple of the outer eye-corner distance."""
-    smooth_frames: int = 5
+    smooth_frames: PositiveInt = 5
     """Moving-average length (frames) of the crop centre, angle and size within a recording."""
-    n_mels: int = 80
+    n_mels: PositiveInt = 80
     """Log-mel bands at 100 Hz of the audio branch."""
-    channels: tuple[int, ...] = (32, 64, 128, 256)
+    channels: tuple[PositiveInt, ...] = (32, 64, 128, 256)
     """Channels of the video encoder's stride-2 stages (the audio encoder uses half)."""
-    embedding_dim: int = 256
+    embedding_dim: PositiveInt = 256
     """Size of the embeddings."""
-    steps: int = 6000
+    steps: PositiveInt = 6000
     """Training steps (Adam)."""
-    spans: int = 8
+    spans: PositiveInt = 8
     """Stretches of recordings per step; each gives its in-sync pairs and its own shifted negatives."""
-    anchors_per_span: int = 8
+    anchors_per_span: PositiveInt = 8
     """Video windows per stretch (a step embeds spans x anchors video windows)."""
-    min_negative_offset: int = 3
+    min_negative_offset: PositiveInt = 3
     """Smallest shift (frames) counted as out of sync; nearer shifts are left out of the contrast."""
-    max_negative_offset: int = 15
+    max_negative_offset: PositiveInt = 15
     """A stretch holds the audio windows of shifts up to this many frames around its middle (syncnet_python's
     search range), so it is 2 x this + 5 frames long."""
-    temperature: float = 0.07
+    temperature: PositiveFloat = 0.07
     """InfoNCE temperature on the cosine similarity."""
-    learning_rate: float = 1e-3
+    learning_rate: NonNegativeFloat = 1e-3
     """Adam learning rate (cosine decay to 5% over the steps)."""
-    eval_every: int = 500
+    eval_every: PositiveInt = 500
     """Steps between validation passes (held-out windows' InfoNCE accuracy)."""
-    seed: int = 0
+    seed: NonNegativeInt = 0
     """Seed of the initialisation and the sampling."""
-    device: str = "auto"
+    device: Device = "auto"
     """auto (CUDA when available), cuda or cpu."""
-    threads: int = 0
+    threads: NonNegativeInt = 0
     """torch CPU threads (0 = torch's default)."""
 
 
@@ -551,8 +552,8 @@ def load_expert(path: Path, device: str = "cpu") -> tuple[SyncExpert, dict]:
 def _scored_clips(segments: pd.DataFrame, splits: Sequence[str]) -> list[tuple[Any, Any]]:
     """(segment, other) per MEAD-like clip of ``splits``: ``other`` is the recording whose audio it is also scored
     with, its identity's next non-test clip of another sentence (else the first, else a non-test part of its long
-    video), or None. Never a test segment."""
-    usable = segments[segments.split != TEST].reset_index(drop=True)
+    video), or None. Never a test segment, nor one without a face (only the ``USED`` splits)."""
+    usable = segments[segments.split.isin(USED)].reset_index(drop=True)
     clips = usable[usable.kind == "clip"]
     pairs = []
     for row in clips[clips.split.isin(splits)].itertuples():

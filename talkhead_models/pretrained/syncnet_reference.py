@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from talkhead_models.data.processed import FPS, SAMPLE_RATE
+from talkhead_models.data.processed import SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkhead_models.metrics.base import REFERENCE
 from talkhead_models.pretrained.lse import SyncScore, sync_score
 from talkhead_models.pretrained.sync_expert import (
@@ -46,7 +46,6 @@ PAD_VALUE = 110
 SMOOTH_KERNEL = 13
 WINDOW_FRAMES = 5
 MFCC_WINDOW = 20
-SAMPLES_PER_FRAME = int(SAMPLE_RATE / FPS)
 
 
 def weights_dir() -> Path:

@@ -24,12 +24,13 @@ from pathlib import Path
 
 from talkhead_models.config import NAME_PATTERN
 from talkhead_models.runs import split_seed
+from talkhead_models.training_summary import TRAINING_SUMMARY
 
 log = logging.getLogger(__name__)
 
 CURVE_FILE = "curve.csv"
-SUMMARY_FILE = "train.json"
-"""The train stage's summary beside the curve (evaluation.TRAINING_SUMMARY)."""
+SUMMARY_FILE = TRAINING_SUMMARY
+"""The train stage's summary beside the curve."""
 VALIDATION_KEYS = ("validation_frames", "validation_resolution")
 """train.json keys that say what a curve's validation PSNR was measured on."""
 CURVE_COLUMNS = ("step", "seconds", "loss", "val_psnr")

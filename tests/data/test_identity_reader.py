@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from talkhead_models.data.arrays import NonFiniteError
 from talkhead_models.data.identity_reader import IdentityError, open_identity
 from talkhead_models.data.processed import CLIP_COLUMNS, SAMPLE_RATE
 from talkhead_models.media import write_audio
+from talkhead_models.preprocess.splits import split_table
 
 N_FRAMES = 12
 SIZE = 48
@@ -127,3 +129,36 @@ def test_staged_folder_reads_our_clip_table_and_features(tmp_path):
 def test_a_folder_without_frames_is_not_an_identity(tmp_path):
     with pytest.raises(IdentityError, match="is not a processed identity"):
         open_identity(tmp_path)
+
+
+def test_frames_without_a_face_are_neither_trained_on_nor_scored(tmp_path):
+    """12 frames, 8-11 held out by split.parquet; usable.npy flags 2-3 and 9 faceless."""
+    root = tmp_path / "S001"
+    write_frames(root / "crop" / "ori_imgs")
+    (root / "landmarks").mkdir()
+    usable = np.ones(N_FRAMES, bool)
+    usable[[2, 3, 9]] = False
+    np.save(root / "landmarks" / "usable.npy", usable)
+    (root / "split").mkdir()
+    split_table([dict(identity="S001", role="self", audio_identity="S001", clip="video", kind="video",
+                      emotion="neutral", level=1, sentence=0, start_s=0.32, end_s=0.48, first_frame=8, last_frame=11,
+                      audio_source="S001.mp4")]).to_parquet(root / "split" / "split.parquet")
+    identity = open_identity(root)
+    assert identity.training_frames().tolist() == [0, 1, 4, 5, 6, 7]
+    assert np.flatnonzero(identity.held_out_mask()).tolist() == [8, 9, 10, 11]
+    assert np.flatnonzero(identity.validation_mask()).tolist() == [8, 10, 11]
+    rows = identity.self_driven_rows()
+    assert rows[["first_frame", "last_frame"]].values.tolist() == [[8, 8], [10, 11]]
+    np.testing.assert_allclose(rows[["start_s", "end_s"]].values, [[0.32, 0.36], [0.40, 0.48]])
+
+    usable[:8] = False
+    np.save(root / "landmarks" / "usable.npy", usable)
+    with pytest.raises(IdentityError, match="no frame outside the held-out ones has a face"):
+        open_identity(root).training_frames()
+
+
+def test_nan_in_a_flat_folders_lms_file_is_refused(ernerf_folder):
+    np.savetxt(ernerf_folder / "ori_imgs" / "4.lms", np.full((68, 2), np.nan), "%f")
+    with pytest.raises(NonFiniteError, match=r"4.lms: NaN or inf in the landmarks of frame 4; .*re-run the "
+                                             r"ER-NeRF/RAD-NeRF preprocessing"):
+        open_identity(ernerf_folder).landmarks68(4)

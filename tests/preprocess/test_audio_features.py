@@ -15,6 +15,7 @@ from talkhead_models.data import DataConfig
 from talkhead_models.data.manifest import read_manifest
 from talkhead_models.data.processed import SAMPLE_RATE
 from talkhead_models.data.synthetic import speech
+from talkhead_models.face_topology import to_68
 from talkhead_models.preprocess.audio_features import (
     AudioConfig, AudioFeatureError, check_kind, compute_features, feature_dim, frame_windows, load_pretrained,
     mel_features,
@@ -34,7 +35,12 @@ def processed(tiny_corpus, tmp_path_factory) -> Path:
              {"crop": base / "crop"}, identity="S001")
     clips = pd.read_parquet(base / "crop" / "clips.parquet")
     (base / "landmarks").mkdir()
-    np.save(base / "landmarks" / "lms478.npy", truth_per_frame(tiny_corpus, clips, "landmarks_2d"))
+    points = truth_per_frame(tiny_corpus, clips, "landmarks_2d")
+    np.save(base / "landmarks" / "lms478.npy", points)
+    # The rest of what the landmarks stage writes: the audio stage reads its usable flags.
+    np.save(base / "landmarks" / "lms68.npy", to_68(points)[:, :, :2])
+    np.save(base / "landmarks" / "detected.npy", np.ones(len(points), bool))
+    np.save(base / "landmarks" / "usable.npy", np.ones(len(points), bool))
     audio.run(AudioConfig(), {"crop": base / "crop", "landmarks": base / "landmarks"},
               {"features": base / "features"}, identity="S001")
     return base

@@ -77,12 +77,17 @@ def test_frames_without_a_face_are_interpolated_flagged_and_long_gaps_reported(t
     usable = np.load(out / "usable.npy")
     indices = sorted(int(clips.first_frame[r]) + k for r, k in blanked)
     assert not detected[indices].any() and detected.sum() == len(detected) - len(blanked)
-    assert usable.all()
+    video_first = int(clips.first_frame[4])
+    long_gap = np.arange(video_first + 20, video_first + 36)
+    # The 16-frame gap (longer than long_gap_frames=12) is left out; the two single frames are kept.
+    assert np.array_equal(np.flatnonzero(~usable), long_gap)
     assert metrics["gaps"] == 3 and metrics["long_gaps"] == 1 and metrics["longest_gap"] == 16
     assert metrics["interpolated_frames"] == len(blanked)
+    assert metrics["excluded_frames"] == metrics["excluded_long_gap_frames"] == 16
+    assert metrics["excluded_faceless_recording_frames"] == 0
 
     report = json.loads((out / "report.json").read_text())
-    video_first = int(clips.first_frame[4])
+    assert report["excluded_frames"] == 16
     assert report["long_gap_list"] == [{"clip": "video", "first_frame": video_first + 20,
                                         "last_frame": video_first + 35, "frames": 16}]
     assert any("frames" in r.message and "interpolated" in r.message for r in caplog.records
@@ -94,6 +99,7 @@ def test_frames_without_a_face_are_interpolated_flagged_and_long_gaps_reported(t
     assert errors[single].max() < 0.06
     assert np.isfinite(errors).all() and errors[indices].max() < 0.25
     assert (out / "lms" / f"{single[0]}.lms").is_file()
+    assert not (out / "lms" / f"{long_gap[0]}.lms").exists()
 
 
 def test_recording_without_any_face_is_dropped_and_reported(dropped_recording):
@@ -105,6 +111,7 @@ def test_recording_without_any_face_is_dropped_and_reported(dropped_recording):
     usable = np.load(out / "usable.npy")
     frames = np.arange(dropped["first_frame"], dropped["last_frame"] + 1)
     assert not usable[frames].any() and usable.sum() == len(usable) - len(frames)
+    assert report["excluded_faceless_recording_frames"] == report["excluded_frames"] == len(frames)
     assert np.isnan(np.load(out / "lms478.npy")[frames]).all()
     assert not (out / "lms" / f"{frames[0]}.lms").exists()
     assert (out / "lms" / f"{frames[-1] + 1}.lms").exists()
@@ -156,7 +163,9 @@ def test_fill_gaps_stays_within_each_recording():
     # Recording a: 0 held from 1, 2 halfway between 1 and 3, 4 held from 3 (not pulled towards frame 5).
     # Recording b: 7-9 held from 6.
     np.testing.assert_allclose(values[:, 0], [10, 10, 20, 30, 30, 50, 60, 60, 60, 60])
-    assert usable.all()
+    # Only the 3-frame run is longer than long_gap_frames=2: interpolated all the same, but not usable.
+    np.testing.assert_array_equal(usable, [1, 1, 1, 1, 1, 1, 1, 0, 0, 0])
+    assert summary.excluded_frames == summary.long_gap_frames == 3 and summary.dropped_frames == 0
     assert [(g.clip, g.first, g.last) for g in summary.gaps] == [("a", 0, 0), ("a", 2, 2), ("a", 4, 4),
                                                                   ("b", 7, 9)]
     assert [(g.first, g.last) for g in summary.long_gaps] == [(7, 9)]
@@ -170,6 +179,19 @@ def test_smoothing_stays_within_each_recording():
     smooth([values], np.ones(16, bool), clips, sigma=2.0)
     residual = values[:, 0] - base
     assert np.abs(residual).max() < 0.5  # the jitter is smoothed away, and no step leaks across the boundary
+
+
+def test_a_long_gap_at_a_recordings_start_is_smoothed_with_the_rest():
+    """Only a dropped recording (no usable frame, NaN points) is left unsmoothed."""
+    clips = pd.DataFrame({"clip": ["a", "b"], "first_frame": [0, 8], "last_frame": [7, 15]})
+    jitter = np.where(np.arange(16) % 2, 1.0, -1.0).astype(np.float32)[:, None]
+    values = jitter.copy()
+    values[8:] = np.nan
+    usable = np.ones(16, bool)
+    usable[:3] = False  # a long gap opening recording a
+    usable[8:] = False  # recording b dropped
+    smooth([values], usable, clips, sigma=2.0)
+    assert np.abs(values[:8]).max() < 0.5 and np.isnan(values[8:]).all()
 
 
 def test_clip_table_must_cover_the_frames(tmp_path):

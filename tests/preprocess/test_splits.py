@@ -14,8 +14,8 @@ from stages import split as split_stage
 from talkhead_models.data import DataConfig
 from talkhead_models.data.sources import Recording
 from talkhead_models.preprocess.splits import (
-    SPLIT_COLUMNS, SplitConfig, cross_rows, evaluation_mask, evaluation_ranges, held_out_sentences, validation_mask,
-    validation_ranges, video_validation_start,
+    SPLIT_COLUMNS, SplitConfig, cross_rows, evaluation_mask, evaluation_ranges, held_out_sentences, split_table,
+    usable_self_rows, validation_mask, validation_ranges, video_validation_start,
 )
 from tests.preprocess.test_tracking import tracked_corpus
 
@@ -86,3 +86,20 @@ def test_single_sentence_without_video_has_no_self_validation(tiny_corpus, tmp_p
                         identity="S001")
     assert "no self-driven validation frames" in caplog.text and "no other identity" in caplog.text
     assert pd.read_parquet(tmp_path / "split" / "split.parquet").empty
+
+
+def test_self_rows_are_cut_around_frames_without_a_face():
+    """A 10-frame held-out row starting 2 s into its recording, with frames 13-15 and 19 faceless; a second row
+    entirely faceless disappears; times move with the frames (25 fps)."""
+    row = dict(identity="S001", role="self", audio_identity="S001", clip="sad/level_1/002", kind="clip",
+               emotion="sad", level=1, sentence=2, audio_source="x.mp4")
+    rows = split_table([{**row, "start_s": 2.0, "end_s": 2.4, "first_frame": 10, "last_frame": 19},
+                        {**row, "start_s": 0.0, "end_s": 0.12, "first_frame": 20, "last_frame": 22}])
+    usable = np.ones(30, bool)
+    usable[[13, 14, 15, 19, 20, 21, 22]] = False
+    cut = usable_self_rows(rows, usable)
+    assert cut[["first_frame", "last_frame"]].values.tolist() == [[10, 12], [16, 18]]
+    np.testing.assert_allclose(cut[["start_s", "end_s"]].values, [[2.0, 2.12], [2.24, 2.36]], atol=1e-12)
+    assert (cut["clip"] == "sad/level_1/002").all() and cut.dtypes.equals(rows.dtypes)
+    # With every frame usable the rows come back exactly.
+    pd.testing.assert_frame_equal(usable_self_rows(rows, np.ones(30, bool)), rows)

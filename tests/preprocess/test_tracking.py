@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from talkhead_models.data.processed import CLIP_COLUMNS
+from talkhead_models.face_topology import to_68
 from talkhead_models.data.sources import recordings
 from talkhead_models.media import iter_frames
 from talkhead_models.preprocess import cameras
@@ -35,7 +36,7 @@ IDENTITIES = ("S001", "S002")
 
 
 def write_identity(corpus: Path, identity: str, base: Path, exact: bool) -> None:
-    """crop/clips.parquet and landmarks/{lms478,detected}.npy for one identity.
+    """crop/clips.parquet and landmarks/{lms478,lms68,detected,usable}.npy for one identity.
 
     ``exact``: the truth's 2D landmarks and relative depth (``f * (d - mean d) / mean d``,
     mediapipe's convention) instead of FaceMesh's.
@@ -65,7 +66,10 @@ def write_identity(corpus: Path, identity: str, base: Path, exact: bool) -> None
     (base / "landmarks").mkdir(parents=True)
     pd.DataFrame(rows, columns=list(CLIP_COLUMNS)).to_parquet(base / "crop" / "clips.parquet", index=False)
     np.save(base / "landmarks" / "lms478.npy", points)
-    np.save(base / "landmarks" / "detected.npy", np.isfinite(points).all(axis=(1, 2)))
+    np.save(base / "landmarks" / "lms68.npy", to_68(points)[..., :2])
+    found = np.isfinite(points).all(axis=(1, 2))
+    np.save(base / "landmarks" / "detected.npy", found)
+    np.save(base / "landmarks" / "usable.npy", found)  # no interpolation here: a frame without a face is NaN
 
 
 def tracked_corpus(corpus: str, exact: bool = False) -> Path:
@@ -235,9 +239,9 @@ def test_failed_track_stage_leaves_no_output(tiny_corpus, tmp_path):
     (base / "landmarks").mkdir(parents=True)
     (base / "crop").mkdir()
     (base / "crop" / "clips.parquet").write_bytes((root / "S001" / "crop" / "clips.parquet").read_bytes())
-    points = np.load(root / "S001" / "landmarks" / "lms478.npy")
-    np.save(base / "landmarks" / "lms478.npy", points)
-    np.save(base / "landmarks" / "detected.npy", np.zeros(len(points), bool))
+    for name in ("lms478.npy", "lms68.npy", "usable.npy"):
+        (base / "landmarks" / name).write_bytes((root / "S001" / "landmarks" / name).read_bytes())
+    np.save(base / "landmarks" / "detected.npy", np.zeros(len(np.load(base / "landmarks" / "usable.npy")), bool))
     with pytest.raises(TrackingError, match="no frame has a detected face"):
         track_stage.run(track_stage.TrackStageConfig(),
                         {"crop": base / "crop", "landmarks": base / "landmarks",

@@ -10,7 +10,8 @@ from the corpus's truth:
 * ``landmarks/lms478.npy``: truth ``landmarks_2d`` for x, y and, for z, the
   truth camera-space depth minus the face's mean depth, times focal length
   over that mean depth (pixels at the face's distance; negative = nearer, as
-  FaceMesh's z);
+  FaceMesh's z), with ``lms68.npy`` its iBUG-68 subset and every frame
+  ``detected`` and ``usable``;
 * ``features/aud_mel.npy``: the audio stage's own features
   (``talkhead_models.preprocess.audio_features``, kind ``mel``);
 * ``split/split.parquet``: the split stage itself, run on those folders (the
@@ -32,6 +33,7 @@ import pytest
 
 from talkhead_models.data.processed import CLIP_COLUMNS, FPS, SAMPLE_RATE, ProcessedIdentity
 from talkhead_models.data.sources import identities, recordings
+from talkhead_models.face_topology import to_68
 from talkhead_models.media import iter_frames, read_audio, write_audio
 from talkhead_models.preprocess.audio_features import AudioConfig, compute_features, feature_dim
 
@@ -75,8 +77,11 @@ def build_processed_identity(corpus: Path, identity: str, out: Path) -> Processe
     pd.DataFrame(rows, columns=list(CLIP_COLUMNS)).to_parquet(processed.path("clips"), index=False)
     audio = np.concatenate(audio_parts)
     write_audio(processed.path("audio"), audio, SAMPLE_RATE)
-    np.save(processed.path("landmarks478"), np.concatenate(landmarks).astype(np.float32))
+    points = np.concatenate(landmarks).astype(np.float32)
+    np.save(processed.path("landmarks478"), points)
+    np.save(processed.path("landmarks68"), to_68(points)[..., :2])
     np.save(processed.path("detected"), np.ones(index, bool))
+    np.save(processed.path("usable"), np.ones(index, bool))
     features = np.zeros((index, AUDIO.window, feature_dim(AUDIO)), np.float32)
     compute_features(lambda start, stop: audio[start:stop], [(r["first_frame"], r["last_frame"]) for r in rows],
                      AUDIO, features)

@@ -164,7 +164,7 @@ class IdentityScene:
     def _landmarks(self) -> np.ndarray | None:
         path = self.reader.layout.path("landmarks68")
         if path.is_file():
-            return np.load(path, mmap_mode="r")
+            return self.reader.landmarks().points68  # NaN/inf in a frame with a face is refused, naming the file
         if self.reader.layout.lms(0).is_file():
             return None  # flat folder: read <i>.lms per frame
         raise IdentityError(f"{path} not found: the lip patch needs the 68 landmarks; run the landmarks stage")

@@ -211,18 +211,14 @@ class IdentityData:
 
     def face_points(self) -> np.ndarray | None:
         """[P, 3] the face's landmarks in the head frame (metres), triangulated from the training frames'
-        tracked cameras and detected landmarks (478 FaceMesh points, else the 68); None without landmarks.
+        tracked cameras and detected landmarks (the 478 FaceMesh points); None without landmarks.
 
         They are where the tracker's own cameras put the face, so a density
         prior built on them agrees with the poses the rays come from.
         """
-        for name in ("landmarks478", "landmarks68"):
-            path = self.layout.path(name)
-            if path.is_file():
-                break
-        else:
+        if not any(self.layout.path(name).is_file() for name in ("landmarks478", "landmarks68")):
             return None
-        points = np.load(path, mmap_mode="r")
+        points = self.reader.landmarks().points478  # NaN/inf in a frame with a face is refused, naming the file
         frames = self.training_frames[np.linspace(0, len(self.training_frames) - 1,
                                                   min(TRIANGULATION_FRAMES, len(self.training_frames))).astype(int)]
         pixels = np.asarray(points[frames][..., :2], np.float64)
