@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Mapping
 
 from stages._stage import Stage, StageResult
-from stages.pretrain_sync import write_curves
 from talkhead_models.atomic import atomic_dir
 from talkhead_models.config import to_dict
 from talkhead_models.data.manifest import write_manifest
@@ -34,6 +33,7 @@ from talkhead_models.pretrained.audio2motion import (
     Audio2MotionConfig, MetricLogger, evaluate_recordings, loader_frames, motion_data, save_model, summary_scores,
     train_audio2motion, video_adaptations,
 )
+from talkhead_models.pretrained.curves import write_curves
 from talkhead_models.pretrained.datasets import (
     SEGMENT_COLUMNS, audit_totals, checked_audit, holdout_identity, load_corpus, segment_table,
 )

@@ -24,6 +24,7 @@ from stages._stage import Stage, StageResult
 from talkhead_models.atomic import atomic_dir
 from talkhead_models.config import to_dict
 from talkhead_models.data.manifest import write_manifest
+from talkhead_models.pretrained.curves import write_curves
 from talkhead_models.pretrained.datasets import (
     SEGMENT_COLUMNS, audit_totals, checked_audit, holdout_identity, load_corpus, segment_table,
 )
@@ -76,14 +77,6 @@ def _train_and_write(cfg: SyncExpertConfig, inputs: Mapping[str, Path], outputs:
         "model.pt", "config.json", "metrics.json", "curves.csv", "validation.csv", "scores.csv", "segments.csv",
         "data_audit.csv")])
 
-
-
-def write_curves(folder: Path, history: list[dict], validation: list[dict]) -> None:
-    """Per-step training rows and per-pass validation rows as CSV (DVC plots, MLflow artifacts)."""
-    import pandas as pd
-
-    pd.DataFrame(history).to_csv(folder / "curves.csv", index=False)
-    pd.DataFrame(validation).to_csv(folder / "validation.csv", index=False)
 
 
 STAGE = Stage(

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from talkhead_models.geometry import fit_similarity
 from talkhead_models.metrics.base import (MetricValue, MissingWeightsError, as_frames, as_points, batches, load_into,
                                           load_state_dict, require_weights, weights_dir, with_batch_axis)
 
@@ -109,18 +110,7 @@ def five_points(landmarks: Tensor | np.ndarray) -> np.ndarray:
 
 def similarity_to_template(keypoints: np.ndarray) -> np.ndarray:
     """[B, 2, 3] least-squares similarities (Umeyama, no reflection) mapping [B, 5, 2] keypoints onto the template."""
-    source_mean = keypoints.mean(axis=1, keepdims=True)
-    target_mean = ARCFACE_TEMPLATE.mean(axis=0)
-    source, target = keypoints - source_mean, ARCFACE_TEMPLATE - target_mean
-    covariance = np.einsum("pi,bpj->bij", target, source) / len(ARCFACE_TEMPLATE)
-    u, singular, vt = np.linalg.svd(covariance)
-    sign = np.ones_like(singular)
-    sign[:, -1] = np.sign(np.linalg.det(u @ vt))
-    rotation = u @ (sign[..., None] * vt)
-    scale = (singular * sign).sum(axis=1) / source.var(axis=1).sum(axis=1)
-    linear = scale[:, None, None] * rotation
-    translation = target_mean - np.einsum("bij,bj->bi", linear, source_mean[:, 0])
-    return np.concatenate([linear, translation[..., None]], axis=2)
+    return fit_similarity(keypoints, ARCFACE_TEMPLATE).matrix()
 
 
 def align_faces(frames: Tensor | np.ndarray, landmarks: Tensor | np.ndarray | None = None) -> Tensor:

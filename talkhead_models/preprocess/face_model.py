@@ -45,6 +45,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from talkhead_models import face_topology as topo
+from talkhead_models.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from talkhead_models.geometry import fit_similarity
+from talkhead_models.preprocess.cameras import rotation_angle_deg
 from talkhead_models.weights import weights_dir
 
 log = logging.getLogger(__name__)
@@ -76,28 +79,28 @@ EYE_OUTER_DISTANCE_DM = 0.9
 class FaceModelConfig:
     """Building the corpus morphable model (and reading BFM 2009 when the user has it)."""
 
-    exp_components: int = 24
+    exp_components: PositiveInt = 24
     """Expression components kept (also the rank the focal self-calibration allows for expressions)."""
-    id_components: int = 100
+    id_components: PositiveInt = 100
     """Identity components kept (at most identities - 1 for the corpus model; the peers use 100 of BFM's)."""
-    frames_per_identity: int = 2000
+    frames_per_identity: PositiveInt = 2000
     """Frames per identity (evenly spread over its detected frames) that enter the PCA."""
-    calibration_frames: int = 400
+    calibration_frames: PositiveInt = 400
     """Frames per identity that the focal self-calibration uses."""
-    focal_min: float = 1.0
+    focal_min: PositiveFloat = 1.0
     """Smallest focal length tried, as a multiple of the image side."""
-    focal_max: float = 4.0
+    focal_max: PositiveFloat = 4.0
     """Largest focal length tried, as a multiple of the image side."""
-    focal_grid: int = 13
+    focal_grid: PositiveInt = 13
     """Focal lengths on the coarse grid (evenly spaced in 1 / focal)."""
-    focal_refine_steps: int = 8
+    focal_refine_steps: NonNegativeInt = 8
     """Golden-section steps around the best grid point."""
-    default_focal: float = 1100.0 / 450.0
+    default_focal: PositiveFloat = 1100.0 / 450.0
     """Focal (multiple of the image side) when self-calibration finds no minimum: AD-NeRF's tracked
     1100 px for its 450 px video, a typical talking-head camera."""
-    min_contrast: float = 0.05
+    min_contrast: NonNegativeFloat = 0.05
     """Self-calibration needs its worst grid score this fraction above its best, or it is flat."""
-    min_turn_deg: float = 2.0
+    min_turn_deg: NonNegativeFloat = 2.0
     """Self-calibration needs the head to turn at least this much (median angle to the mean pose)."""
 
 
@@ -193,24 +196,6 @@ def facemesh_to_camera(points: np.ndarray, image_size: int, focal: float | None)
     return np.stack([x, y, -depth], axis=-1)
 
 
-def similarity_align(shapes: np.ndarray, reference: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Align each shape [N, P, 3] to ``reference`` [P, 3] by rotation, scale and translation (weighted by [P])."""
-    w = weights / weights.sum()
-    shapes_centre = np.einsum("p,npi->ni", w, shapes)
-    reference_centre = w @ reference
-    centred = shapes - shapes_centre[:, None]
-    target = reference - reference_centre
-    covariance = np.einsum("npi,p,pj->nij", centred, w, target)
-    u, s, vt = np.linalg.svd(covariance)
-    sign = np.sign(np.linalg.det(u @ vt))
-    s[:, 2] *= sign
-    u[:, :, 2] *= sign[:, None]
-    rotation = u @ vt  # row vectors: aligned = centred @ rotation
-    variance = np.einsum("p,npi->n", w, centred ** 2)
-    scale = s.sum(axis=1) / variance
-    return scale[:, None, None] * centred @ rotation + reference_centre
-
-
 def generalised_procrustes(shapes: np.ndarray, iterations: int = 4, stable_fraction: float = 0.5) -> np.ndarray:
     """Align all shapes [N, P, 3] to their evolving mean; later passes weight the most stable points only.
 
@@ -222,7 +207,7 @@ def generalised_procrustes(shapes: np.ndarray, iterations: int = 4, stable_fract
     reference = shapes[0]
     aligned = shapes
     for iteration in range(iterations):
-        aligned = similarity_align(shapes, reference, weights)
+        aligned = fit_similarity(shapes, reference, weights).apply(shapes)
         reference = aligned.mean(axis=0)
         if iteration == 0:
             spread = np.sqrt(((aligned - reference) ** 2).sum(-1).mean(0))
@@ -344,14 +329,8 @@ def rank_residual(shapes: np.ndarray, rank: int) -> float:
 
 def rotation_spread_deg(shapes: np.ndarray) -> float:
     """Median angle (degrees) by which shapes [N, P, 3] are turned away from their Procrustes mean."""
-    centred = shapes - shapes.mean(axis=1, keepdims=True)
-    reference = generalised_procrustes(shapes).mean(axis=0)
-    reference = reference - reference.mean(axis=0)
-    u, _, vt = np.linalg.svd(np.einsum("npi,pj->nij", centred, reference))
-    sign = np.sign(np.linalg.det(u @ vt))
-    u[:, :, 2] *= sign[:, None]
-    cosine = (np.trace(u @ vt, axis1=1, axis2=2) - 1.0) / 2.0
-    return float(np.degrees(np.median(np.arccos(np.clip(cosine, -1.0, 1.0)))))
+    turns = fit_similarity(shapes, generalised_procrustes(shapes).mean(axis=0)).rotation
+    return float(np.median(rotation_angle_deg(turns, np.eye(3))))
 
 
 def calibrate_focal(identity: IdentityLandmarks, cfg: FaceModelConfig) -> FocalCalibration:
@@ -441,10 +420,9 @@ def load_bfm(path: Path, corpus: FaceModel, n_id: int) -> FaceModel:
         raise FaceModelError(f"the corpus model lacks FaceMesh vertices {absent} of the 68-point subset")
     rows68 = np.array([position[int(v)] for v in topo.MP68])
     corpus_68 = corpus.mean[rows68]
-    aligned = similarity_align(corpus_68[None], mean, np.ones(len(BFM_68)))[0]
-    source_centred = corpus_68 - corpus_68.mean(axis=0)
-    rotation, *_ = np.linalg.lstsq(source_centred, aligned - aligned.mean(axis=0), rcond=None)
-    exp_basis = corpus.exp_basis[:, rows68] @ rotation
+    # Expression offsets are displacements: they take the similarity's scale and rotation, not its shift.
+    to_bfm = fit_similarity(corpus_68, mean)
+    exp_basis = corpus.exp_basis[:, rows68] @ (to_bfm.scale * to_bfm.rotation.T)
     log.info("BFM 2009 from %s: 68 keypoints, %d identity components, %d expression components from the corpus",
              path, keep, corpus.n_exp)
     return FaceModel(mean=mean, id_basis=id_basis, exp_basis=exp_basis, landmarks=topo.MP68.copy(),

@@ -27,19 +27,24 @@ from __future__ import annotations
 
 import itertools
 import logging
+import typing
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Annotated, Callable, Literal
 
+import annotated_types
 import numpy as np
 import pandas as pd
 
 from talkhead_models import face_topology as topo
+from talkhead_models.config import NonNegativeFloat, PositiveFloat, PositiveInt
+from talkhead_models.geometry import mean_rotation
 from talkhead_models.preprocess.face_model import FaceModel
 from talkhead_models.preprocess.splits import SplitConfig, held_out_sentences
 
 log = logging.getLogger(__name__)
 
-FEATURES = ("expression", "landmarks", "emotion")
+PairFeature = Literal["expression", "landmarks", "emotion"]
+FEATURES = typing.get_args(PairFeature)
 
 PAIR_COLUMNS = (
     "pair",                       # "<sentence>_<emotion_a>_<emotion_b>", unique per identity
@@ -62,19 +67,19 @@ SEQUENCE_COLUMNS = (
 class PairConfig:
     """Pairing renditions of a sentence across emotions (params.yaml ``pair``)."""
 
-    feature: str = "expression"
+    feature: PairFeature = "expression"
     """Per-frame features DTW aligns: expression (default), landmarks, or emotion."""
     emotions: tuple[str, ...] = ("neutral", "angry", "happy", "sad")
     """Emotions paired (every two of them per sentence)."""
-    level: int = 3
+    level: Annotated[int, annotated_types.Interval(ge=1, le=3)] = 3
     """Intensity level of the non-neutral emotions (MEAD records neutral at level 1 only)."""
-    derivative_weight: float = 1.0
+    derivative_weight: NonNegativeFloat = 1.0
     """Weight of the features' temporal derivative next to the features."""
-    sequence_frames: int = 250
+    sequence_frames: PositiveInt = 250
     """Target length of a concatenated same-emotion training sequence (frames at 25 fps)."""
-    pose_tolerance_deg: float = 10.0
+    pose_tolerance_deg: PositiveFloat = 10.0
     """Clips whose mean head rotation is further than this from the identity's median are left out of sequences."""
-    depth_tolerance: float = 0.1
+    depth_tolerance: PositiveFloat = 0.1
     """Clips whose median camera distance differs by more than this fraction from the identity's are left out."""
     split: SplitConfig = field(default_factory=SplitConfig)
     """Shared params section ``split``: held-out sentences become validation pairs."""
@@ -173,11 +178,8 @@ def consistent_clips(clips: pd.DataFrame, rotations: np.ndarray, depth: np.ndarr
 
     ``rotations`` [N, 3, 3] head-to-camera, ``depth`` [N] camera distance.
     """
-    means = []
-    for row in clips.itertuples(index=False):
-        u, _, vt = np.linalg.svd(rotations[row.first_frame:row.last_frame + 1].mean(axis=0))
-        means.append(u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt)
-    means = np.array(means)
+    means = np.array([mean_rotation(rotations[row.first_frame:row.last_frame + 1])
+                      for row in clips.itertuples(index=False)])
     u, _, vt = np.linalg.svd(np.median(means, axis=0))
     reference = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
     cosine = (np.trace(means @ reference.T, axis1=1, axis2=2) - 1.0) / 2.0

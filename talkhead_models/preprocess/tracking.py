@@ -37,6 +37,8 @@ import numpy as np
 import torch
 
 from talkhead_models import face_topology as topo
+from talkhead_models.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from talkhead_models.geometry import fit_similarity, mean_rotation
 from talkhead_models.preprocess.cameras import euler_to_rotation as euler_to_rotation_np
 from talkhead_models.preprocess.cameras import project, rotation_angle_deg, rotation_to_euler
 from talkhead_models.preprocess.face_model import FaceModel
@@ -54,49 +56,49 @@ class TrackingError(RuntimeError):
 class TrackConfig:
     """Fitting the morphable landmark model to an identity's FaceMesh points."""
 
-    focal_min: float = 1.0
+    focal_min: PositiveFloat = 1.0
     """Smallest focal length of the coarse search, as a multiple of the image side."""
-    focal_max: float = 4.0
+    focal_max: PositiveFloat = 4.0
     """Largest focal length of the coarse search, as a multiple of the image side."""
-    focal_grid: int = 9
+    focal_grid: PositiveInt = 9
     """Focal lengths tried on the coarse grid (evenly spaced in 1 / focal, i.e. in perspective strength)."""
-    focal_refine_steps: int = 8
+    focal_refine_steps: NonNegativeInt = 8
     """Golden-section steps around the best grid point."""
-    focal_frames: int = 120
+    focal_frames: PositiveInt = 120
     """Frames (spread over all recordings) that the focal search fits."""
-    focal_iterations: int = 4
+    focal_iterations: PositiveInt = 4
     """Levenberg-Marquardt iterations per focal candidate (warm-started from the previous candidate)."""
-    default_focal: float = 1100.0 / 450.0
+    default_focal: PositiveFloat = 1100.0 / 450.0
     """Focal length (multiple of the image side) when the search is degenerate: AD-NeRF's tracked 1100 px for
     its 450 px video, a typical talking-head camera."""
-    min_turn_deg: float = 2.0
+    min_turn_deg: NonNegativeFloat = 2.0
     """A focal search over frames whose head turns less than this (median angle to the mean pose) is degenerate."""
-    flat_tolerance: float = 1e-3
+    flat_tolerance: NonNegativeFloat = 1e-3
     """A search whose best and worst grid scores differ by less than this fraction is degenerate."""
-    iterations: int = 12
+    iterations: PositiveInt = 12
     """Levenberg-Marquardt iterations of the full fit."""
-    depth_weight: float = 0.0
+    depth_weight: NonNegativeFloat = 0.0
     """Weight of mediapipe's relative-depth residual against the x, y residuals. Off by default: mediapipe's
     depth tilts the face when the jaw opens and follows head turns only partly, which costs rotation accuracy
     (the depth still sets the closed-form initial pose and the face model's shape)."""
-    exp_prior: float = 1.0
+    exp_prior: NonNegativeFloat = 1.0
     """Weight of the squared expression coefficients (units of one standard deviation), in px^2."""
-    id_prior: float = 0.5
+    id_prior: NonNegativeFloat = 0.5
     """Weight of the squared identity coefficients, in px^2 per frame fitted (the peers' 0.5 * mean(id^2)
     against their mean squared landmark error, in these units; a stronger prior pulled the focal 4% off)."""
-    smoothness: float = 4.0
+    smoothness: NonNegativeFloat = 4.0
     """Weight of the squared frame-to-frame motion of the rigidly moved landmarks (pose only, not expression)
     against their reprojection error."""
-    interpolated_weight: float = 0.1
+    interpolated_weight: NonNegativeFloat = 0.1
     """Data weight of frames the landmarks stage interpolated (no face detected there)."""
-    min_frames: int = 10
+    min_frames: PositiveInt = 10
     """Fewest frames with a detected face that a fit accepts."""
-    batch_frames: int = 256
+    batch_frames: PositiveInt = 256
     """Frames per batch when building Jacobians (bounds memory)."""
-    max_points: int = 128
+    max_points: PositiveInt = 128
     """Model points fitted per frame: the inner iBUG-68 subset first, then evenly spread inner-face points
     (speed; outline points are never fitted, see :func:`fitted_rows`)."""
-    threads: int = 1
+    threads: PositiveInt = 1
     """torch threads during the fit. The work is many small batched solves; on shared cores a second
     thread's spin-waiting made the fit up to 9x slower (measured), and one thread alone does 300+ frames/s."""
 
@@ -300,22 +302,15 @@ def _closed_form_pose(problem: _Problem, identity_shape: torch.Tensor, focal: fl
     """Euler [n, 3] and trans [n, 3] from a similarity Procrustes of each frame's 3D points to the model."""
     uv = problem.uv[frames]
     observed = torch.stack([uv[..., 0] - problem.centre, problem.centre - uv[..., 1], -problem.depth[frames]], -1)
-    observed_mean = observed.mean(dim=1, keepdim=True)
-    model_mean = identity_shape.mean(dim=0)
-    source = identity_shape - model_mean
-    target = observed - observed_mean
-    covariance = torch.einsum("pi,npj->nij", source, target)
-    u, s, vt = torch.linalg.svd(covariance)
-    sign = torch.sign(torch.linalg.det(u @ vt))
-    correction = torch.ones_like(s)
-    correction[:, 2] = sign
-    rotation_rows = (u * correction[:, None, :]) @ vt  # target ~ scale * source @ rotation_rows
-    scale = (s * correction).sum(dim=1) / (source ** 2).sum()
-    depth = focal / scale
-    centre = torch.stack([observed_mean[:, 0, 0] * depth / focal, observed_mean[:, 0, 1] * depth / focal, -depth], -1)
-    rotation = rotation_rows.transpose(1, 2).numpy()
-    trans = centre.numpy() - rotation @ model_mean.numpy()
-    return rotation_to_euler(rotation), trans
+    observed = observed.numpy()
+    model_shape = identity_shape.numpy()
+    fit = fit_similarity(model_shape, observed)
+    # Weak perspective: the fitted scale is focal / depth, and the observed centroid sits on the ray at that depth.
+    depth = focal / fit.scale
+    observed_mean = observed.mean(axis=1)
+    centre = np.stack([observed_mean[:, 0] * depth / focal, observed_mean[:, 1] * depth / focal, -depth], -1)
+    trans = centre - fit.rotation @ model_shape.mean(axis=0)
+    return rotation_to_euler(fit.rotation), trans
 
 
 # ---------------------------------------------------------------------------------------
@@ -537,9 +532,7 @@ def _focal_search(problem: _Problem, image_size: int, cfg: TrackConfig) -> tuple
 def _rotation_spread_deg(euler: np.ndarray) -> float:
     """Median angle (degrees) between each rotation and their mean rotation."""
     rotations = euler_to_rotation_np(euler)
-    u, _, vt = np.linalg.svd(rotations.mean(axis=0))
-    mean = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
-    return float(np.median(rotation_angle_deg(rotations, mean[None])))
+    return float(np.median(rotation_angle_deg(rotations, mean_rotation(rotations)[None])))
 
 
 def _fill_gaps(values: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -28,27 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from talkhead_models import geometry
+from talkhead_models.geometry import Similarity
+
 # Points that move with the skull only: nose bridge 27-30, nostrils 31-35, outer and inner eye corners.
 RIGID_ANCHORS = np.array([27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45], dtype=np.int64)
 MOUTH = np.arange(48, 68)
 MIN_POSE_FRAMES = 100  # frames an identity needs before remove_pose_dependence fits its 6 pose terms
-
-
-@dataclass(frozen=True)
-class Similarity:
-    """Per-frame similarity transforms ``x -> scale * R x + t`` taking image points to the canonical frame."""
-
-    scale: np.ndarray  # [N]
-    rotation: np.ndarray  # [N, 3, 3]
-    translation: np.ndarray  # [N, 3]
-
-    def apply(self, points: np.ndarray) -> np.ndarray:
-        """[N, K, 3] image-frame points -> canonical frame."""
-        return self.scale[:, None, None] * points @ self.rotation.transpose(0, 2, 1) + self.translation[:, None]
-
-    def invert(self, points: np.ndarray) -> np.ndarray:
-        """[N, K, 3] canonical points -> the image frame of each transform's frame."""
-        return (points - self.translation[:, None]) @ self.rotation / self.scale[:, None, None]
 
 
 @dataclass(frozen=True)
@@ -61,22 +47,8 @@ class NeutralShape:
 
 def fit_similarity(points: np.ndarray, reference: np.ndarray, anchors: np.ndarray = RIGID_ANCHORS) -> Similarity:
     """Least-squares similarity taking ``points[:, anchors]`` ([N, 68, 3]) onto ``reference[anchors]`` ([68, 3])."""
-    source = np.asarray(points, np.float64)[:, anchors]
-    target = np.asarray(reference, np.float64)[anchors]
-    source_mean = source.mean(axis=1)
-    target_mean = target.mean(axis=0)
-    source_centred = source - source_mean[:, None]
-    target_centred = target - target_mean
-    covariance = np.einsum("kj,nki->nji", target_centred, source_centred) / len(anchors)  # sum y x^T
-    u, singular, vt = np.linalg.svd(covariance)
-    reflection = np.sign(np.linalg.det(u) * np.linalg.det(vt))
-    correction = np.ones_like(singular)
-    correction[:, -1] = reflection
-    rotation = u @ (correction[:, :, None] * vt)
-    source_variance = (source_centred ** 2).sum(axis=(1, 2)) / len(anchors)
-    scale = (singular * correction).sum(axis=1) / source_variance
-    translation = target_mean - scale[:, None] * np.einsum("nij,nj->ni", rotation, source_mean)
-    return Similarity(scale, rotation, translation)
+    return geometry.fit_similarity(np.asarray(points, np.float64)[:, anchors],
+                                   np.asarray(reference, np.float64)[anchors])
 
 
 def canonical_landmarks(lms68_3d: np.ndarray, reference: np.ndarray,
