@@ -39,10 +39,12 @@ $(STAMP): pyproject.toml constraints.txt
 test: setup
 	$(PYTHON) -m pytest
 
+# params.yaml is checked before any work (stages/check.py: one line per mistake); once it passes, the same
+# command writes dvc.runs.yaml from its runs x seeds.
 demo: setup
+	$(PYTHON) -m stages.check --write-runs
 	test -d .dvc || dvc init --quiet
 	dvc config core.analytics false
-	$(PYTHON) -m stages._runs
 	dvc repro
 	@echo
 	@echo "Reports: $(CURDIR)/reports (index.html: tables, claims, videos; dataset.md, preprocess_accuracy.md, pretrain.md)"

@@ -3,7 +3,10 @@
 Per-identity stages run once per identity of ``data.identities`` (all
 identities found in the source when the list is empty), per-method stages
 (train, evaluate) once per entry of ``runs`` and seed of ``seeds`` (talkhead_models.runs), in the order of
-dvc.yaml. Run locally (Prefect in ephemeral mode, no server needed)::
+dvc.yaml. Before any stage runs, the params pass ``python -m stages.check``'s
+checks (:func:`stages.check.problems`); a mistake stops the flow with every
+problem listed, one line each. Run locally (Prefect in ephemeral mode, no
+server needed)::
 
     python -m flows.pipeline [--params params.yaml]
 """
@@ -22,7 +25,8 @@ from stages import (
     pretrain_report, pretrain_sync, speed, split, synth, tables, track, train,
 )
 from stages._stage import Stage, configure_logging
-from talkhead_models.config import load_params, validate_name
+from stages.check import problems
+from talkhead_models.config import ConfigError, load_params, validate_name
 from talkhead_models.data.sources import identities as source_identities
 from talkhead_models.runs import Run, expand_runs
 
@@ -69,6 +73,10 @@ def pipeline(params_path: str = "params.yaml", root: str = ".",
     unknown = sorted(set(stages or ()) - {s.name for s in PIPELINE})
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; the pipeline has {[s.name for s in PIPELINE]}")
+    found = problems(params, (root_path / params_path).parent)
+    if found:
+        raise ConfigError(*(f"{params_path}: {problem}" for problem in found),
+                          f"{params_path}: {len(found)} problem(s); nothing was run")
     results = {}
     for stage in PIPELINE:
         if stages is not None and stage.name not in stages:

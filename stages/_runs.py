@@ -9,6 +9,7 @@ which loses the run's family and identity. Regenerate after editing
 
     python -m stages._runs            # write dvc.runs.yaml from params.yaml
     python -m stages._runs --check    # fail when dvc.runs.yaml is out of date
+    python -m stages.check --write-runs   # check the whole params file first, then write it (make demo)
 
 The tables stage runs the check too (it depends on ``runs`` and ``seeds``),
 so a plain ``dvc repro`` after editing ``seeds`` stops with this fix instead
@@ -74,15 +75,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         check(root, params)
         return 0
+    write(root, params)
+    return 0
+
+
+def write(root: Path, params: Mapping[str, Any]) -> bool:
+    """Bring ``root``/dvc.runs.yaml in step with params; whether it had to be (re)written."""
     runs = stage_runs(params)
     text = render(runs)
     path = root / RUNS_FILE
     if path.is_file() and path.read_text() == text:
         log.info("%s is up to date (%d runs x seeds)", path, len(runs))
-        return 0
+        return False
     write_text(path, text)
     log.info("wrote %s: %d runs x seeds", path, len(runs))
-    return 0
+    return True
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import cv2
 
 from stages._stage import Stage, StageResult
 from talkhead_models.atomic import atomic_file, write_text
+from talkhead_models.config import PositiveInt
 from talkhead_models.data.synthetic.summary import (
     clip_table, contact_sheet, detection_rates, identity_table, load_index, sentence_durations,
 )
@@ -23,9 +24,9 @@ log = logging.getLogger(__name__)
 class DescribeConfig:
     """What the corpus report measures."""
 
-    detection_stride: int = 1
+    detection_stride: PositiveInt = 1
     """Run FaceMesh on every n-th frame (1 = all frames)."""
-    sheet_tile: int = 160
+    sheet_tile: PositiveInt = 160
     """Side of one contact-sheet tile in pixels."""
 
 

@@ -19,6 +19,7 @@ from typing import Mapping
 
 from stages._stage import Stage, StageResult
 from talkhead_models.atomic import write_text
+from talkhead_models.config import PositiveInt
 from talkhead_models.data import DataConfig
 from talkhead_models.preprocess import tracking_accuracy
 from talkhead_models.preprocess.accuracy import SECTIONS, Report, build_report
@@ -32,7 +33,7 @@ class PreprocessReportConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     """The identities (``data.identities``; empty = every processed identity) and the source."""
-    frame_stride: int = 1
+    frame_stride: PositiveInt = 1
     """Compare every n-th processed frame (1 = all)."""
 
 

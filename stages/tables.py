@@ -24,6 +24,7 @@ from typing import Any, Mapping
 from stages._runs import check as check_stage_runs
 from stages._stage import Stage, StageResult
 from talkhead_models.atomic import atomic_dir, write_text
+from talkhead_models.config import NonNegativeInt, PositiveInt
 from talkhead_models.reporting.records import SPEED_FILE
 from talkhead_models.reporting import (DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NOT_MEASURABLE, UNMEASURABLE, Evidence,
                                        build_tables, claims_markdown, collect_media, default_claims, evaluate_claims,
@@ -47,9 +48,9 @@ class TablesConfig:
     """Claim "every trained method beats the static row": the PSNR margin in dB."""
     nearest_pose_margin_db: float = 0.0
     """Claim "every trained method beats the nearest-pose row": the PSNR margin in dB."""
-    frames_per_result: int = 6
-    """Sample frames embedded in index.html per (method, identity)."""
-    frame_width: int = 256
+    frames_per_result: NonNegativeInt = 6
+    """Sample frames embedded in index.html per (method, identity) (0: none)."""
+    frame_width: PositiveInt = 256
     """Embedded frames are downscaled to this width (keeps index.html small)."""
 
 

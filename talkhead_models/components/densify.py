@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from talkhead_models.components.gaussians import quaternion_to_rotation
+from talkhead_models.config import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 logger = logging.getLogger(__name__)
 
@@ -33,27 +34,27 @@ REQUIRED_PARAMETERS = ("means", "scales", "quats", "opacities")
 class DensificationConfig:
     """3D-GS defaults (Kerbl et al. 2023, ``OptimizationParams``)."""
 
-    grad_threshold: float = 0.0002
+    grad_threshold: NonNegativeFloat = 0.0002
     """Densify Gaussians whose mean screen-space gradient (NDC units) exceeds this."""
-    percent_dense: float = 0.01
+    percent_dense: NonNegativeFloat = 0.01
     """Clone when the largest scale is at most this fraction of the scene extent, split otherwise."""
-    prune_opacity: float = 0.005
+    prune_opacity: Fraction = 0.005
     """Prune Gaussians less opaque than this."""
-    prune_scale: float = 0.1
+    prune_scale: NonNegativeFloat = 0.1
     """After the first opacity reset, prune Gaussians larger than this fraction of the scene extent."""
-    split_count: int = 2
+    split_count: PositiveInt = 2
     """A split Gaussian becomes this many."""
-    split_scale_divisor: float = 1.6
+    split_scale_divisor: PositiveFloat = 1.6
     """Children's scales are the parent's divided by this (3D-GS: 0.8 * split_count)."""
-    start_iteration: int = 500
+    start_iteration: NonNegativeInt = 500
     """No densification before this iteration."""
-    stop_iteration: int = 15_000
+    stop_iteration: NonNegativeInt = 15_000
     """No densification or opacity reset from this iteration on."""
-    interval: int = 100
+    interval: PositiveInt = 100
     """Densify every this many iterations."""
-    opacity_reset_interval: int = 3000
+    opacity_reset_interval: PositiveInt = 3000
     """Reset opacities every this many iterations."""
-    reset_opacity: float = 0.01
+    reset_opacity: Fraction = 0.01
     """Opacities are clamped down to this at a reset."""
 
 

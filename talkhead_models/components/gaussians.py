@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from talkhead_models.components.backends import cuda_library_available
+from talkhead_models.config import NonNegativeFloat, PositiveFloat, PositiveInt
 
 RasterBackend = Literal["torch", "gsplat", "auto"]
 
@@ -64,18 +65,18 @@ SH_C3 = (
 class RasterSettings:
     """Rasteriser options; defaults are gsplat's."""
 
-    tile_size: int = 16
+    tile_size: PositiveInt = 16
     """gsplat backend: tile side in pixels (gsplat's default, one CUDA block per tile)."""
-    torch_tile_size: int = 8
+    torch_tile_size: PositiveInt = 8
     """Torch backend: tile side in pixels. Smaller tiles than gsplat's waste fewer pixel evaluations
     on a CPU (20k Gaussians at 128x128 train about 1.7x faster than with 16); the image does not depend on it."""
-    near_plane: float = 0.01
+    near_plane: PositiveFloat = 0.01
     """Gaussians nearer than this (camera z) are culled."""
-    far_plane: float = 1e10
+    far_plane: PositiveFloat = 1e10
     """Gaussians farther than this are culled."""
-    eps2d: float = 0.3
+    eps2d: NonNegativeFloat = 0.3
     """Added to the projected covariance's diagonal (px^2) so that every Gaussian covers about a pixel."""
-    chunk_size: int = 32
+    chunk_size: PositiveInt = 32
     """Torch backend: Gaussians per tile composited in one vectorised block (memory vs. Python overhead)."""
 
 

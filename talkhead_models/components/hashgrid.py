@@ -16,13 +16,15 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
+import annotated_types
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from talkhead_models.components.backends import cuda_library_available
+from talkhead_models.config import PositiveInt
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +42,17 @@ INIT_RANGE = 1e-4
 class HashGridConfig:
     """Hash-grid hyper-parameters; defaults are R2-Talker's landmark encoder (supplement Table 7)."""
 
-    input_dim: int = 3
+    input_dim: Annotated[int, annotated_types.Interval(ge=1, le=len(HASH_PRIMES))] = 3
     """Dimension of the points (2 for a tri-plane's planes, 3 for space)."""
-    num_levels: int = 16
+    num_levels: PositiveInt = 16
     """Number of resolution levels L."""
-    level_dim: int = 2
+    level_dim: PositiveInt = 2
     """Features per level F (R2-Talker: 2 for landmarks, 4 for positions)."""
-    base_resolution: int = 32
+    base_resolution: PositiveInt = 32
     """Coarsest resolution N_min."""
-    log2_hashmap_size: int = 16
+    log2_hashmap_size: PositiveInt = 16
     """log2 of the entries per level T; coarse levels that fit use fewer, densely indexed."""
-    desired_resolution: int = 2048
+    desired_resolution: PositiveInt = 2048
     """Finest resolution N_max; fixes the per-level growth factor b = (N_max/N_min)^(1/(L-1))."""
 
     def __post_init__(self) -> None:
@@ -298,16 +300,22 @@ class HashGridEncoding(nn.Module):
 class TriPlaneConfig:
     """One 2D hash grid per plane; defaults are GSTalker's deformation field (Sec. 4.1)."""
 
-    num_levels: int = 14
+    num_levels: PositiveInt = 14
     """GSTalker: L = 14."""
-    level_dim: int = 1
+    level_dim: PositiveInt = 1
     """GSTalker: F = 1."""
-    base_resolution: int = 64
+    base_resolution: PositiveInt = 64
     """GSTalker: resolutions from 64 ..."""
-    desired_resolution: int = 512
+    desired_resolution: PositiveInt = 512
     """... to 512."""
-    log2_hashmap_size: int = 14
+    log2_hashmap_size: PositiveInt = 14
     """Not given by GSTalker; ER-NeRF's tri-plane value."""
+
+    def __post_init__(self) -> None:
+        if self.desired_resolution < self.base_resolution:
+            raise ValueError(
+                f"desired_resolution {self.desired_resolution} is below base_resolution {self.base_resolution}"
+            )
 
     def plane_config(self) -> HashGridConfig:
         return HashGridConfig(

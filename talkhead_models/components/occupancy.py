@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from talkhead_models.components.volume import RenderResult, composite, sample_stratified
+from talkhead_models.config import Fraction, NonNegativeFloat, PositiveInt
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +35,13 @@ ConditionalDensity = Callable[[Tensor, Any], Tensor]
 class OccupancyGridConfig:
     """Defaults follow torch-ngp / RAD-NeRF."""
 
-    resolution: int = 128
+    resolution: PositiveInt = 128
     """Cells per axis."""
-    density_threshold: float = 10.0
+    density_threshold: NonNegativeFloat = 10.0
     """A cell is occupied when its density exceeds min(mean density, this)."""
-    decay: float = 0.95
+    decay: Fraction = 0.95
     """Old densities decay by this factor at each update (exponential moving maximum)."""
-    chunk_size: int = 65536
+    chunk_size: PositiveInt = 65536
     """Points per density evaluation during an update, to bound memory."""
 
 

@@ -14,12 +14,14 @@ any of them:
 from __future__ import annotations
 
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 from talkhead_models.config import validate_name
+from talkhead_models.data import Source
 
-SOURCES = ("synthetic", "mead", "videos")
+SOURCES = typing.get_args(Source)
 _MEAD_VIDEO = re.compile(r"^video/front/(?P<emotion>[a-z]+)/level_(?P<level>\d+)/(?P<sentence>\d+)\.mp4$")
 
 

@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from talkhead_models.config import ConfigError, validate_name
+from talkhead_models.config import ConfigError, PositiveInt, validate_name
 from talkhead_models.data.identity_reader import IdentityReader
 from talkhead_models.evaluation.driving import FrameBudget, drivings
 from talkhead_models.methods.base import Driving, TalkingHead
@@ -48,13 +48,13 @@ class SpeedConfig:
     Table 1 speed claim) and GSTalker against R2-Talker (GSTalker's claim to render faster than the NeRFs)."""
     identity: str = ""
     """Whose models are compared; "" = for each pair, the first of ``data.identities`` with both models trained."""
-    frames: int = 20
+    frames: PositiveInt = 20
     """Frames rendered per repetition (the first self-driven held-out clip that long, cut to this length)."""
-    repetitions: int = 7
+    repetitions: PositiveInt = 7
     """Timed rounds; each round renders the frames with A, then with B."""
-    warmup_frames: int = 3
+    warmup_frames: PositiveInt = 3
     """Untimed frames each model renders before the first round (first-call allocations, caches)."""
-    threads: int = 2
+    threads: PositiveInt = 2
     """torch threads while rendering; 2 = the demo's evaluate threads, so the FPS compare with its records'."""
 
     def __post_init__(self) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Protocol
 
 import numpy as np
 
-from talkhead_models.config import from_dict, validate_name
+from talkhead_models.config import from_dict, resolve, validate_name
 
 Role = Literal["self", "cross"]
 MetricLogger = Callable[[str, float, int], None]
@@ -149,6 +149,12 @@ class MethodSpec:
         """The family's params section, then this variant's overrides, as the config dataclass."""
         merged = {**dict(section or {}), **dict(self.overrides)}
         return from_dict(self.config, merged, where=self.family)
+
+    def resolve_params(self, params: Mapping[str, Any]) -> Any:
+        """The config from a whole params file: the family's section for the active profile, then this variant's
+        overrides (what :meth:`resolve_config` gives for that section), a refused value named as params.yaml
+        spells it (``profiles.demo.r2talker.iterations``)."""
+        return resolve(self.config, params, self.family, pinned=self.overrides)
 
 
 _REGISTRY: dict[str, MethodSpec] = {}

@@ -12,6 +12,7 @@ import yaml
 from tests.conftest import TINY
 from stages import describe, synth
 from stages._stage import tracking_uri
+from talkhead_models.config import ConfigError
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +64,24 @@ def test_prefect_flow_runs_the_dag_and_logs_one_mlflow_run_per_stage(tmp_path):
     assert Path(tmp_path / "mlflow.db").is_file()
 
 
+def test_the_flow_refuses_mistaken_params_before_any_stage_runs(tmp_path):
+    from flows.pipeline import pipeline
+
+    _write_params(tmp_path)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["crpo"] = {"image_size": 128}
+    params["profiles"]["test"]["landmarks"] = {"backend": "dlib"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError) as refused:
+        pipeline.fn(params_path="params.yaml", root=str(tmp_path))  # the flow's body, without a Prefect server
+    assert refused.value.problems == [
+        "params.yaml: crpo: unknown params section: did you mean 'crop'?",
+        "params.yaml: profiles.test.landmarks.backend: got 'dlib'; expected one of 'mediapipe', 'face_alignment'",
+        "params.yaml: 2 problem(s); nothing was run",
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
+
+
 def test_cli_refuses_a_missing_input_with_the_fix(tmp_path, monkeypatch):
     _write_params(tmp_path)
     monkeypatch.chdir(tmp_path)
@@ -71,10 +90,23 @@ def test_cli_refuses_a_missing_input_with_the_fix(tmp_path, monkeypatch):
     assert not (tmp_path / "reports").exists()
 
 
-def test_failed_stage_leaves_no_output_and_a_failed_run(tmp_path):
-    params = {"profile": "paper", "synth": {"emotions": ["bored"], "n_identities": 1}}
-    with pytest.raises(ValueError, match="unknown emotions"):
+def test_failed_stage_leaves_no_output_and_a_failed_run(tmp_path, monkeypatch):
+    def half_written(cfg, root: Path) -> list:
+        (root / "S001").mkdir()
+        (root / "S001" / "part.mp4").write_bytes(b"\0" * 16)
+        raise ValueError("rendering failed half-way")
+
+    monkeypatch.setattr(synth, "generate", half_written)
+    params = {"profile": "paper", "synth": {"n_identities": 1}}
+    with pytest.raises(ValueError, match="rendering failed half-way"):
         synth.STAGE.execute(params, root=tmp_path)
     assert not (tmp_path / "data" / "raw" / "synthetic").exists()
     assert [p.name for p in (tmp_path / "data" / "raw").iterdir()] == []
     assert [r.info.status for r in _runs(tmp_path)] == ["FAILED"]
+
+
+def test_a_refused_config_starts_no_run_and_writes_nothing(tmp_path):
+    params = {"profile": "paper", "synth": {"emotions": ["bored"], "n_identities": 1}}
+    with pytest.raises(ConfigError, match=r"^synth\.emotions: got \['bored'\]; expected a list, each item one of"):
+        synth.STAGE.execute(params, root=tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -19,14 +19,19 @@ import json
 import logging
 import multiprocessing
 import tempfile
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
+import annotated_types
 import numpy as np
+from pydantic import Field
 from tqdm import tqdm
 
 from talkhead_models import face_topology as topo
-from talkhead_models.config import validate_name
+from talkhead_models.config import (NAME_MAX_LENGTH, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                                    validate_name)
 from talkhead_models.data.synthetic import speech
 from talkhead_models.data.synthetic.face import LABEL_NAMES, PhotoFace, build_rig, make_look, photo_face
 from talkhead_models.data.synthetic.motion import blinks, emotion_intensity, head_motion, torso_follow
@@ -39,43 +44,52 @@ log = logging.getLogger(__name__)
 EMOTION_LEVELS = {"neutral": 1, "angry": 3, "happy": 3, "sad": 3}
 LEVEL_INTENSITY = {1: 0.35, 2: 0.7, 3: 1.0}
 CONTINUOUS_SENTENCE_BASE = 1000  # sentence ids of the long videos, disjoint from the clips'
+Emotion = Literal["neutral", "angry", "happy", "sad"]
+"""The emotions the corpus records (the keys of :data:`EMOTION_LEVELS`)."""
+AudioFormat = Literal["m4a", "wav"]
+AUDIO_FORMATS = typing.get_args(AudioFormat)
+IdentityPrefix = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]*$", max_length=NAME_MAX_LENGTH - 3,
+                                      description=f"letters, digits, '_' and '-', at most {NAME_MAX_LENGTH - 3} "
+                                                  "characters (it starts every identity name)")]
+Crf = Annotated[int, annotated_types.Interval(ge=0, le=51)]
+"""An x264 constant rate factor."""
 
 
 @dataclass(frozen=True)
 class SynthConfig:
     """The synthetic corpus. Defaults are the full (paper-sized) corpus."""
 
-    seed: int = 0
+    seed: NonNegativeInt = 0
     """Seed of everything random; the same seed gives the same corpus."""
-    n_identities: int = 6
+    n_identities: PositiveInt = 6
     """Number of speakers. At least 3 so one can be held out for the single-shot method."""
-    identity_prefix: str = "S"
+    identity_prefix: IdentityPrefix = "S"
     """Identity names are the prefix plus a 3-digit number (S001, ...), like MEAD's M003/W009."""
-    image_size: int = 512
+    image_size: PositiveInt = 512
     """Side of the square frames in pixels (the papers train at 512 or 450)."""
-    fps: float = 30.0
+    fps: PositiveFloat = 30.0
     """Frame rate of the MEAD-like clips (MEAD records at 30 fps; preprocessing resamples to 25)."""
-    video_fps: float = 25.0
+    video_fps: PositiveFloat = 25.0
     """Frame rate of the long person-specific videos (the AD-NeRF/ER-NeRF datasets are 25 fps)."""
-    sample_rate: int = 16000
+    sample_rate: PositiveInt = 16000
     """Audio sample rate in Hz."""
-    n_sentences: int = 12
+    n_sentences: PositiveInt = 12
     """Sentences per identity; each is spoken in every emotion."""
-    emotions: tuple[str, ...] = speech.EMOTIONS
+    emotions: tuple[Emotion, ...] = speech.EMOTIONS
     """Emotions recorded; neutral at level 1, the others at level 3 (JEAN's selection)."""
-    video_seconds: float = 120.0
+    video_seconds: PositiveFloat = 120.0
     """Minimum length of each person-specific video, in seconds."""
-    audio_format: str = "m4a"
+    audio_format: AudioFormat = "m4a"
     """Container of the separate audio files: m4a (as MEAD) or wav."""
-    focal_factor: float = 2.2
+    focal_factor: PositiveFloat = 2.2
     """Focal length as a multiple of the image side (about 26 degrees field of view)."""
-    max_angles_deg: tuple[float, float, float] = (15.0, 10.0, 5.0)
+    max_angles_deg: tuple[NonNegativeFloat, NonNegativeFloat, NonNegativeFloat] = (15.0, 10.0, 5.0)
     """Largest yaw, pitch and roll of the head, in degrees."""
-    max_translation_cm: float = 1.5
+    max_translation_cm: NonNegativeFloat = 1.5
     """Largest sideways head translation in cm (depth moves 1.5 times this)."""
-    crf: int = 18
+    crf: Crf = 18
     """x264 quality of the videos (lower is better; 18 is visually lossless)."""
-    workers: int = 2
+    workers: PositiveInt = 2
     """Processes rendering clips in parallel."""
 
     def identity_names(self) -> list[str]:
@@ -128,8 +142,8 @@ def plan(cfg: SynthConfig) -> list[ClipSpec]:
 
 def generate(cfg: SynthConfig, root: Path) -> list[dict]:
     """Render the whole corpus into ``root`` (an empty folder). Returns the clip table."""
-    if cfg.audio_format not in ("m4a", "wav"):
-        raise ValueError(f"audio_format must be 'm4a' or 'wav', not {cfg.audio_format!r}")
+    if cfg.audio_format not in AUDIO_FORMATS:
+        raise ValueError(f"audio_format must be one of {AUDIO_FORMATS}, not {cfg.audio_format!r}")
     specs = plan(cfg)
     photo = photo_face(cfg.image_size)
     rows: list[dict] = []

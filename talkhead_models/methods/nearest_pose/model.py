@@ -36,6 +36,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from talkhead_models.config import PositiveFloat
 from talkhead_models.data.identity_reader import IdentityError, IdentityReader, TrackedCameras
 from talkhead_models.methods.base import Driving, MetricLogger, model_dir_file
 from talkhead_models.preprocess.cameras import DECIMETRES_PER_METRE, pose_from_transform, rotation_angle_deg
@@ -51,7 +52,7 @@ POSES_FILE = "poses.npz"
 class NearestPoseConfig:
     """How head poses are compared (a reference row: no paper; the default is the one the module documents)."""
 
-    translation_scale: float = 0.1
+    translation_scale: PositiveFloat = 0.1
     """Metres of head translation that weigh as much as one radian of head rotation in the pose distance: the
     radius around the head frame's origin (the face oval's centroid) that holds the face's points (4-9 cm), so
     the distance times this scale bounds how far any face point moves."""

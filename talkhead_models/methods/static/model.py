@@ -7,8 +7,9 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Annotated, Any, Iterator, Mapping
 
+import annotated_types
 import numpy as np
 
 from talkhead_models.data.identity_reader import IdentityReader
@@ -23,7 +24,7 @@ MODEL_FILE = "model.json"
 class StaticConfig:
     """Which training frame the static row repeats."""
 
-    frame: int = -1
+    frame: Annotated[int, annotated_types.Ge(-1)] = -1
     """Processed frame index to repeat; -1 = the identity's first training frame."""
 
 

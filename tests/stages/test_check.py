@@ -1,0 +1,148 @@
+"""``python -m stages.check``: exit status, one logged line per problem, dvc.runs.yaml, and folder sources."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import check
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS_FILE = "dvc.runs.yaml"
+
+
+@pytest.fixture
+def checkout(tmp_path) -> Path:
+    """The committed params.yaml and dvc.runs.yaml, alone in a folder (no data/)."""
+    for name in ("params.yaml", RUNS_FILE):
+        shutil.copy(ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def edit(root: Path, change) -> Path:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    change(params)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root / "params.yaml"
+
+
+def problem_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+
+
+def test_the_committed_params_pass(checkout, caplog):
+    caplog.set_level(logging.INFO)
+    assert check.main(["--params", str(checkout / "params.yaml")]) == 0
+    assert problem_lines(caplog) == []
+
+
+def test_each_problem_is_one_logged_line_naming_the_file_and_the_exit_status_is_1(checkout, caplog):
+    def two_mistakes(params):
+        params["crop"]["skip_unreadable"] = "no"
+        params["profiles"]["demo"]["r2talkr"] = {}
+
+    path = edit(checkout, two_mistakes)
+    assert check.main(["--params", str(path)]) == 1
+    assert problem_lines(caplog) == [
+        f"{path}: profiles.demo.r2talkr: unknown params section: did you mean 'r2talker'?",
+        f"{path}: crop.skip_unreadable: got 'no'; expected true or false",
+        f"{path}: 2 problem(s); nothing was run",
+    ]
+
+
+def test_a_stale_runs_file_is_reported_and_write_runs_brings_it_in_step(checkout, caplog):
+    path = edit(checkout, lambda params: params.update(seeds=[0, 1]))
+    assert check.main(["--params", str(path)]) == 1
+    assert "dvc.runs.yaml is out of date" in problem_lines(caplog)[0]
+    assert check.main(["--params", str(path), "--write-runs"]) == 0
+    written = yaml.safe_load((checkout / RUNS_FILE).read_text())["stage_runs"]
+    # the committed runs: 3 reference rows (no seed) + 9 trained runs, now each with seeds 0 and 1
+    assert len(written) == 3 + 9 * 2
+    assert {"r2talker-S001-s1", "gstalker_no_perceptual-S001-s1", "static-S001-s0"} <= set(written)
+    assert "static-S001-s1" not in written
+    assert check.main(["--params", str(path)]) == 0
+
+
+def test_write_runs_leaves_the_runs_file_alone_when_the_params_are_refused(checkout):
+    before = (checkout / RUNS_FILE).read_bytes()
+    path = edit(checkout, lambda params: params.update(seeds=[0, 1], crpo={}))
+    assert check.main(["--params", str(path), "--write-runs"]) == 1
+    assert (checkout / RUNS_FILE).read_bytes() == before
+
+
+def test_a_folder_source_is_checked_against_the_identities_in_its_folder(checkout):
+    params = yaml.safe_load((checkout / "params.yaml").read_text())
+    params["data"] = {"source": "videos", "identities": ["A001", "C003"]}
+    params["runs"] = {"static-A001": {"method": "static", "family": "static", "identity": "A001"},
+                      "static-B002": {"method": "static", "family": "static", "identity": "B002"}}
+    params["seeds"] = [0]
+    assert check.problems(params, checkout) == [
+        f"data.source: 'videos' reads {checkout / 'data/raw/videos'}, which does not exist: put the recordings "
+        "there (docs/OWN_VIDEO.md) or use source: synthetic"]
+    videos = checkout / "data" / "raw" / "videos"
+    videos.mkdir(parents=True)
+    for name in ("A001", "B002"):
+        (videos / f"{name}.mp4").touch()
+    assert check.problems(params, checkout) == [
+        "data.identities: 'C003' is not in the videos source (A001, B002)",
+        "runs.static-B002.identity: 'B002' is not processed: it is not in data.identities (A001, C003)",
+    ]
+
+
+def test_a_params_file_that_is_not_yaml_or_not_there_is_named(tmp_path, caplog):
+    broken = tmp_path / "params.yaml"
+    broken.write_text("crop: {image_size: 256\n")
+    assert check.main(["--params", str(broken)]) == 1
+    assert problem_lines(caplog)[0].startswith(f"{broken}: cannot be read as YAML")
+    assert check.main(["--params", str(tmp_path / "missing.yaml")]) == 1
+    assert "missing.yaml not found" in problem_lines(caplog)[-1]
+
+
+@pytest.fixture
+def checkout_with_dvc(checkout) -> Path:
+    """The checkout with dvc.yaml too: its params lists are what a profile must name."""
+    shutil.copy(ROOT / "dvc.yaml", checkout / "dvc.yaml")
+    return checkout
+
+
+def test_a_profile_of_ones_own_missing_a_section_dvc_yaml_reads_is_one_line(checkout_with_dvc):
+    params = yaml.safe_load((checkout_with_dvc / "params.yaml").read_text())
+    assert check.problems(params, checkout_with_dvc) == []
+    params["profiles"]["myprofile"] = {k: v for k, v in params["profiles"]["demo"].items() if k != "crop"}
+    params["profile"] = "myprofile"
+    assert check.problems(params, checkout_with_dvc) == [
+        "profiles.myprofile: missing section 'crop' (dvc.yaml's stages read it; add `crop: {}`, empty for the "
+        "defaults)"]
+
+
+def test_a_family_section_is_wanted_under_the_profile_when_runs_train_that_family(checkout_with_dvc):
+    params = yaml.safe_load((checkout_with_dvc / "params.yaml").read_text())
+    # nearest_pose is read through profiles.${profile}.${item.family} only: by its runs
+    del params["profiles"]["demo"]["nearest_pose"]
+    assert check.problems(params, checkout_with_dvc) == [
+        "profiles.demo: missing section 'nearest_pose' (dvc.yaml's stages read it; add `nearest_pose: {}`, empty "
+        "for the defaults)"]
+    del params["runs"]["nearest_pose-S001"]
+    assert check.main(["--params", str(edit(checkout_with_dvc, lambda p: p.update(params))),
+                       "--write-runs"]) == 0
+
+
+def test_missing_sections_at_the_top_and_a_missing_paper_profile_are_named(checkout_with_dvc):
+    params = yaml.safe_load((checkout_with_dvc / "params.yaml").read_text())
+    del params["crop"]
+    for name in ("crop", "data"):
+        del params["profiles"]["demo"][name]
+    assert check.problems(params, checkout_with_dvc) == [
+        "crop: missing section (dvc.yaml's stages read it; add `crop: {}`, empty for the defaults)",
+        "profiles.demo: missing sections 'crop', 'data' (dvc.yaml's stages read them; add each as "
+        "`<section>: {}`, empty for the defaults)"]
+    params = yaml.safe_load((checkout_with_dvc / "params.yaml").read_text())
+    params["profile"] = "paper"
+    del params["profiles"]["paper"]
+    found = check.problems(params, checkout_with_dvc)
+    assert len(found) == 1 and found[0].startswith("profiles.paper: missing (dvc.yaml's stages read "
+                                                   "profiles.paper.<section>; add `paper:` under profiles"), found
