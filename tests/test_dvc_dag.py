@@ -36,6 +36,7 @@ def test_every_stage_is_in_dvc_yaml_with_its_default_paths():
     dag = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert list(dag) == [s.name for s in PIPELINE]
     all_outputs = {_dvc_path(p) for s in PIPELINE for p in s.outputs.values()}
+    produced_paths = all_outputs | _per_identity_outputs() | _per_run_outputs()
     for stage in PIPELINE:
         entry = dag[stage.name]
         if stage.per_method:
@@ -69,8 +70,7 @@ def test_every_stage_is_in_dvc_yaml_with_its_default_paths():
             # A dep is produced by the DAG when it is an output, a folder holding outputs (reports/metrics),
             # or a file inside one identity's output folder (data/processed/S001/crop/clips.parquet).
             produced = dep == "data/raw/${data.source}" or any(
-                out == dep or out.startswith(dep + "/") or dep.startswith(out + "/")
-                for out in all_outputs | _per_identity_outputs() | _per_run_outputs())
+                out == dep or out.startswith(dep + "/") or dep.startswith(out + "/") for out in produced_paths)
             assert (ROOT / dep).exists() or produced, (stage.name, dep)
         for section in entry.get("params", []):
             assert isinstance(section, str)
@@ -155,7 +155,7 @@ def _check_per_method_stage(stage, entry) -> None:
     assert f"stages/{stage.name}.py" in deps and "talkhead_models/methods/${item.family}" in deps
     declared_outs = _entries(entry.get("outs")) | _entries(entry.get("metrics"))
     assert {_dvc_path(p, RUN_SPELLING) for p in stage.outputs.values()} == declared_outs, stage.name
-    assert "${item.family}" in entry["params"] and "profiles.demo.${item.family}" in entry["params"]
+    assert "${item.family}" in entry["params"] and "profiles.${profile}.${item.family}" in entry["params"]
 
 
 def test_every_run_names_a_registered_method_of_its_family_with_params_sections():
@@ -169,8 +169,8 @@ def test_every_run_names_a_registered_method_of_its_family_with_params_sections(
         spec = get_method(entry["method"])
         assert key == f"{entry['method']}-{entry['identity']}"
         assert spec.family == entry["family"], key
-        # DVC refuses a params key that is missing, so each family has a section and a demo section.
-        assert spec.family in raw and spec.family in raw["profiles"]["demo"], key
+        # DVC refuses a params key that is missing, so each family has a section at top level and in every profile.
+        assert spec.family in raw and all(spec.family in body for body in raw["profiles"].values()), key
         assert entry["identity"] in params["data"]["identities"], key
         spec.resolve_config(raw[spec.family] or {})
 

@@ -181,6 +181,6 @@ def test_dvc_speed_stage_depends_on_the_models_and_params_the_configured_pairs_u
         assert {f"data/models/{a}/{identity}", f"data/models/{b}/{identity}",
                 f"data/processed/{identity}"} <= deps, (a, b)
         for family in {get_method(a).family, get_method(b).family}:
-            assert {family, f"profiles.demo.{family}"} <= set(entry["params"]), family
+            assert {family, f"profiles.${{profile}}.{family}"} <= set(entry["params"]), family
         covered += 1
     assert covered == len(cfg.pairs)  # the demo's runs train every default pair
