@@ -27,6 +27,7 @@ their demo aids beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -604,6 +605,12 @@ def evaluate_claims(evidence: Evidence, claims: tuple[Claim, ...] = CLAIMS) -> l
         aids = tuple((evidence.records.method(key), evidence.records.aids_text(key))
                      for key in dict.fromkeys(verdict.runs) if evidence.records.has(key)
                      and (key[0] not in REFERENCE_FAMILIES or evidence.records.aids(key)))
+        stale = [text for key in dict.fromkeys(verdict.runs) for text in evidence.records.seeds_left_out(key)]
+        if stale:
+            # A claim decided on fewer seeds than were trained says so: the others' records are stale.
+            verdict = dataclasses.replace(verdict, numbers=(
+                f"{verdict.numbers}; left out (records made from other code, config or data than the lowest "
+                f"seed's): {'; '.join(stale)}"))
         outcomes.append(Outcome(claim, verdict, aids))
     return outcomes
 

@@ -389,6 +389,15 @@ class RecordSet:
         """The notes of ``key``'s records left out of the means."""
         return [note for record, note in zip(self.dropped, self.left_out) if record.key == key]
 
+    def seeds_left_out(self, key: Key) -> list[str]:
+        """``r2talker S001 seeds 1, 2``: per identity, the seeds of ``key`` left out of the means."""
+        by_identity: dict[str, list[int]] = {}
+        for record in self.dropped:
+            if record.key == key:
+                by_identity.setdefault(record.identity, []).append(record.seed)
+        return [f"{self.method(key)} {identity} seed{'s' * (len(seeds) > 1)} {', '.join(map(str, sorted(seeds)))}"
+                for identity, seeds in sorted(by_identity.items())]
+
     def has(self, key: Key) -> bool:
         return any(record.key == key for record in self.records)
 

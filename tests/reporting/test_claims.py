@@ -129,6 +129,22 @@ def test_every_seed_must_agree_and_the_spread_is_reported(tmp_path):
     assert _verdict(metrics, "r2talker_landmarks_lower_lmd").status == INCONCLUSIVE  # seed 2 says the opposite
 
 
+def test_a_claim_decided_without_stale_seeds_names_them(tmp_path):
+    metrics = tmp_path / "metrics"
+    rng = np.random.default_rng(1)
+    difficulty = rng.uniform(1.0, 3.0, 150)
+    for seed, digest in ((0, "a"), (1, "a"), (2, "b")):
+        write_record(metrics, *BASE, "S001", {"M-LMD": (difficulty + rng.normal(0, 0.1, 150)).tolist()}, seed=seed,
+                     inputs_digest=digest)
+        write_record(metrics, *LANDMARKS, "S001", {"M-LMD": (difficulty - 0.4 + rng.normal(0, 0.1, 150)).tolist()},
+                     seed=seed, inputs_digest=digest if seed < 2 else "a")
+    verdict = _verdict(metrics, "r2talker_landmarks_lower_lmd")
+    # Seed 2 of the baseline was made from other inputs: the claim pairs seeds 0 and 1 and says what it left out.
+    assert verdict.status == HOLDS and "seed 2" not in verdict.numbers.split("; left out")[0]
+    assert verdict.numbers.endswith("; left out (records made from other code, config or data than the lowest "
+                                    "seed's): r2talker_audio_baseline S001 seed 2")
+
+
 def test_na_values_make_a_claim_not_yet_measurable(tmp_path):
     metrics = write_corpus(tmp_path / "metrics")
     write_record(metrics, "r2talker_maglo", "r2talker", "maglo", "S001", {"PSNR": 27.9, "LPIPS": None})

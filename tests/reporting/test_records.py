@@ -184,6 +184,8 @@ def test_a_seed_made_from_other_inputs_is_left_out_and_said_so(tmp_path, caplog)
     assert records.left_out == [note] and [r.seed for r in records.dropped] == [2]
     assert records.left_out_of(("r2talker", "maglo")) == [note] and not records.left_out_of(("r2talker", ""))
     assert records.seeds(("r2talker", "maglo")) == (0, 1)   # nor compared: claims pair only the seeds kept
+    assert records.seeds_left_out(("r2talker", "maglo")) == ["r2talker_maglo S001 seed 2"]
+    assert records.seeds_left_out(("r2talker", "")) == []
     assert [r.message for r in caplog.records if r.levelname == "WARNING"] == [note]
 
 
