@@ -153,43 +153,67 @@ def _combine_over_axes(per_axis: list[Tensor], combine) -> Tensor:
     return result
 
 
-def encode_torch(
-    unit_points: Tensor, embeddings: Tensor, layouts: list[LevelLayout], level_dim: int
-) -> Tensor:
+def encode_torch(unit_points: Tensor, embeddings: Tensor, layouts: list[LevelLayout]) -> Tensor:
     """Encode points in the unit cube with the table ``embeddings`` [entries, F] -> [N, L*F].
 
     Vectorised over points and corners with one loop over levels. Hash and
     multilinear weights are separable over axes, so each is computed per
     axis for the two neighbouring vertices and combined by an outer XOR / sum
     / product. Autograd gives the gradients for the table and the points.
-    All levels are gathered from the table in one ``index_select``: its
-    backward fills a table-sized gradient once per call instead of once per
-    level, which dominated the CPU time of small training batches.
+
+    How the work is laid out is chosen for CPU speed; the arithmetic is that
+    of the plain per-level grid, so outputs and gradients are the same numbers
+    (benchmarks/bench_components.py asserts it before timing the two):
+
+    * Each level reads its own slice of the table (``split``), with indices
+      local to the slice. The backward of a level's gather then fills a
+      gradient of the slice's size only, and ``split``'s backward joins the
+      slices into the table's gradient once per call. Gathering each level
+      from the whole table filled a table-sized gradient per level (slow for
+      small batches); gathering all levels in one ``index_select`` avoided
+      that but built level-concatenated index, weight and value tensors L
+      times a level's size, which from 2^15 points on cost more in memory
+      traffic and freshly mapped pages than it saved (1.3-1.4x slower at
+      2^15-2^18 points). One path now wins at every size, so none is chosen
+      by batch size.
+    * The slice is gathered transposed, [F, entries] -> [F, 2^D, N], so the
+      weighted sum over corners and its backward broadcast the weights along
+      the contiguous points dimension; with values [2^D, N, F] every product
+      broadcast over a dimension of F (2) elements, which ran at a fraction
+      of the memory speed.
+    * Vertices are the lower corner and lower + 1 stacked, not the lower
+      corner plus a broadcast [[0], [1]]: torch ran that broadcast add several
+      times slower than the stack.
+    * Indices stay int64: ``index_select``'s CPU backward is about 4x slower
+      with int32 indices.
     """
     num_points, input_dim = unit_points.shape
-    neighbour = torch.tensor([[0], [1]], device=unit_points.device)
     axes = unit_points.T  # [D, N]
-    level_indices, level_weights = [], []
-    for layout in layouts:
+    primes = torch.tensor(HASH_PRIMES[:input_dim], device=unit_points.device).view(-1, 1, 1)
+    sizes = [layout.size for layout in layouts]
+    unused = embeddings.shape[0] - sum(sizes)  # the finer levels a progressive schedule leaves out
+    tables = embeddings.split(sizes + [unused] if unused else sizes)
+    level_features = []
+    for layout, table in zip(layouts, tables):
         grid_position = axes * layout.scale + 0.5
         cell = torch.floor(grid_position)
         fraction = grid_position - cell  # [D, N], carries the gradient w.r.t. the points
-        vertices = cell.long().unsqueeze(1) + neighbour  # [D, 2, N]: lower and upper vertex per axis
+        lower = cell.long()
+        vertices = torch.stack([lower, lower + 1], 1)  # [D, 2, N]: lower and upper vertex per axis
         if layout.hashed:
-            # tiny-cuda-nn's fast_hash in uint32 arithmetic: XOR of coordinate * prime.
+            # tiny-cuda-nn's fast_hash in uint32 arithmetic, XOR of coordinate * prime, reduced modulo the level's
+            # power-of-two size: AND distributes over XOR, so each axis's product is masked before the XOR.
             # Coordinates stay below 2^13 and primes below 2^32, so products fit in int64.
-            contributions = [(vertices[d] * HASH_PRIMES[d]) & _UINT32_MASK for d in range(input_dim)]
-            index = _combine_over_axes(contributions, torch.bitwise_xor) & (layout.size - 1)
+            # (The uint32 mask only matters for levels of more than 2^32 entries.)
+            contributions = (vertices * primes).bitwise_and_((layout.size - 1) & _UINT32_MASK)
+            index = _combine_over_axes(list(contributions), torch.bitwise_xor)
         else:
-            contributions = [vertices[d] * layout.resolution**d for d in range(input_dim)]
-            index = _combine_over_axes(contributions, torch.add) % layout.size
-        axis_weights = [torch.stack([1.0 - fraction[d], fraction[d]]) for d in range(input_dim)]
-        level_weights.append(_combine_over_axes(axis_weights, torch.mul))  # [2^D, N]
-        level_indices.append(index + layout.offset)
-    weights = torch.stack(level_weights)  # [L, 2^D, N]
-    values = embeddings.index_select(0, torch.stack(level_indices).flatten()).view(*weights.shape, -1)
-    features = (weights.unsqueeze(-1) * values).sum(1)  # [L, N, F]
-    return features.transpose(0, 1).reshape(num_points, len(layouts) * level_dim)
+            strides = torch.tensor([layout.resolution**d for d in range(input_dim)], device=unit_points.device)
+            index = _combine_over_axes(list(vertices * strides.view(-1, 1, 1)), torch.add) % layout.size
+        weights = _combine_over_axes(list(torch.stack([1.0 - fraction, fraction], 1)), torch.mul)  # [2^D, N]
+        values = table.T.contiguous().index_select(1, index.flatten()).view(-1, *index.shape)  # [F, 2^D, N]
+        level_features.append((weights * values).sum(1))  # [F, N]
+    return torch.cat(level_features).T.contiguous()  # [N, L*F], level after level
 
 
 class HashGridEncoding(nn.Module):
@@ -290,7 +314,7 @@ class HashGridEncoding(nn.Module):
         # R2-Talker's progressive schedule the paper's first 5,000 iterations encode 4 levels of 16. The active
         # levels' features and the table's gradient are the same numbers as when all levels are encoded.
         active = self._active_levels
-        features = encode_torch(unit_points, self.embeddings, self.layouts[:active], self.config.level_dim)
+        features = encode_torch(unit_points, self.embeddings, self.layouts[:active])
         if active < self.config.num_levels:
             features = nn.functional.pad(features, (0, (self.config.num_levels - active) * self.config.level_dim))
         return features.reshape(*leading_shape, self.output_dim)

@@ -25,10 +25,12 @@ SMALL_3D = HashGridConfig(input_dim=3, num_levels=4, level_dim=2, base_resolutio
 SMALL_2D = HashGridConfig(input_dim=2, num_levels=4, level_dim=3, base_resolution=4, log2_hashmap_size=6, desired_resolution=16)
 
 
-def reference_encoding(points_unit: np.ndarray, table: np.ndarray, config: HashGridConfig) -> np.ndarray:
-    """Instant-NGP's encoding evaluated point by point, corner by corner, with Python integers."""
+def reference_corners(points_unit: np.ndarray, config: HashGridConfig):
+    """Instant-NGP's lookups, point by point, corner by corner, with Python integers.
+
+    Yields (point, level, table row, weight): the encoding adds weight * table[row] to the point's level features.
+    """
     growth = math.exp(math.log(config.desired_resolution / config.base_resolution) / (config.num_levels - 1))
-    output = np.zeros((len(points_unit), config.num_levels * config.level_dim))
     offset = 0
     for level in range(config.num_levels):
         scale = config.base_resolution * growth**level - 1.0
@@ -48,10 +50,24 @@ def reference_encoding(points_unit: np.ndarray, table: np.ndarray, config: HashG
                     index = 0
                     for d, v in enumerate(vertex):
                         index ^= (v * HASH_PRIMES[d]) % 2**32
-                index %= size
-                output[p, level * config.level_dim : (level + 1) * config.level_dim] += weight * table[offset + index]
+                yield p, level, offset + index % size, weight
         offset += size
+
+
+def reference_encoding(points_unit: np.ndarray, table: np.ndarray, config: HashGridConfig) -> np.ndarray:
+    """Instant-NGP's encoding evaluated point by point, corner by corner (``reference_corners``)."""
+    output = np.zeros((len(points_unit), config.num_levels * config.level_dim))
+    for p, level, row, weight in reference_corners(points_unit, config):
+        output[p, level * config.level_dim : (level + 1) * config.level_dim] += weight * table[row]
     return output
+
+
+def reference_table_gradient(points_unit: np.ndarray, output_grad: np.ndarray, config: HashGridConfig, entries: int):
+    """Gradient of sum(encoding * output_grad) with respect to the table: each lookup adds weight * its output's grad."""
+    gradient = np.zeros((entries, config.level_dim))
+    for p, level, row, weight in reference_corners(points_unit, config):
+        gradient[row] += weight * output_grad[p, level * config.level_dim : (level + 1) * config.level_dim]
+    return gradient
 
 
 def test_level_layout_follows_instant_ngp():
@@ -80,6 +96,26 @@ def test_torch_backend_matches_bruteforce_reference(config):
     )
     assert encoded.shape == (60, config.output_dim)
     np.testing.assert_allclose(encoded.detach().numpy(), expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("config", [SMALL_3D, SMALL_2D], ids=["3d", "2d"])
+@pytest.mark.parametrize("active", [4, 3], ids=["all-levels", "progressive"])
+def test_table_gradient_matches_bruteforce_reference(config, active):
+    # Each level is gathered from its own slice of the table, the finest levels left out by the progressive mask
+    # included: the gradient must still land on exactly the rows and with the weights of Instant-NGP's lookups.
+    torch.manual_seed(5)
+    grid = HashGridEncoding(config, backend="torch")
+    grid.set_active_levels(active)
+    with torch.no_grad():
+        grid.embeddings.uniform_(-1.0, 1.0)
+    points = torch.rand(50, config.input_dim) * 2 - 1
+    output_grad = torch.randn(50, config.output_dim)
+    output_grad[:, active * config.level_dim :] = 0.0  # masked levels output zeros whatever their upstream grad
+    grid(points).backward(output_grad)
+    expected = reference_table_gradient(
+        ((points.double() + 1.0) / 2.0).numpy(), output_grad.double().numpy(), config, grid.embeddings.shape[0]
+    )
+    np.testing.assert_allclose(grid.embeddings.grad.numpy(), expected, atol=1e-5)
 
 
 def test_gradients_pass_gradcheck_in_float64():
