@@ -51,7 +51,8 @@ from talkhead_models.methods.base import MetricLogger
 from talkhead_models.methods.r2talker import R2TalkerConfig
 from talkhead_models.methods.r2talker.data import IdentityData
 from talkhead_models.methods.r2talker.model import MODEL_FILE, load_record, resolve_device
-from talkhead_models.methods.r2talker.trainer import CURVE_FILE, train_r2talker
+from talkhead_models.checkpoints import CURVE_FILE
+from talkhead_models.methods.r2talker.trainer import train_r2talker
 
 logger = logging.getLogger("benchmarks.bench_r2talker")
 

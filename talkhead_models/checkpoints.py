@@ -43,6 +43,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 PREVIOUS_FILE = "checkpoint.previous.pt"
 BAD_SUFFIX = ".bad-"
 CURVE_FILE = "curve.csv"
+"""A trainer's training curve in its model folder; the train stage logs it, the tables stage plots it."""
 CURVE_COLUMNS = ("step", "seconds", "loss", "val_psnr")
 
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Protocol
 
 import numpy as np
 
+from talkhead_models.checkpoints import CURVE_FILE
 from talkhead_models.config import from_dict, resolve, validate_name
 
 Role = Literal["self", "cross"]
@@ -192,8 +193,11 @@ def _load_builtin_methods() -> None:
     import talkhead_models.methods.gstalker  # noqa: F401
 
 
-CURVE_FILE = "curve.csv"
-"""A trainer's training curve in its model folder (step, seconds, loss, val_psnr); the train stage logs it."""
+
+REFERENCE_FAMILIES = ("ground_truth", "static", "nearest_pose")
+"""Families that learn nothing and render nothing (they read frames): rows every table carries, the real frames
+(upper bound), a still frame (what doing nothing scores) and, for each test frame, the training frame of the
+nearest tracked head pose (what retrieval without audio scores); a rendering speed of theirs would mean nothing."""
 
 SAMPLES_DIR = "samples"
 """Folder of a trainer's sample renders (``*.png``) in its model folder; the train stage logs them."""

@@ -22,18 +22,17 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from talkhead_models.checkpoints import CURVE_COLUMNS, CURVE_FILE
 from talkhead_models.config import NAME_PATTERN
 from talkhead_models.runs import split_seed
 from talkhead_models.training_summary import TRAINING_SUMMARY
 
 log = logging.getLogger(__name__)
 
-CURVE_FILE = "curve.csv"
 SUMMARY_FILE = TRAINING_SUMMARY
 """The train stage's summary beside the curve."""
 VALIDATION_KEYS = ("validation_frames", "validation_resolution")
 """train.json keys that say what a curve's validation PSNR was measured on."""
-CURVE_COLUMNS = ("step", "seconds", "loss", "val_psnr")
 PLOT_COLUMNS = ("method", "identity", "seconds", "val_psnr")
 
 

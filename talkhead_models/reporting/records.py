@@ -50,6 +50,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from talkhead_models.config import ConfigError, validate_name
+from talkhead_models.methods.base import REFERENCE_FAMILIES
 from talkhead_models.metrics.base import NOT_AVAILABLE, REFERENCE, MetricValue
 from talkhead_models.runs import split_seed
 
@@ -57,9 +58,6 @@ log = logging.getLogger(__name__)
 
 SETTINGS = ("self", "cross")
 """Self-driven (the identity's own held-out audio, ground-truth frames exist) and cross-driven (another voice)."""
-REFERENCE_FAMILIES = ("ground_truth", "static", "nearest_pose")
-"""Rows every table carries: the real frames (upper bound), a still frame (what doing nothing scores) and, for
-each test frame, the training frame of the nearest tracked head pose (what retrieval without audio scores)."""
 TRAINED_FAMILIES = ("r2talker", "gstalker", "jean", "s3dnerf")
 Key = tuple[str, str]
 """(family, variant); variant "" is the full method."""

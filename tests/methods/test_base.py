@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from talkhead_models.methods.base import CURVE_FILE, SAMPLES_DIR, model_dir_file, training_artifacts
+from talkhead_models.checkpoints import CURVE_FILE
+from talkhead_models.methods.base import SAMPLES_DIR, model_dir_file, training_artifacts
 
 
 def test_training_artifacts_are_the_curve_then_the_sample_renders_in_order(tmp_path):

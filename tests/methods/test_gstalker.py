@@ -13,7 +13,8 @@ from talkhead_models.methods import Driving, get_method
 from talkhead_models.methods.gstalker import GSTalkerConfig
 from talkhead_models.methods.gstalker.model import FrameCondition, random_gaussians
 from talkhead_models.methods.gstalker.scene import IdentityScene, lips_box
-from talkhead_models.methods.gstalker.trainer import CHECKPOINT, CURVE, Trainer, build_model, exponential_lr
+from talkhead_models.checkpoints import CHECKPOINT_FILE, CURVE_FILE
+from talkhead_models.methods.gstalker.trainer import Trainer, build_model, exponential_lr
 from talkhead_models.methods.gstalker.motion import centred_windows, training_features
 from tests.methods.gstalker_fixtures import IDENTITY, TINY
 from tests.methods.resume_fixtures import Killed, kill_at, ticking_clock
@@ -179,7 +180,7 @@ def test_train_resume_checkpoint_and_render(tracked_root, tmp_path):
     assert len(list((model_dir / "samples").glob("*.png"))) == cfg.samples
 
     # Weights only: tensors and plain containers; the Gaussian counts come back as trained.
-    checkpoint = torch.load(model_dir / CHECKPOINT, weights_only=True)
+    checkpoint = torch.load(model_dir / CHECKPOINT_FILE, weights_only=True)
     assert checkpoint["step"] == 10 and checkpoint["meta"]["deformed"] is True
     assert checkpoint["head"]["means"].shape[0] == first["gaussians_head"]
 
@@ -187,7 +188,7 @@ def test_train_resume_checkpoint_and_render(tracked_root, tmp_path):
     longer = tiny_config(iterations=8)
     second = spec.train(longer, tracked_root / IDENTITY, {}, model_dir)
     assert second["iterations"] == 14 and second["seconds"] >= first["seconds"]
-    with (model_dir / CURVE).open() as handle:
+    with (model_dir / CURVE_FILE).open() as handle:
         rows = list(csv.DictReader(handle))
     steps = [int(row["step"]) for row in rows]
     assert steps == sorted(steps) and len(set(steps)) == len(steps) and steps[-1] == 14 and 10 in steps
@@ -229,13 +230,13 @@ def test_a_run_killed_after_a_wall_clock_checkpoint_resumes_to_the_uninterrupted
     ticking_clock(monkeypatch, trainer_module)
     with pytest.raises(Killed):
         spec.train(cfg, tracked_root / IDENTITY, {}, tmp_path / "killed", log_metric=kill_at(8))
-    saved = torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=True)
+    saved = torch.load(tmp_path / "killed" / CHECKPOINT_FILE, weights_only=True)
     assert saved["step"] == 7 and len(saved["pending_losses"]) == 1  # the row at 6 was logged, 7's loss is pending
     resumed = spec.train(cfg, tracked_root / IDENTITY, {}, tmp_path / "killed")
     assert resumed["iterations"] == whole["iterations"] == cfg.total_iterations
     assert resumed["gaussians_head"] == whole["gaussians_head"] and resumed["final_loss"] == whole["final_loss"]
-    expected = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=True)
-    got = torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=True)
+    expected = torch.load(tmp_path / "whole" / CHECKPOINT_FILE, weights_only=True)
+    got = torch.load(tmp_path / "killed" / CHECKPOINT_FILE, weights_only=True)
     for part in ("head", "torso"):
         for name, value in expected[part].items():
             assert torch.equal(value, got[part][name]), (part, name)
@@ -243,11 +244,11 @@ def test_a_run_killed_after_a_wall_clock_checkpoint_resumes_to_the_uninterrupted
         assert torch.equal(value, got["networks"][name]), name
 
     def without_seconds(folder):
-        with (folder / CURVE).open() as handle:
+        with (folder / CURVE_FILE).open() as handle:
             return [(row["step"], row["loss"], row["val_psnr"]) for row in csv.DictReader(handle)]
 
     assert without_seconds(tmp_path / "whole") == without_seconds(tmp_path / "killed")
-    assert sorted(p.name for p in (tmp_path / "killed").glob("checkpoint*")) == [CHECKPOINT]
+    assert sorted(p.name for p in (tmp_path / "killed").glob("checkpoint*")) == [CHECKPOINT_FILE]
 
 
 def test_motion_windows_stay_inside_their_recording():
@@ -287,8 +288,8 @@ def test_a2m_train_and_render(tracked_root, untrained_audio2motion, tmp_path):
     model_dir = tmp_path / "model"
     summary = spec.train(cfg, tracked_root / IDENTITY, pretrained, model_dir)
     assert summary["iterations"] == cfg.total_iterations
-    assert (model_dir / CURVE).is_file() and len(list((model_dir / "samples").glob("*.png"))) == cfg.samples
-    checkpoint = torch.load(model_dir / CHECKPOINT, weights_only=True)
+    assert (model_dir / CURVE_FILE).is_file() and len(list((model_dir / "samples").glob("*.png"))) == cfg.samples
+    checkpoint = torch.load(model_dir / CHECKPOINT_FILE, weights_only=True)
     assert checkpoint["meta"]["feature_kind"] == "a2m" and checkpoint["meta"]["feature_window"] == 4
     assert checkpoint["motion"]["neutral"].shape == (68, 3) and checkpoint["motion"]["window"] == 4
     head = spec.load(cfg, tracked_root / IDENTITY, pretrained, model_dir)

@@ -71,8 +71,6 @@ from talkhead_models.metrics.image import ssim_per_frame
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = CHECKPOINT_FILE
-CURVE = CURVE_FILE
 CHECKPOINT_KEYS = ("format", "step", "seconds", "meta", "head", "torso", "networks", "optimizers", "densify",
                    "generator")
 """What every GSTalker checkpoint holds (``torch_rng`` and ``pending_losses``: since this change, absent from older
@@ -596,11 +594,11 @@ def train(cfg: GSTalkerConfig, identity_root: Path, pretrained: Mapping[str, Pat
     else:
         trainer = Trainer(cfg, scene, build_model(cfg, scene).to_device(device), device,
                           generator=torch.Generator().manual_seed(cfg.seed), motion=motion)
-    curve = read_curve(model_dir / CURVE, trainer.step)
+    curve = read_curve(model_dir / CURVE_FILE, trainer.step)
     metric = log_metric or (lambda name, value, step: None)
     _train_loop(trainer, checkpoints, curve, metric)
     checkpoints.save(trainer.checkpoint())
-    write_curve(model_dir / CURVE, curve)
+    write_curve(model_dir / CURVE_FILE, curve)
     trainer.save_samples(model_dir / SAMPLES, cfg.samples)
     checkpoints.finish()
     val_psnr = next((row.val_psnr for row in reversed(curve) if row.val_psnr is not None), None)
@@ -658,7 +656,7 @@ def _train_loop(trainer: Trainer, checkpoints: Checkpoints, curve: list[CurveRow
                 _log_row(trainer, row, metric)
             if not last and checkpoints.due(step):
                 checkpoints.save(trainer.checkpoint())
-                write_curve(checkpoints.folder / CURVE, curve)
+                write_curve(checkpoints.folder / CURVE_FILE, curve)
                 # Writing checkpoints is not training time either.
                 started = time.perf_counter() - (trainer.seconds - seconds_before)
     finally:
