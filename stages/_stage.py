@@ -11,8 +11,11 @@ config dataclass, with the variant's overrides on top, and the run's training
 seed: ``--seed``, whose outputs carry ``{seed_suffix}``, "" for seed 0 and
 ``.seed<k>`` otherwise, talkhead_models.runs); a function with a ``log_metric``
 parameter gets a ``log_metric(name, value, step)`` callback into its MLflow run. ``Stage.execute`` wraps
-one call in one MLflow run (tags: stage, identity, method, git commit; the
-params it used; the metrics and small artifacts it returned). The CLI
+one call in one MLflow run (tags: stage, identity, method, family, seed,
+profile, demo aids, git commit; the params it used; the metrics and small
+artifacts it returned; for train and evaluate, system metrics while it runs).
+A flow that starts stages in child processes names its own MLflow run in
+``TALKHEAD_MLFLOW_PARENT_RUN``: the stage's run is nested under it. The CLI
 (``python -m stages.<name>``) and the Prefect tasks both go through
 ``execute``, so a stage behaves the same whoever starts it.
 
@@ -41,15 +44,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from talkhead_models.atomic import exclusive_lock
+from talkhead_models.atomic import exclusive_lock, lock_path
 from talkhead_models.config import (
-    ConfigError, flatten, load_params, resolve, to_dict, validate_name,
+    ConfigError, demo_aids, flatten, load_params, resolve, to_dict, validate_name,
 )
 from talkhead_models.runs import seed_suffix, stage_key, takes_seed
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "talkhead"
+PARENT_RUN_ENV = "TALKHEAD_MLFLOW_PARENT_RUN"
+"""Environment variable holding the MLflow run id a stage's run nests under (set by flows for their children)."""
 
 # Offline machines: no telemetry from the tools, and quiet native loggers.
 QUIET_ENVIRONMENT = {
@@ -149,6 +154,7 @@ class Stage:
         cfg = self.resolve_config(params)
         logged = to_dict(cfg)
         extra: dict[str, Any] = {"identity": identity} if self.per_identity else {}
+        method_tags: dict[str, str] = {}
         if self.per_method:
             if method is None:
                 raise ValueError(f"stage {self.name} runs per method: pass method= (--method)")
@@ -163,6 +169,8 @@ class Stage:
                                   f"`seed`): it runs as seed 0 only, got --seed {seed}")
             extra.update(method=spec, method_config=method_cfg)
             logged = {**logged, spec.family: to_dict(method_cfg)}
+            aids = demo_aids(method_cfg) if dataclasses.is_dataclass(method_cfg) else []
+            method_tags = {"family": spec.family, "demo_aids": "; ".join(aids) or "none"}
         source = str((params.get("data") or {}).get("source", "synthetic"))
         inputs, outputs = self.paths(root, paths, identity, source, method, seed)
         missing = [f"{name}: {path}" for name, path in inputs.items() if not path.exists()]
@@ -174,7 +182,8 @@ class Stage:
         accepted = inspect.signature(self.run).parameters
         with tracked_run(self.name, root, logged, identity=identity, method=method,
                          seed=seed if self.per_method else None,
-                         profile=str(params.get("profile", "paper"))) as tracker:
+                         profile=str(params.get("profile", "paper")), extra_tags=method_tags,
+                         system_metrics=self.per_method) as tracker:
             if "profile" in accepted:
                 extra["profile"] = str(params.get("profile", "paper"))
             if "params" in accepted:
@@ -234,10 +243,7 @@ def tracking_uri(root: Path) -> str:
 def database_lock(uri: str) -> Path | None:
     """The lock file serialising the creation of a local SQLite tracking database (None for a server URI)."""
     prefix = "sqlite:///"
-    if not uri.startswith(prefix):
-        return None
-    database = Path(uri[len(prefix):])
-    return database.with_name(f".{database.name}.lock")
+    return lock_path(uri[len(prefix):]) if uri.startswith(prefix) else None
 
 
 def experiment_id(mlflow: Any, root: Path) -> str:
@@ -263,16 +269,22 @@ def experiment_id(mlflow: Any, root: Path) -> str:
             return experiment.experiment_id
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/<pid>/stat (state first); None where it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()  # the command name before ")" may hold spaces
+
+
 def process_start(pid: int) -> str:
     """When process ``pid`` started (clock ticks since boot, /proc/<pid>/stat); "" where it cannot be read.
 
     With the pid it identifies a process: pids are reused, start times on one boot are not.
     """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the command name before ")" may hold spaces
+    fields = _proc_stat(pid)
+    return fields[19] if fields else ""  # field 22
 
 
 def process_alive(pid: int, start: str = "") -> bool:
@@ -283,9 +295,8 @@ def process_alive(pid: int, start: str = "") -> bool:
         return False
     except PermissionError:
         pass  # another user's process: it exists
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    fields = _proc_stat(pid)
+    if fields is None:
         return True  # no /proc: the pid is taken, assume by the same process
     return fields[0] != "Z" and (not start or fields[19] == start)
 
@@ -301,13 +312,16 @@ def git_commit(root: Path) -> str:
 
 
 class tracked_run:
-    """One MLflow run for one stage execution, nested under a flow's run when there is one."""
+    """One MLflow run for one stage execution, nested under a flow's run when there is one (the active run in
+    this thread, else the run named by ``TALKHEAD_MLFLOW_PARENT_RUN``)."""
 
     def __init__(self, stage: str, root: Path, params: Mapping[str, Any], identity: str | None = None,
-                 method: str | None = None, profile: str = "paper", seed: int | None = None) -> None:
+                 method: str | None = None, profile: str = "paper", seed: int | None = None,
+                 extra_tags: Mapping[str, str] | None = None, system_metrics: bool = False) -> None:
         self.stage, self.root, self.params = stage, root, params
+        self.system_metrics = system_metrics
         self.tags = {"stage": stage, "identity": identity or "", "method": method or "",
-                     "git_commit": git_commit(root), "profile": profile}
+                     "git_commit": git_commit(root), "profile": profile, **(extra_tags or {})}
         if seed is not None:
             self.tags["seed"] = str(seed)
         self.tags.update(process_id=str(os.getpid()), process_host=socket.gethostname(),
@@ -323,10 +337,11 @@ class tracked_run:
         mlflow.set_tracking_uri(tracking_uri(self.root))
         experiment = experiment_id(mlflow, self.root)
         self.end_dead_runs(experiment)
-        parent = mlflow.active_run()
+        active = mlflow.active_run()
+        parent = active.info.run_id if active is not None else os.environ.get(PARENT_RUN_ENV) or None
         # Tagged as it is created: a run killed before its tags were set could never be told dead.
-        self._run = mlflow.start_run(experiment_id=experiment, run_name=self.name, nested=parent is not None,
-                                     tags=self.tags)
+        self._run = mlflow.start_run(experiment_id=experiment, run_name=self.name, parent_run_id=parent,
+                                     tags=self.tags, log_system_metrics=self.system_metrics or None)
         flat = {k: (str(v)[:6000]) for k, v in flatten(dict(self.params)).items()}
         mlflow.log_params(flat)
         return self

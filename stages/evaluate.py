@@ -24,16 +24,12 @@ from stages._stage import Stage, StageResult
 from talkhead_models.atomic import atomic_dir, write_text
 from talkhead_models.config import to_dict
 from talkhead_models.data import DataConfig
-from talkhead_models.evaluation import EvaluationConfig, EvaluationInputs, evaluate_method, record_json
+from talkhead_models.evaluation import EvaluationConfig, EvaluationInputs, evaluate_method, metric_key, record_json
 from talkhead_models.methods.base import MethodSpec
 from talkhead_models.preprocess.audio_features import AudioConfig
 from talkhead_models.provenance import inputs_digest
 
 log = logging.getLogger(__name__)
-
-HEADLINE = ("PSNR", "SSIM", "M-LMD", "F-LMD", "LSE-C", "LSE-D", "CPBD", "FPS")
-"""Metrics also logged to MLflow as numbers (every metric is in the JSON)."""
-
 
 @dataclass(frozen=True)
 class EvaluateStageConfig(EvaluationConfig):
@@ -80,15 +76,18 @@ def run(cfg: EvaluateStageConfig, inputs: Mapping[str, Path], outputs: Mapping[s
     metrics = {}
     for role, setting in record["settings"].items():
         metrics[f"{role}_frames"] = float(setting["frames"])
-        for name in HEADLINE:
-            value = setting["metrics"].get(name, {}).get("value")
-            if value is not None and math.isfinite(value):
-                metrics[f"{role}_{name.replace('-', '_')}"] = float(value)
+        # Every finite metric goes to MLflow too, so its compare view can show the tables' columns; n/a (and the
+        # ground truth's infinite PSNR) stay in the record, with their reasons (flows.compare reads both).
+        for name, entry in setting["metrics"].items():
+            value = entry.get("value")
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                metrics[metric_key(role, name)] = float(value)
         for name, value in setting.get("module_timings_ms", {}).items():
             metrics[f"{role}_{name}"] = float(value)
     summary = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if k.startswith("self_"))
     log.info("evaluate %s@%s: %s", method.name, identity, summary)
-    artifacts = [outputs["metrics"], *sorted(outputs["videos"].glob("*.jpg"))]
+    # The side-by-side videos (and their first frames) go with the run, for comparing methods by eye in MLflow.
+    artifacts = [outputs["metrics"], *sorted(outputs["videos"].glob("*.jpg")), *sorted(outputs["videos"].glob("*.mp4"))]
     return StageResult(metrics=metrics, artifacts=artifacts)
 
 

@@ -30,6 +30,7 @@ import torch
 
 from stages._stage import Stage, StageResult
 from talkhead_models.atomic import resumable_dir
+from talkhead_models.checkpoints import CHECKPOINT_FILE
 from talkhead_models.config import PositiveInt, to_dict
 from talkhead_models.data.manifest import write_manifest
 from talkhead_models.methods.base import MethodSpec, MetricLogger, training_artifacts
@@ -48,6 +49,9 @@ class TrainConfig:
 
     threads: PositiveInt = 1
     """torch CPU threads while training (on a shared 2-core machine one thread is fastest)."""
+    log_checkpoint: bool = True
+    """Attach the final checkpoint to the run's MLflow artifacts (5-60 MB per run at demo size), so a run
+    compared in MLflow can be loaded from there."""
 
 
 def pretrained_inputs(inputs: Mapping[str, Path], spec: MethodSpec) -> dict[str, Path]:
@@ -81,8 +85,11 @@ def run(cfg: TrainConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path
     log.info("train %s@%s: %.1f s", method.name, identity, summary["seconds"])
     metrics = {f"train_{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))}
     # The curve and sample frames go to MLflow with the run, so methods can be compared there by eye too.
-    return StageResult(metrics=metrics,
-                       artifacts=[outputs["model"] / TRAINING_SUMMARY, *training_artifacts(outputs["model"])])
+    artifacts = [outputs["model"] / TRAINING_SUMMARY, *training_artifacts(outputs["model"])]
+    checkpoint = outputs["model"] / CHECKPOINT_FILE
+    if cfg.log_checkpoint and checkpoint.is_file():
+        artifacts.append(checkpoint)
+    return StageResult(metrics=metrics, artifacts=artifacts)
 
 
 STAGE = Stage(

@@ -35,7 +35,7 @@ from talkhead_models.evaluation.driving import FrameBudget, SplitError, drivings
 from talkhead_models.evaluation.evaluate import (FACE_MODEL_FILE, ClipScorer, EvaluationConfig, ExpressionFitter, LandmarkFinder,
                                                  RoleResult, evaluate_role, training_metric)
 from talkhead_models.evaluation.videos import SideBySide
-from talkhead_models.methods.base import MethodSpec
+from talkhead_models.methods.base import REFERENCE_FAMILIES, MethodSpec
 from talkhead_models.metrics import MetricValue
 from talkhead_models.metrics.speed import device_description
 from talkhead_models.preprocess.audio_features import AudioConfig
@@ -43,8 +43,11 @@ from talkhead_models.training_summary import TRAINING_SUMMARY
 
 log = logging.getLogger(__name__)
 
-REFERENCE_FAMILIES = ("ground_truth", "static", "nearest_pose")
-"""Rows that render nothing (they read frames), so a rendering speed would mean nothing."""
+
+
+def metric_key(setting: str, name: str) -> str:
+    """The MLflow metric the evaluate stage logs a record's metric ``name`` of ``setting`` as: ``self_F_LMD``."""
+    return f"{setting}_{name.replace('-', '_')}"
 
 
 

@@ -83,3 +83,26 @@ def test_a_run_left_running_by_a_killed_process_is_marked_killed_when_its_stage_
     assert runs_by_name(tmp_path) == {"crop@S001": ["FINISHED"], name: ["FINISHED", "KILLED", "RUNNING", "RUNNING"],
                                       "evaluate@r2talker-S001-s0": ["RUNNING"]}
     assert f"left RUNNING by process {killed.pid}" in caplog.text
+
+
+def test_a_stage_run_nests_under_the_run_its_flow_names_and_carries_its_methods_tags(tmp_path, monkeypatch):
+    from stages._stage import PARENT_RUN_ENV
+
+    client = mlflow.MlflowClient(tracking_uri(tmp_path))
+    with tracked_run("crop", tmp_path, {}, identity="S001"):
+        pass  # creates the database and the experiment
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    parent = client.create_run(experiment, run_name="train-identity:flow").info.run_id
+    monkeypatch.setenv(PARENT_RUN_ENV, parent)
+    with tracked_run("train", tmp_path, {}, identity="S001", method="r2talker", seed=2,
+                     extra_tags={"family": "r2talker", "demo_aids": "4 landmark levels"}) as run:
+        child = run._run.info.run_id
+    tags = client.get_run(child).data.tags
+    assert tags["mlflow.parentRunId"] == parent
+    assert {k: tags[k] for k in ("stage", "method", "family", "identity", "seed", "demo_aids")} == {
+        "stage": "train", "method": "r2talker", "family": "r2talker", "identity": "S001", "seed": "2",
+        "demo_aids": "4 landmark levels"}
+    monkeypatch.delenv(PARENT_RUN_ENV)
+    with tracked_run("crop", tmp_path, {}, identity="S002") as run:
+        alone = run._run.info.run_id
+    assert "mlflow.parentRunId" not in client.get_run(alone).data.tags
