@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.torch_extensions
 
-.PHONY: setup test demo clean-demo
+.PHONY: setup test demo clean-demo ui serve
 
 setup: $(STAMP)
 
@@ -49,6 +49,15 @@ demo: setup
 	@echo
 	@echo "Reports: $(CURDIR)/reports (index.html: tables, claims, videos; dataset.md, preprocess_accuracy.md, pretrain.md)"
 	@echo "MLflow:  .venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1"
+
+# The Prefect server (http://127.0.0.1:4200) and the MLflow UI (http://127.0.0.1:5000) on this machine, until Ctrl-C.
+ui: setup
+	$(PYTHON) -m flows.ui
+
+# The four flows as deployments the Prefect UI can launch (train-identity, preprocess-identity, evaluate-identity,
+# reproduce); runs execute here. Needs a server: `make ui` in another terminal (PREFECT_API_URL defaults to it).
+serve: setup
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(PYTHON) -m flows.serve
 
 clean-demo:
 	rm -rf data/raw mlflow.db mlruns

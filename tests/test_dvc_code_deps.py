@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.pipeline import PIPELINE
+from stages.check import pipeline_stages
 from tests import code_closure
 from tests.code_closure import (GUARDED_EDGES, METHODS_PACKAGE, REGISTRY_MODULES, RUNS_REGISTRY_EDGE,
                                 STAGE_REGISTRY_EDGE, covered, family_of, imported_modules, method_families,
                                 module_file, stage_code)
 
 ROOT = Path(__file__).resolve().parents[1]
+PIPELINE = pipeline_stages()
 FAMILY = "${item.family}"
 PROFILE_SECTION = "profiles.${profile}."
 

@@ -1,8 +1,7 @@
-"""The stages end to end on a tiny corpus: through the CLI entry, through Prefect, into MLflow."""
+"""The stages end to end on a tiny corpus: through the CLI entry, into MLflow (through Prefect: tests/flows)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import mlflow
@@ -28,58 +27,6 @@ def _write_params(root: Path) -> None:
 def _runs(root: Path):
     mlflow.set_tracking_uri(tracking_uri(root))
     return mlflow.search_runs(experiment_names=["talkhead"], output_format="list")
-
-
-def test_prefect_flow_runs_the_dag_and_logs_one_mlflow_run_per_stage(tmp_path):
-    from prefect.testing.utilities import prefect_test_harness
-
-    from flows.pipeline import PIPELINE, pipeline
-
-    _write_params(tmp_path)
-    # A loaded CI machine can take longer than the default 30 s to boot the ephemeral server.
-    with prefect_test_harness(server_startup_timeout=180):
-        results = pipeline(params_path="params.yaml", root=str(tmp_path),
-                           stages=["synth", "describe", "crop", "landmarks"])
-    assert [s.name for s in PIPELINE][:4] == ["synth", "describe", "crop", "landmarks"]
-    assert results["describe"]["detection_rate"] >= 0.99
-    assert results["landmarks@S001"]["detection_rate"] >= 0.99
-    assert (tmp_path / "data" / "processed" / "S001" / "landmarks" / "lms478.npy").is_file()
-    report = (tmp_path / "reports" / "dataset.md").read_text()
-    assert "detection" in report and (tmp_path / "reports" / "dataset_contact_sheet.png").stat().st_size > 1000
-    assert json.loads((tmp_path / "reports" / "dataset.json").read_text())["detection_rate"] >= 0.99
-
-    runs = _runs(tmp_path)
-    assert sorted((r.data.tags["stage"], r.data.tags["identity"]) for r in runs) == [
-        ("crop", "S001"), ("describe", ""), ("landmarks", "S001"), ("synth", "")]
-    for run in runs:
-        assert run.info.status == "FINISHED"
-        assert {"stage", "identity", "method", "git_commit", "profile"} <= set(run.data.tags)
-        assert run.data.tags["profile"] == "test"
-        assert "stage_seconds" in run.data.metrics
-    synth_run = next(r for r in runs if r.data.tags["stage"] == "synth")
-    assert synth_run.data.params["image_size"] == str(TINY["image_size"])
-    describe_run = next(r for r in runs if r.data.tags["stage"] == "describe")
-    artifacts = mlflow.artifacts.list_artifacts(run_id=describe_run.info.run_id)
-    assert {"dataset.md", "dataset_contact_sheet.png"} <= {Path(a.path).name for a in artifacts}
-    assert Path(tmp_path / "mlflow.db").is_file()
-
-
-def test_the_flow_refuses_mistaken_params_before_any_stage_runs(tmp_path):
-    from flows.pipeline import pipeline
-
-    _write_params(tmp_path)
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["crpo"] = {"image_size": 128}
-    params["profiles"]["test"]["landmarks"] = {"backend": "dlib"}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(ConfigError) as refused:
-        pipeline.fn(params_path="params.yaml", root=str(tmp_path))  # the flow's body, without a Prefect server
-    assert refused.value.problems == [
-        "params.yaml: crpo: unknown params section: did you mean 'crop'?",
-        "params.yaml: profiles.test.landmarks.backend: got 'dlib'; expected one of 'mediapipe', 'face_alignment'",
-        "params.yaml: 2 problem(s); nothing was run",
-    ]
-    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
 
 
 def test_cli_refuses_a_missing_input_with_the_fix(tmp_path, monkeypatch):
