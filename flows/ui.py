@@ -139,28 +139,36 @@ def start_mlflow(port: int, root: Path, backend_uri: str, log_dir: Path) -> Serv
                   mlflow_environment(), root, log_dir, url, f"{url}/health")
 
 
-def _signal_group(server: Server, signum: int) -> None:
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
     try:
-        os.killpg(server.process.pid, signum)
+        os.killpg(process.pid, signum)
     except ProcessLookupError:
         pass
 
 
-def stop(servers: list[Server]) -> None:
-    """SIGTERM the servers' process groups (all at once), SIGKILL those that linger past STOP_TIMEOUT."""
-    running = [server for server in servers if server.process.poll() is None]
-    for server in running:
-        log.info("stopping %s", server.name)
-        _signal_group(server, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    for server in running:
+def stop_groups(processes: list[subprocess.Popen], names: list[str] | None = None,
+                timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM the process groups of ``processes`` (each started with ``start_new_session``), all at once; SIGKILL
+    a group whose leader lingers past ``timeout``, and whatever a leader left behind in its group."""
+    names = names or [f"process {process.pid}" for process in processes]
+    running = [(process, name) for process, name in zip(processes, names) if process.poll() is None]
+    for process, name in running:
+        log.info("stopping %s", name)
+        _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process, name in running:
         try:
-            server.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.warning("%s did not stop within %.0f s: killing it", server.name, STOP_TIMEOUT)
-            _signal_group(server, signal.SIGKILL)
-            server.process.wait(timeout=STOP_TIMEOUT)
-        _signal_group(server, signal.SIGKILL)  # what its leader left behind in the group
+            log.warning("%s did not stop within %.0f s: killing it", name, timeout)
+            _signal_group(process, signal.SIGKILL)
+            process.wait(timeout=timeout)
+        _signal_group(process, signal.SIGKILL)
+
+
+def stop(servers: list[Server]) -> None:
+    """Stop the servers (:func:`stop_groups`)."""
+    stop_groups([server.process for server in servers], [server.name for server in servers])
 
 
 def _died(server: Server) -> UIError:

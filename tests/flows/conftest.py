@@ -13,7 +13,6 @@ second later (Prefect's defaults: 15 s and 30 s).
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from flows.ui import stop_groups
 
 SERVER_START_TIMEOUT = 180.0  # ~35 s on a busy 2-core machine
 SERVER_STOP_TIMEOUT = 20.0
@@ -47,7 +48,7 @@ class PrefectServer:
         return _tail(self.log_path, chars)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -66,24 +67,6 @@ def _healthy(api_url: str) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (uvicorn and its services), then SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(timeout=SERVER_STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=SERVER_STOP_TIMEOUT)
 
 
 def _point_prefect_at(env: dict[str, str | None]) -> None:
@@ -105,7 +88,7 @@ def _point_prefect_at(env: dict[str, str | None]) -> None:
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory) -> Iterator[PrefectServer]:
     home = tmp_path_factory.mktemp("prefect_home")
-    port = _free_port()
+    port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     ui_url = f"http://127.0.0.1:{port}"
     log_path = home / "server.log"
@@ -149,4 +132,4 @@ def prefect_server(tmp_path_factory) -> Iterator[PrefectServer]:
         finally:
             _point_prefect_at(saved)
     finally:
-        _stop(process)
+        stop_groups([process], timeout=SERVER_STOP_TIMEOUT)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from flows.ui import stop_groups
 from tests.flows.test_flows import _dvc_status, _params, _workspace
 
 pytestmark = pytest.mark.slow
@@ -50,19 +50,8 @@ class Worker:
             return f"<no log: {exc}>"
 
     def stop(self) -> None:
-        """SIGTERM the worker's process group (the worker and any flow run it started), then SIGKILL."""
-        if self.process.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 30)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.process.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        """Stop the worker's process group (the worker and any flow run it started)."""
+        stop_groups([self.process], [f"worker {self.name}"], timeout=30)
 
 
 def _start_worker(server, pool: str, name: str, cwd: Path, host_dir: Path, extra_env: dict | None = None) -> Worker:

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import pytest
 
+from flows.ui import stop_groups
+from tests.flows.conftest import free_port
 from tests.flows.workspace import REPOSITORY
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -60,20 +62,6 @@ BROWSER = _browser()
 needs_browser = pytest.mark.skipif(
     BROWSER is None,
     reason=f"no headless browser found (looked for {', '.join(BROWSERS)}); on Debian: apt-get install chromium")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=20)
 
 
 def _deployment_id(process: subprocess.Popen, log_path: Path) -> str:
@@ -213,13 +201,7 @@ def test_train_identity_run_form_screenshot(prefect_server, tmp_path):
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(png, SCREENSHOT)
     finally:
-        _stop(serve)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        stop_groups([serve])
 
 
 def _answers(url: str) -> bool:
@@ -238,7 +220,7 @@ def test_ui_refuses_a_taken_port(caplog):
         taken.listen()
         port = taken.getsockname()[1]
         with caplog.at_level("ERROR", logger="flows.ui"):
-            assert ui.main(["--prefect-port", str(_free_port()), "--mlflow-port", str(port)]) == 1
+            assert ui.main(["--prefect-port", str(free_port()), "--mlflow-port", str(port)]) == 1
     assert f"port {port} on 127.0.0.1 is taken" in caplog.text
     assert "--mlflow-port PORT" in caplog.text
     caplog.clear()
@@ -249,7 +231,7 @@ def test_ui_refuses_a_taken_port(caplog):
 
 @pytest.mark.slow
 def test_ui_starts_both_and_stops_on_ctrl_c(tmp_path):
-    prefect_port, mlflow_port = _free_port(), _free_port()
+    prefect_port, mlflow_port = free_port(), free_port()
     env = {key: value for key, value in os.environ.items() if key != "TALKHEAD_MLFLOW_URI"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect_home")
     out_path = tmp_path / "ui.out"
@@ -278,4 +260,4 @@ def test_ui_starts_both_and_stops_on_ctrl_c(tmp_path):
         assert not _answers(f"http://127.0.0.1:{prefect_port}/api/health")
         assert not _answers(f"http://127.0.0.1:{mlflow_port}/health")
     finally:
-        _stop(process)
+        stop_groups([process])
