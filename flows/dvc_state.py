@@ -72,9 +72,15 @@ def child_environment(root: Path) -> dict[str, str]:
 
 def dag(root: Path) -> dict[str, DagStage]:
     """dvc.yaml's stages (its ``foreach`` items spelled out), by name."""
+    from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
+    try:
+        repo = Repo(str(root))
+    except NotDvcRepoError:
+        raise FileNotFoundError(f"{root} is not a DVC repository: run the flows in this project's checkout (or pass "
+                                f"root=), after `make demo` or `dvc init`") from None
+    with repo:
         graph = repo.index.graph
         # In DVC's graph an edge goes from a stage to a stage it depends on. (``name``, not ``addressing``: the
         # latter is relative to the current directory, "../ws/dvc.yaml:crop@S001" from elsewhere.)

@@ -81,3 +81,10 @@ def test_the_flows_refuse_mistaken_params_before_any_stage_runs(tmp_path):
             "params.yaml: 2 problem(s); nothing was run",
         ]
     assert not (root / "data").exists() and not (root / "mlflow.db").exists()
+
+
+def test_a_folder_that_is_not_a_dvc_repository_is_named_with_the_fix(tmp_path):
+    from flows.dvc_state import dag
+
+    with pytest.raises(FileNotFoundError, match="not a DVC repository.*dvc init"):
+        dag(tmp_path)
