@@ -35,9 +35,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 import flows  # noqa: F401  (environment before Prefect does anything)
 from flows.dvc_state import dag
 from flows.orchestration import experiment_call, flow_mlflow_run, run_dag, run_stage, with_overrides
-from stages.check import problems
+from stages.check import problems, processed_identities
 from talkhead_models.config import ConfigError, load_params
-from talkhead_models.data.sources import identities as source_identities
 from talkhead_models.methods import method_names
 from talkhead_models.runs import expand_runs, stage_key
 
@@ -71,12 +70,10 @@ def checked_params(root: Path) -> dict:
 
 
 def _check_identity(params: dict, root: Path, identity: str) -> None:
-    data = params.get("data") or {}
-    source = data.get("source", "synthetic")
-    known = list(data.get("identities") or source_identities(source, root / "data" / "raw" / source))
+    known = processed_identities(params, root)
     if identity not in known:
-        raise ConfigError(f"identity {identity!r} is not in the {source} source's identities ({', '.join(known)}); "
-                          f"add it to data.identities or bring its video (README: your own video)")
+        raise ConfigError(f"identity {identity!r} is not one the pipeline processes ({', '.join(known)}); add it "
+                          f"to data.identities (its recordings in the source: README, your own video)")
 
 
 def _check_method(method: str) -> None:
@@ -138,7 +135,7 @@ def train_identity(method: MethodName = "r2talker", identity: IdentityName = "S0
         inputs = _preprocess_targets(stages, identity) + [n for n in CORPUS_MODELS if n in stages]
         outcomes = run_dag(root_path, inputs, parent)
         call = experiment_call(root_path, params, method, identity, seed, overrides)
-        outcomes[call.name] = run_stage.with_options(task_run_name=call.name)(call, str(root_path), parent)
+        outcomes[call.name] = run_stage(call, str(root_path), parent)
         return outcomes
 
 
@@ -189,8 +186,9 @@ def reproduce(methods: list[MethodName] | None = None,  # type: ignore[valid-typ
     else:
         runs = {f"{kind}@{run.key}" for run in expand_runs(params) for kind in ("train", "evaluate")
                 if (not methods or run.method in methods) and (not identities or run.identity in identities)}
-        targets = sorted(n for n in stages if n in runs or (stages[n].item in set(identities or ())
-                                                              and stages[n].kind in PREPROCESS_KINDS))
+        chosen = set(identities or ())
+        targets = sorted(n for n in stages
+                         if n in runs or (stages[n].item in chosen and stages[n].kind in PREPROCESS_KINDS))
         if not targets:
             raise ConfigError(f"no stage of dvc.yaml matches methods {methods or 'any'} and identities "
                               f"{identities or 'any'}: check params.yaml runs")

@@ -180,7 +180,7 @@ def run_dag(root: Path, targets: list[str], parent_run: str | None) -> dict[str,
     for name in order:
         stage: DagStage = stages[name]
         call = StageCall(name=name, cmd=stage.cmd, device=stage.kind in DEVICE_STAGES)
-        futures[name] = run_stage.with_options(task_run_name=name).submit(
+        futures[name] = run_stage.submit(
             call, str(root), parent_run, upstream=[futures[u] for u in sorted(stage.upstream) if u in futures],
             known_stale=name in stale)
     outcomes = {}

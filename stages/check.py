@@ -210,6 +210,19 @@ def _run_entry_problems(params: Mapping[str, Any], found: list[str]) -> dict[str
     return identities if len(identities) == len(runs) else None
 
 
+def processed_identities(params: Mapping[str, Any], root: Path) -> list[str]:
+    """The identities the per-identity stages process: ``data.identities``, or every identity the source holds
+    (for the synthetic source, those ``synth`` will generate); refused when the source cannot say."""
+    data = resolve(DataConfig, params, "data")
+    if data.identities:
+        return list(data.identities)
+    found: list[str] = []
+    available = _source_identities(data.source, params, root, pipeline_stages(), found)
+    if available is None:
+        raise ConfigError(*(found or [f"data.source: the identities of {data.source!r} cannot be known"]))
+    return available
+
+
 def _source_problems(params: Mapping[str, Any], root: Path, pipeline: list[Stage],
                      run_identities: Mapping[str, str] | None) -> list[str]:
     """``data.source`` known, and every identity that ``data.identities``, ``runs`` (the entries that are valid

@@ -146,3 +146,15 @@ def test_missing_sections_at_the_top_and_a_missing_paper_profile_are_named(check
     found = check.problems(params, checkout_with_dvc)
     assert len(found) == 1 and found[0].startswith("profiles.paper: missing (dvc.yaml's stages read "
                                                    "profiles.paper.<section>; add `paper:` under profiles"), found
+
+
+def test_processed_identities_are_the_listed_ones_else_the_ones_synth_generates(tmp_path):
+    from talkhead_models.config import ConfigError
+
+    params = {"profile": "paper", "data": {"source": "synthetic", "identities": ["S002"]}, "synth": {"n_identities": 4}}
+    assert check.processed_identities(params, tmp_path) == ["S002"]
+    params["data"]["identities"] = []
+    assert check.processed_identities(params, tmp_path) == ["S001", "S002", "S003", "S004"]
+    params["data"] = {"source": "videos"}
+    with pytest.raises(ConfigError, match="does not exist"):
+        check.processed_identities(params, tmp_path)
