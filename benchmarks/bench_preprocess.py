@@ -36,6 +36,8 @@ if __package__ in (None, ""):
     # Run as a file: make the repository root importable, as ``python -m`` does.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from talkhead_models.preprocess.frames import FrameArchive, FrameArchiveWriter  # noqa: E402  (after the path)
+
 logger = logging.getLogger("benchmarks.bench_preprocess")
 
 IDENTITY = "S001"
@@ -93,7 +95,7 @@ def run_stage(name: str, root: Path, identity: str, cores: list[int]) -> dict:
     if process.exitcode != 0:
         raise RuntimeError(f"stage {name} failed in its benchmark process (exit code {process.exitcode})")
     result = results.get()
-    frames = sum(1 for _ in (root / "data" / "processed" / identity / "crop" / "ori_imgs").glob("*.jpg"))
+    frames = len(FrameArchive(root / "data" / "processed" / identity / "crop" / "ori_imgs.zip"))
     result.update(frames=frames, fps=frames / result["seconds"],
                   cpu_ms_per_frame=1000 * result["cpu_seconds"] / frames)
     logger.info("%s@%s: %d frames in %.1f s = %.1f frames/s (%.1f ms CPU a frame), peak RSS %.0f MB", name,
@@ -108,11 +110,12 @@ def make_long_identity(root: Path, seconds: float) -> int:
 
     source = root / "data" / "processed" / IDENTITY / "crop"
     target = root / "data" / "processed" / LONG_IDENTITY / "crop"
-    (target / "ori_imgs").mkdir(parents=True)
-    available = sum(1 for _ in (source / "ori_imgs").glob("*.jpg"))
+    target.mkdir(parents=True)
+    frames = FrameArchive(source / "ori_imgs.zip")
     count = int(round(seconds * 25))
-    for index in range(count):
-        os.link(source / "ori_imgs" / f"{index % available}.jpg", target / "ori_imgs" / f"{index}.jpg")
+    with FrameArchiveWriter(target / "ori_imgs.zip", frames.suffix) as archive:
+        for index in range(count):
+            archive.add(index, bytes(frames.encoded(index % len(frames))))
     clips = pd.read_parquet(source / "clips.parquet")
     row = clips[clips.kind == "video"].iloc[0].to_dict()
     row.update(first_frame=0, last_frame=count - 1, truth=None)

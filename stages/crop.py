@@ -1,6 +1,6 @@
 """DVC stage ``crop@<ID>``: face-centred square frames at 25 fps and the aligned 16 kHz audio.
 
-Writes ``data/processed/<ID>/crop/``: ``ori_imgs/<i>.jpg`` (numbered from 0
+Writes ``data/processed/<ID>/crop/``: ``ori_imgs.zip`` (frame archive of ``<i>.jpg``, numbered from 0
 across the identity's recordings, in ``talkhead_models.data.sources.recordings``
 order), ``aud.wav`` (16 kHz mono; frame i covers [i/25, (i+1)/25) s),
 ``clips.parquet`` (one row per recording: frame range, source, crop box) and

@@ -1,11 +1,11 @@
 """DVC stage ``landmarks@<ID>``: FaceMesh 478 points and iBUG-68 landmarks for every cropped frame.
 
-Writes ``data/processed/<ID>/landmarks/``: ``lms/<i>.lms`` (68 x 2 text, as
-ER-NeRF's ``ori_imgs/<i>.lms``), ``lms478.npy`` [N, 478, 3] and ``lms68.npy``
-[N, 68, 2] in pixels, ``detected.npy`` [N] (False where a frame was
-interpolated), ``usable.npy`` [N] (False for the frames left out of training
-and evaluation: recordings without any face, and gaps without a face longer
-than ``long_gap_frames``; no ``.lms`` file for them), ``report.json`` (gaps,
+Writes ``data/processed/<ID>/landmarks/``: ``lms478.npy`` [N, 478, 3] and
+``lms68.npy`` [N, 68, 2] in pixels (``python -m stages.export_ernerf`` writes
+them as ER-NeRF's ``<i>.lms`` text), ``detected.npy`` [N] (False where a frame
+was interpolated), ``usable.npy`` [N] (False for the frames left out of
+training and evaluation: recordings without any face, and gaps without a face
+longer than ``long_gap_frames``), ``report.json`` (gaps,
 dropped recordings, several-face recordings, excluded frames by reason) and
 ``manifest.json``.
 """
@@ -24,11 +24,9 @@ from stages._stage import Stage, StageResult
 from talkhead_models.atomic import atomic_dir
 from talkhead_models.config import to_dict
 from talkhead_models.data.manifest import write_manifest
-from talkhead_models.preprocess.frames import (
-    BackgroundWriter, count_frames, frame_paths, read_clips, read_frames, retain_freed_memory,
-)
+from talkhead_models.preprocess.frames import open_frames, read_clips, read_frames, retain_freed_memory
 from talkhead_models.data.landmark_arrays import DETECTED_FILE, POINTS68_FILE, POINTS478_FILE, USABLE_FILE
-from talkhead_models.preprocess.landmarks import LandmarksConfig, detect, fill_gaps, smooth, write_lms
+from talkhead_models.preprocess.landmarks import LandmarksConfig, detect, fill_gaps, smooth
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +35,15 @@ def run(cfg: LandmarksConfig, inputs: Mapping[str, Path], outputs: Mapping[str, 
         identity: str | None = None) -> StageResult:
     retain_freed_memory()
     crop = inputs["crop"]
-    n_frames = count_frames(crop / "ori_imgs")
+    frame_archive = open_frames(crop / "ori_imgs.zip")
+    n_frames = frame_archive.contiguous_count()
     clips = read_clips(crop / "clips.parquet", n_frames)
     with atomic_dir(outputs["landmarks"]) as tmp:
         points478 = np.lib.format.open_memmap(tmp / POINTS478_FILE, mode="w+", dtype=np.float32,
                                               shape=(n_frames, 478, 3))
         points68 = np.lib.format.open_memmap(tmp / POINTS68_FILE, mode="w+", dtype=np.float32,
                                              shape=(n_frames, 68, 2))
-        with closing(read_frames(frame_paths(crop / "ori_imgs", range(n_frames)), workers=cfg.workers)) as frames:
+        with closing(read_frames(frame_archive, range(n_frames), workers=cfg.workers)) as frames:
             detected, summary = detect(frames, clips, cfg, points478, points68)
         usable = fill_gaps([points478, points68], detected, clips, cfg, summary)
         smooth([points478, points68], usable, clips, cfg.smooth_sigma)
@@ -52,10 +51,6 @@ def run(cfg: LandmarksConfig, inputs: Mapping[str, Path], outputs: Mapping[str, 
         points68.flush()
         np.save(tmp / DETECTED_FILE, detected)
         np.save(tmp / USABLE_FILE, usable)
-        (tmp / "lms").mkdir()
-        with BackgroundWriter(workers=cfg.workers) as writer:
-            for index in np.flatnonzero(usable):
-                writer.submit(write_lms, tmp / "lms" / f"{index}.lms", np.array(points68[index]))
         del points478, points68
         (tmp / "report.json").write_text(json.dumps(summary.to_json(), indent=1))
         write_manifest(tmp, to_dict(cfg), stage="landmarks")

@@ -1,7 +1,7 @@
 """DVC stage ``pair@<ID>``: same sentence in two emotions, aligned by DTW; same-emotion training sequences.
 
 Writes ``pairs.parquet`` (talkhead_models.preprocess.pairing.PAIR_COLUMNS),
-``aligned/<pair>.npy`` ([L, 2] int32 processed frame indices: clip a, clip b)
+``aligned.npz`` (per pair, its ``path`` key: [L, 2] int32 processed frame indices, clip a and clip b)
 and ``sequences.parquet`` (SEQUENCE_COLUMNS). An identity without MEAD-like
 clips (a person-specific video) gets empty tables and a log line.
 """
@@ -28,7 +28,7 @@ from talkhead_models.preprocess.face_model import FaceModel
 from talkhead_models.preprocess.landmark_inputs import read_landmark_inputs
 from talkhead_models.preprocess.pairing import (
     FEATURES, PAIR_COLUMNS, SEQUENCE_COLUMNS, PairConfig, build_sequences, eligible_clips, expression_features,
-    landmark_features, pair_clips,
+    landmark_features, pair_clips, write_alignments,
 )
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,7 @@ def run(cfg: PairConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path]
         depth = -params["trans"][:, 2].double().numpy()
         sequences = build_sequences(identity, clips, rotations, depth, cfg)
     with atomic_dir(outputs["pair"]) as tmp:
-        (tmp / "aligned").mkdir()
-        for name, path in paths.items():
-            np.save(tmp / "aligned" / f"{name}.npy", path)
+        write_alignments(tmp, paths)
         pairs.to_parquet(tmp / "pairs.parquet", index=False)
         sequences.to_parquet(tmp / "sequences.parquet", index=False)
         write_manifest(tmp, {**to_dict(replace(cfg, feature=feature))}, "pair")

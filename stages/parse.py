@@ -1,11 +1,12 @@
 """DVC stage ``parse@<ID>``: semantic masks, the static background, gt and torso images.
 
-Writes ``data/processed/<ID>/parse/``: ``parsing/<i>.png`` (ER-NeRF's colours
-and bytes), ``semantic/<i>.png`` (label ids: 0 background, 1 head, 2 neck,
-3 torso, 4 lips, 5 mouth interior), ``bc.jpg``, ``gt_imgs/<i>.jpg``,
-``torso_imgs/<i>.png`` (RGBA, neck in-painted) and ``manifest.json``. Frames
-the landmarks stage flagged unusable (recordings without a face, long gaps
-without one) get no files.
+Writes ``data/processed/<ID>/parse/``: the frame archives ``parsing.zip``
+(``<i>.png``, ER-NeRF's colours and bytes), ``semantic.zip`` (label ids: 0
+background, 1 head, 2 neck, 3 torso, 4 lips, 5 mouth interior),
+``gt_imgs.zip`` (``<i>.jpg``) and ``torso_imgs.zip`` (RGBA, neck in-painted),
+plus ``bc.jpg`` and ``manifest.json``. Frames the landmarks stage flagged
+unusable (recordings without a face, long gaps without one) are not in the
+archives.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from talkhead_models.atomic import atomic_dir
 from talkhead_models.config import to_dict
 from talkhead_models.data.manifest import write_manifest
 from talkhead_models.data.landmark_arrays import read_landmarks
-from talkhead_models.preprocess.frames import count_frames, retain_freed_memory
+from talkhead_models.preprocess.frames import open_frames, retain_freed_memory
 from talkhead_models.preprocess.parsing import ParseConfig, parse_frames
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,10 @@ log = logging.getLogger(__name__)
 def run(cfg: ParseConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path],
         identity: str | None = None) -> StageResult:
     retain_freed_memory()
-    frames_dir = inputs["crop"] / "ori_imgs"
-    n_frames = count_frames(frames_dir)
-    landmarks = read_landmarks(inputs["landmarks"], n_frames)
+    frames = open_frames(inputs["crop"] / "ori_imgs.zip")
+    landmarks = read_landmarks(inputs["landmarks"], frames.contiguous_count())
     with atomic_dir(outputs["parse"]) as tmp:
-        summary = parse_frames(frames_dir, landmarks.points478, landmarks.usable, cfg, tmp)
+        summary = parse_frames(frames, landmarks.points478, landmarks.usable, cfg, tmp)
         write_manifest(tmp, to_dict(cfg), stage="parse")
     metrics = summary.metrics()
     log.info("parse of %s: %d of %d frames, head %.1f%% of the pixels, background %.1f%% seen",

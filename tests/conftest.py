@@ -101,3 +101,15 @@ def untrained_audio2motion(tmp_path_factory, tracked_root) -> Path:
     folder = tmp_path_factory.mktemp("audio2motion")
     save_model(Audio2Motion(features.shape[-1], hidden=32).eval(), Audio2MotionConfig(hidden=32), folder / "model.pt")
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``), as the train
+    stage runs: on a shared 2-core machine the trainers' many small ops only spin-wait for a second thread."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -36,7 +37,7 @@ from talkhead_models.data.arrays import (
 from talkhead_models.data.landmark_arrays import StoredLandmarks, read_landmarks
 from talkhead_models.data.processed import CLIP_COLUMNS, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, ProcessedIdentity
 from talkhead_models.media import read_audio
-from talkhead_models.preprocess.frames import count_frames, read_clips, read_image
+from talkhead_models.preprocess.frames import FrameError, FrameSource, read_clips
 from talkhead_models.preprocess.splits import usable_self_rows
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,16 @@ class IdentityReader:
     def __init__(self, root: str | Path) -> None:
         self.layout = ProcessedIdentity(Path(root))
         frames = self.layout.path("frames")
-        if not frames.is_dir():
+        if not self.layout.flat and not (self.layout.root / "crop").is_dir():
             raise IdentityError(f"{frames}: no frames; {self.layout.root} is not a processed identity "
-                                "(run the crop stage, or point at an ER-NeRF data folder with ori_imgs/)")
-        self.num_frames = count_frames(frames)
-        if self.num_frames == 0:
-            raise IdentityError(f"{frames}: empty; re-run the crop stage (or ER-NeRF's frame extraction)")
+                                "(run the crop stage, import an ER-NeRF data folder with `python -m "
+                                "stages.import_ernerf`, or point at one with ori_imgs/)")
+        try:
+            self._frames = self.layout.frames("frames")
+            self.num_frames = self._frames.contiguous_count()
+        except FrameError as error:
+            raise IdentityError(str(error)) from None
+        self._archives: dict[str, FrameSource] = {"frames": self._frames}
 
     @property
     def root(self) -> Path:
@@ -99,7 +104,7 @@ class IdentityReader:
                 if ids and max(ids) >= self.num_frames:
                     raise IdentityError(f"{self.layout.path('transforms_' + split)} names frame {max(ids)} but "
                                         f"ori_imgs/ has {self.num_frames} frames; re-extract the frames")
-        height, width = read_image(self.layout.frame(0)).shape[:2]
+        height, width = self.frame(0).shape[:2]
         if height != width:
             log.warning("%s: frames are %dx%d, not square", self.layout.path("frames"), width, height)
         video = self.root / f"{self.root.name}.mp4"
@@ -150,7 +155,52 @@ class IdentityReader:
         """Processed frame ``index`` as RGB uint8."""
         if not 0 <= index < self.num_frames:
             raise IndexError(f"frame {index} out of range 0..{self.num_frames - 1} in {self.layout.path('frames')}")
-        return read_image(self.layout.frame(index))
+        return self._frames.read(index)
+
+    def frames(self, kind: str = "frames") -> FrameSource:
+        """The per-frame images of ``kind`` (``frames``, ``gt``, ``torso``, ``semantic``, ``parsing``) for
+        streaming with ``read_frames``; the parse stage's kinds hold the usable frames only."""
+        if kind not in self._archives:
+            if not self.layout.has(kind):
+                raise IdentityError(f"{self.layout.path(kind)} not found; run {self.layout.producer(kind)}")
+            try:
+                self._archives[kind] = self.layout.frames(kind)
+            except FrameError as error:
+                raise IdentityError(str(error)) from None
+        return self._archives[kind]
+
+    def _parsed(self, kind: str, index: int, flags: int, rgb: bool) -> np.ndarray:
+        source = self.frames(kind)
+        if index not in source:
+            raise IdentityError(f"{self.layout.path(kind)}: no frame {index}; the parse stage writes the frames "
+                                f"with a face only (usable.npy), and this one is {'not ' * bool(self._usable[index])}"
+                                f"among them: re-run {self.layout.producer(kind)}")
+        return source.read(index, flags, rgb)
+
+    def gt_image(self, index: int) -> np.ndarray:
+        """[H, W, 3] RGB frame over the static background (ER-NeRF's gt_imgs)."""
+        return self._parsed("gt", index, cv2.IMREAD_COLOR, True)
+
+    def torso_rgba(self, index: int) -> np.ndarray:
+        """[H, W, 4] RGBA torso with the neck in-painted (ER-NeRF's torso_imgs)."""
+        image = self._parsed("torso", index, cv2.IMREAD_UNCHANGED, True)
+        if image.ndim != 3 or image.shape[2] != 4:
+            raise IdentityError(f"{self.layout.path('torso')}: frame {index} is not an RGBA image; re-run "
+                                f"{self.layout.producer('torso')}")
+        return image
+
+    def semantic(self, index: int) -> np.ndarray:
+        """[H, W] uint8 labels (0 bg, 1 head, 2 neck, 3 torso, 4 lips, 5 mouth interior); from ER-NeRF's colour
+        ``parsing/`` where a folder has no ``semantic/``."""
+        if self.layout.has("semantic") or not self.layout.has("parsing"):
+            return self._parsed("semantic", index, cv2.IMREAD_UNCHANGED, False)
+        from talkhead_models.preprocess.parsing import labels_from_colours
+
+        return labels_from_colours(self._parsed("parsing", index, cv2.IMREAD_COLOR, False))
+
+    def parsing_colours(self, index: int) -> np.ndarray:
+        """[H, W, 3] ER-NeRF's parsing colours as cv2 reads them (BGR)."""
+        return self._parsed("parsing", index, cv2.IMREAD_COLOR, False)
 
     def audio(self) -> np.ndarray:
         """``aud.wav`` as 16 kHz mono float32 (resampled if the file is at another rate)."""
@@ -274,11 +324,17 @@ class IdentityReader:
     def landmarks(self) -> StoredLandmarks:
         """The landmarks stage's arrays (``lms478.npy``, ``lms68.npy``, ``detected.npy``, ``usable.npy``),
         refused when NaN/inf is in a usable frame."""
+        return self._landmarks
+
+    @functools.cached_property
+    def _landmarks(self) -> StoredLandmarks:
         return read_landmarks(self.layout.path("landmarks478").parent, self.num_frames,
                               self.layout.producer("landmarks478"))
 
     def landmarks68(self, index: int) -> np.ndarray:
-        """[68, 2] landmarks of one frame from ``<i>.lms`` (ER-NeRF's text format)."""
+        """[68, 2] landmarks of one frame: ``lms68.npy`` (ours), ``<i>.lms`` (ER-NeRF's text format)."""
+        if not self.layout.flat:
+            return np.asarray(self.landmarks().points68[index], np.float32)
         path = self.layout.lms(index)
         if not path.is_file():
             raise IdentityError(f"{path} not found; run the landmarks stage")

@@ -13,7 +13,7 @@ _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
 def describe_file(path: Path) -> dict[str, Any]:
-    """Shape and dtype of an array or image file; size in bytes for anything else."""
+    """Shape and dtype of an array, image or frame archive (and its frame count); size in bytes for anything else."""
     entry: dict[str, Any] = {"bytes": path.stat().st_size}
     if path.suffix == ".npy":
         array = np.load(path, mmap_mode="r")
@@ -23,6 +23,18 @@ def describe_file(path: Path) -> dict[str, Any]:
 
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if image is not None:
+            entry.update(shape=list(image.shape), dtype=str(image.dtype))
+    elif path.suffix == ".zip":
+        import cv2
+
+        from talkhead_models.preprocess.frames import FrameArchive
+
+        archive = FrameArchive(path)
+        entry.update(frames=len(archive), member_suffix=archive.suffix,
+                     first_frame=int(archive.indices[0]) if len(archive) else None,
+                     last_frame=int(archive.indices[-1]) if len(archive) else None)
+        if len(archive):  # every frame of an archive has the shape and dtype of its first
+            image = archive.read(int(archive.indices[0]), cv2.IMREAD_UNCHANGED, rgb=False)
             entry.update(shape=list(image.shape), dtype=str(image.dtype))
     return entry
 

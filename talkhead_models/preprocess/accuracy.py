@@ -28,7 +28,7 @@ import pandas as pd
 
 from talkhead_models.data.processed import FPS, ProcessedIdentity
 from talkhead_models.data.synthetic.face import LABEL_BACKGROUND, LABEL_NECK, LABEL_TORSO
-from talkhead_models.preprocess.frames import count_frames, read_clips, read_image
+from talkhead_models.preprocess.frames import read_clips
 from talkhead_models.preprocess.parsing import HEAD_LABELS
 
 log = logging.getLogger(__name__)
@@ -192,9 +192,9 @@ def _landmark_summary(arrays: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def _parsing_arrays(data: IdentityData) -> dict[str, np.ndarray] | None:
-    folder = data.processed.root / "parse" / "semantic"
-    if not folder.is_dir():
+    if not data.processed.has("semantic"):
         return None
+    semantic = data.processed.frames("semantic")
     if not data.recordings:
         return {}
     classes = {"head": HEAD_LABELS, "neck": (LABEL_NECK,), "torso": (LABEL_TORSO,),
@@ -203,10 +203,9 @@ def _parsing_arrays(data: IdentityData) -> dict[str, np.ndarray] | None:
     for recording in data.recordings:
         sources = iter_npz_frames(recording.truth, "labels", recording.source_frames)
         for index, source in zip(recording.frames, sources):
-            path = folder / f"{index}.png"
-            if not path.is_file():  # a frame the parse stage skipped (dropped recording)
+            if index not in semantic:  # a frame the parse stage skipped (dropped recording)
                 continue
-            predicted = read_image(path, cv2.IMREAD_GRAYSCALE, rgb=False)
+            predicted = semantic.read(index, cv2.IMREAD_GRAYSCALE, rgb=False)
             expected = recording.labels(source)
             for name, labels in classes.items():
                 a, b = np.isin(predicted, labels), np.isin(expected, labels)
@@ -257,7 +256,7 @@ SECTIONS: tuple[Section, ...] = (LANDMARKS_SECTION, PARSING_SECTION)
 
 def load_identity(processed_root: Path, identity: str, raw_root: Path, stride: int = 1) -> IdentityData:
     processed = ProcessedIdentity(Path(processed_root) / identity)
-    n_frames = count_frames(processed.path("frames"))
+    n_frames = processed.frames("frames").contiguous_count()
     clips = read_clips(processed.path("clips"), n_frames)
     return IdentityData(identity, processed, recording_truths(clips, raw_root, stride), n_frames)
 

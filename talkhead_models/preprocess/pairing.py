@@ -29,6 +29,7 @@ import itertools
 import logging
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Callable, Literal
 
 import annotated_types
@@ -51,7 +52,7 @@ PAIR_COLUMNS = (
     "identity", "sentence",
     "emotion_a", "level_a", "clip_a", "first_frame_a", "last_frame_a",
     "emotion_b", "level_b", "clip_b", "first_frame_b", "last_frame_b",
-    "path",                       # aligned index file, relative to the pair folder: [L, 2] int32 frame indices
+    "path",                       # key of the DTW path in the pair folder's aligned.npz: [L, 2] int32 frame indices
     "path_length", "dtw_cost",    # steps of the path; mean feature distance along it
     "feature", "split",           # features used; "train" or "val" (held-out sentences)
 )
@@ -164,13 +165,32 @@ def pair_clips(identity: str, clips: pd.DataFrame, features: Callable[[int, int]
                 first_frame_a=int(a.first_frame), last_frame_a=int(a.last_frame),
                 emotion_b=b.emotion, level_b=int(b.level), clip_b=b.clip,
                 first_frame_b=int(b.first_frame), last_frame_b=int(b.last_frame),
-                path=f"aligned/{name}.npy", path_length=len(path), dtw_cost=cost, feature=feature,
+                path=name, path_length=len(path), dtw_cost=cost, feature=feature,
                 split="val" if int(sentence) in held else "train",
             ))
     if unpaired:
         log.warning("%s: sentence(s) %s have no partner emotion among %s; skipped", identity, unpaired,
                     list(cfg.emotions))
     return PairingResult(pd.DataFrame(rows, columns=list(PAIR_COLUMNS)), paths, unpaired)
+
+
+ALIGNED_FILE = "aligned.npz"
+
+
+def write_alignments(pair_dir: Path, paths: dict[str, np.ndarray]) -> None:
+    """Every pair's DTW path into ``pair_dir/aligned.npz`` (one file, whatever the number of pairs)."""
+    np.savez(Path(pair_dir) / ALIGNED_FILE, **paths)
+
+
+def read_alignments(pair_dir: Path) -> dict[str, np.ndarray]:
+    """``aligned.npz``: pair name (``pairs.parquet``'s ``path``) -> [L, 2] int32 absolute frame indices."""
+    path = Path(pair_dir) / ALIGNED_FILE
+    if not path.is_file():
+        stale = " (the earlier aligned/ folder is no longer read)" if (Path(pair_dir) / "aligned").is_dir() else ""
+        raise FileNotFoundError(f"{path} not found{stale}; re-run the pair stage (`dvc repro pair@"
+                                f"{Path(pair_dir).parent.name}`)")
+    with np.load(path) as archive:
+        return {name: archive[name] for name in archive.files}
 
 
 def consistent_clips(clips: pd.DataFrame, rotations: np.ndarray, depth: np.ndarray, cfg: PairConfig) -> pd.Series:

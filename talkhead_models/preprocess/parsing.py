@@ -22,6 +22,8 @@ expands to those colours.
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import typing
 from contextlib import closing
@@ -39,7 +41,9 @@ from talkhead_models.data.synthetic.face import (
     LABEL_BACKGROUND, LABEL_HEAD, LABEL_LIPS, LABEL_MOUTH, LABEL_NECK, LABEL_TORSO,
 )
 from talkhead_models.preprocess.background import BackgroundEstimator
-from talkhead_models.preprocess.frames import BackgroundWriter, frame_paths, read_frames, write_image
+from talkhead_models.preprocess.frames import (
+    BackgroundWriter, FrameArchiveWriter, FrameSource, encode_image, read_frames, write_image,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,18 @@ PARSING_BGR[[LABEL_TORSO]] = (0, 0, 255)
 PARSING_PALETTE = PARSING_BGR[: max(HEAD_LABELS + (LABEL_NECK, LABEL_TORSO)) + 1, ::-1]  # RGB, for indexed PNGs
 
 HEAD_LUT = np.isin(np.arange(256), HEAD_LABELS).astype(np.uint8)
+
+# The parse stage's per-frame archives and the suffix of their members.
+PARSE_ARCHIVES = {"parsing": ".png", "semantic": ".png", "gt_imgs": ".jpg", "torso_imgs": ".png"}
+
+
+def labels_from_colours(colours: np.ndarray) -> np.ndarray:
+    """[H, W] label ids from ER-NeRF's parsing colours [H, W, 3] as cv2 reads them (BGR): head, neck, torso,
+    background (its colours cannot tell lips or mouth interior from the head)."""
+    labels = np.zeros(colours.shape[:2], np.uint8)
+    for label in (LABEL_HEAD, LABEL_NECK, LABEL_TORSO):
+        labels[np.all(colours == PARSING_BGR[label], axis=-1)] = label
+    return labels
 
 JAW_SIDES = (topo.FACE_OVAL[10], topo.FACE_OVAL[26])  # 361 and 132: the jaw's sides at mouth level
 ER_NERF_SIZE = 512  # ER-NeRF's torso in-painting lengths are in pixels of a 512 px frame
@@ -254,34 +270,38 @@ class ParseSummary:
         }
 
 
-def _write_outputs(out: Path, index: int, frame: np.ndarray, labels: np.ndarray, background: np.ndarray) -> None:
-    """All per-frame products of one frame (runs on a writer thread)."""
-    write_image(out / "parsing" / f"{index}.png", labels, palette=PARSING_PALETTE)
-    write_image(out / "semantic" / f"{index}.png", labels, rgb=False)
+def _encode_outputs(index: int, frame: np.ndarray, labels: np.ndarray,
+                    background: np.ndarray) -> tuple[int, dict[str, bytes]]:
+    """All per-frame products of one frame, encoded (runs on a writer thread)."""
     gt = compose_gt(frame, labels, background)
-    write_image(out / "gt_imgs" / f"{index}.jpg", gt)
-    write_image(out / "torso_imgs" / f"{index}.png", torso_rgba(gt, labels, background))
+    return index, {
+        "parsing": encode_image(labels, ".png", palette=PARSING_PALETTE),
+        "semantic": encode_image(labels, ".png", rgb=False),
+        "gt_imgs": encode_image(gt, ".jpg"),
+        "torso_imgs": encode_image(torso_rgba(gt, labels, background), ".png"),
+    }
 
 
-def parse_frames(frames_dir: Path, points: np.ndarray, usable: np.ndarray, cfg: ParseConfig,
+def parse_frames(frames: FrameSource, points: np.ndarray, usable: np.ndarray, cfg: ParseConfig,
                  out: Path) -> ParseSummary:
-    """Write ``bc.jpg`` and per usable frame ``parsing/``, ``semantic/``, ``gt_imgs/`` and ``torso_imgs/``.
+    """Write ``bc.jpg`` and the usable frames' ``parsing.zip``, ``semantic.zip``, ``gt_imgs.zip`` and
+    ``torso_imgs.zip`` (frame archives, PARSE_ARCHIVES).
 
     Two streaming passes: every ``background_stride``-th usable frame for the
     background, then every usable frame. Frames the landmarks stage flagged
-    unusable (recordings without a face, long gaps without one) get no files;
+    unusable (recordings without a face, long gaps without one) are left out;
     ``points`` must be finite in the usable ones (``read_landmarks`` checks).
     """
     indices = np.flatnonzero(usable)
     summary = ParseSummary(frames=len(usable), parsed=len(indices))
     if len(indices) == 0:
-        raise ParseError(f"no usable frame in {frames_dir}: the landmarks stage found no face; see its report.json")
+        raise ParseError(f"no usable frame in {frames.path}: the landmarks stage found no face; see its report.json")
     parser = make_parser(cfg)
     try:
         sample = indices[:: max(1, cfg.background_stride)]
         estimator: BackgroundEstimator | None = None
-        with closing(read_frames(frame_paths(frames_dir, sample), workers=cfg.workers)) as frames:
-            for index, frame in zip(sample, frames):
+        with closing(read_frames(frames, sample, workers=cfg.workers)) as stream:
+            for index, frame in zip(sample, stream):
                 labels = parser(frame, points[index])
                 if estimator is None:
                     estimator = BackgroundEstimator(frame.shape[:2], cfg.background_margin * frame.shape[1])
@@ -289,21 +309,28 @@ def parse_frames(frames_dir: Path, points: np.ndarray, usable: np.ndarray, cfg: 
         try:
             background = estimator.result()
         except ValueError as error:
-            raise ParseError(f"{frames_dir}: {error}") from error
+            raise ParseError(f"{frames.path}: {error}") from error
         summary.background_seen = estimator.seen_fraction
         summary.background_frames = len(sample)
         write_image(out / "bc.jpg", background)
 
-        for name in ("parsing", "semantic", "gt_imgs", "torso_imgs"):
-            (out / name).mkdir()
         head_pixels = 0
-        with BackgroundWriter(workers=cfg.workers, max_pending=2 * cfg.workers) as writer, \
-                closing(read_frames(frame_paths(frames_dir, indices), workers=cfg.workers)) as frames:
-            for index, frame in tqdm(zip(indices, frames), total=len(indices), desc="parse", unit="frame",
-                                     mininterval=2.0):
-                labels = parser(frame, points[index])
-                head_pixels += cv2.countNonZero(cv2.LUT(labels, HEAD_LUT))
-                writer.submit(_write_outputs, out, int(index), frame, labels, background)
+        with contextlib.ExitStack() as archives:
+            writers = {name: archives.enter_context(FrameArchiveWriter(out / f"{name}.zip", suffix))
+                       for name, suffix in PARSE_ARCHIVES.items()}
+
+            def store(result: tuple[int, dict[str, bytes]]) -> None:
+                index, encoded = result
+                for name, data in encoded.items():
+                    writers[name].add(index, data)
+
+            with BackgroundWriter(workers=cfg.workers, max_pending=2 * cfg.workers, consume=store) as writer, \
+                    closing(read_frames(frames, indices, workers=cfg.workers)) as stream:
+                for index, frame in tqdm(zip(indices, stream), total=len(indices), desc="parse", unit="frame",
+                                         mininterval=2.0):
+                    labels = parser(frame, points[index])
+                    head_pixels += cv2.countNonZero(cv2.LUT(labels, HEAD_LUT))
+                    writer.submit(_encode_outputs, int(index), frame, labels, background)
         summary.head_fraction = head_pixels / (len(indices) * background.shape[0] * background.shape[1])
     finally:
         parser.close()

@@ -41,7 +41,7 @@ from talkhead_models.data.processed import FPS
 from talkhead_models.data.synthetic.speech import PhoneSegment, time_warp
 from talkhead_models.preprocess.cameras import OPENGL_TO_OPENCV, euler_to_rotation, rotation_angle_deg
 from talkhead_models.preprocess.face_model import FaceModel
-from talkhead_models.preprocess.pairing import matched_frames
+from talkhead_models.preprocess.pairing import matched_frames, read_alignments
 from talkhead_models.preprocess.tracking import TrackResult, reproject
 
 log = logging.getLogger(__name__)
@@ -203,9 +203,10 @@ def evaluate_identity(identity_dir: Path, raw_root: Path, model: FaceModel) -> d
     if pairs_path.is_file():
         pairs = pd.read_parquet(pairs_path)
         truth_paths = dict(zip(clips["clip"], clips["truth"]))
+        alignments = read_alignments(identity_dir / "pair") if len(pairs) else {}
         errors = []
         for row in pairs.itertuples(index=False):
-            path = np.load(identity_dir / "pair" / row.path) - [row.first_frame_a, row.first_frame_b]
+            path = alignments[row.path] - [row.first_frame_a, row.first_frame_b]
             errors.append(warp_error(path, row.last_frame_a - row.first_frame_a + 1,
                                      phones_of(Path(raw_root) / truth_paths[row.clip_a]),
                                      phones_of(Path(raw_root) / truth_paths[row.clip_b])))

@@ -99,7 +99,7 @@ from talkhead_models.data import DataConfig
 from talkhead_models.data.processed import CLIP_COLUMNS, FPS, SAMPLE_RATE
 from talkhead_models.data.sources import Recording, recordings
 from talkhead_models.media import MediaError, StreamInfo, ffmpeg_exe, iter_frames, iter_timed_frames, probe, read_audio
-from talkhead_models.preprocess.frames import BackgroundWriter
+from talkhead_models.preprocess.frames import BackgroundWriter, FrameArchiveWriter, encode_image
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class CropConfig:
     shift_down: float = 0.25
     """The crop centre sits this many face box sides below the face centre (room for the shoulders)."""
     jpeg_quality: Annotated[int, annotated_types.Interval(ge=1, le=100)] = 95
-    """JPEG quality of ori_imgs/<i>.jpg."""
+    """JPEG quality of the frames in ori_imgs.zip."""
     min_duration_s: NonNegativeFloat = 1.0
     """Recordings shorter than this are dropped with a warning (too short to learn or evaluate from)."""
     max_upscale: PositiveFloat = 2.0
@@ -422,30 +422,30 @@ def crop_frame(frame: np.ndarray, box: CropBox, image_size: int) -> np.ndarray:
     return cv2.resize(patch, (image_size, image_size), interpolation=interpolation)
 
 
-def _encode(frame: np.ndarray, box: CropBox, image_size: int, quality: int, paths: list[Path]) -> None:
-    image = cv2.cvtColor(crop_frame(frame, box, image_size), cv2.COLOR_RGB2BGR)
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise OSError(f"{paths[0]}: JPEG encoding failed")
-    payload = data.tobytes()
-    for path in paths:
-        path.write_bytes(payload)
+def _encode(frame: np.ndarray, box: CropBox, image_size: int, quality: int, indices: range) -> tuple[range, bytes]:
+    return indices, encode_image(crop_frame(frame, box, image_size), ".jpg", quality=quality)
 
 
-def write_frames(source: SourceInfo, box: CropBox, schedule: np.ndarray, folder: Path, first_index: int,
-                 image_size: int, quality: int, workers: int, progress=None) -> int:
-    """Second pass: write processed frames ``first_index ..`` as ``folder/<i>.jpg``; returns how many."""
+def write_frames(source: SourceInfo, box: CropBox, schedule: np.ndarray, archive: FrameArchiveWriter,
+                 first_index: int, image_size: int, quality: int, workers: int, progress=None) -> int:
+    """Second pass: add processed frames ``first_index ..`` to ``archive`` as ``<i>.jpg``; returns how many."""
     repeats = np.bincount(schedule, minlength=int(schedule.max()) + 1 if len(schedule) else 0)
     written = 0
-    with BackgroundWriter(workers=workers, max_pending=4 * max(1, workers)) as writer:
+
+    def store(result: tuple[range, bytes]) -> None:
+        indices, data = result
+        for index in indices:  # a source frame shown for several output frames is stored once per frame
+            archive.add(index, data)
+
+    with BackgroundWriter(workers=workers, max_pending=4 * max(1, workers), consume=store) as writer:
         for index, frame in enumerate(iter_frames(source.video, source.width, source.height)):
             if index >= len(repeats):
                 break
             count = int(repeats[index])
             if count == 0:
                 continue
-            paths = [folder / f"{first_index + written + r}.jpg" for r in range(count)]
-            writer.submit(_encode, frame, box, image_size, quality, paths)
+            start = first_index + written
+            writer.submit(_encode, frame, box, image_size, quality, range(start, start + count))
             written += count
             if progress is not None:
                 progress.update(count)
@@ -524,7 +524,7 @@ class CropSummary:
 
 
 def crop_identity(cfg: CropConfig, raw_root: Path, identity: str, out: Path) -> CropSummary:
-    """Write ``out/ori_imgs/<i>.jpg``, ``out/aud.wav`` and ``out/clips.parquet`` for one identity.
+    """Write ``out/ori_imgs.zip`` (frame archive of ``<i>.jpg``), ``out/aud.wav`` and ``out/clips.parquet``.
 
     ``out`` should be a fresh (temporary) folder: the caller renames it into
     place when this returns, so a failure leaves no partial output.
@@ -541,22 +541,20 @@ def crop_identity(cfg: CropConfig, raw_root: Path, identity: str, out: Path) -> 
         except (RecordingSkipped, BadRecordingError) as problem:
             _drop(problem, recording, dropped, cfg.skip_unreadable)
 
-    frames_dir = out / "ori_imgs"
-    frames_dir.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     several: list[str] = []
     expected = sum(int(round((s.duration or 0.0) * FPS)) for _, s in checked)
     next_index = 0
     with FaceDetector(cfg.min_confidence) as detector, WavAppender(out / "aud.wav") as wav, \
+            FrameArchiveWriter(out / "ori_imgs.zip", ".jpg") as archive, \
             tqdm(total=expected, desc=f"crop {identity}", unit="frame") as progress:
         for recording, source in checked:
             try:
-                row, audio, scan = _crop_recording(cfg, recording, source, detector, frames_dir, next_index,
-                                                   progress)
+                with archive.staged():  # a recording that fails half-way leaves none of its frames
+                    row, audio, scan = _crop_recording(cfg, recording, source, detector, archive, next_index,
+                                                       progress)
             except (RecordingSkipped, BadRecordingError) as problem:
-                for stale in frames_dir.glob("*.jpg"):  # this recording's frames, if it failed half-way
-                    if int(stale.stem) >= next_index:
-                        stale.unlink()
                 _drop(problem, recording, dropped, cfg.skip_unreadable)
                 continue
             wav.append(audio)
@@ -579,7 +577,7 @@ def crop_identity(cfg: CropConfig, raw_root: Path, identity: str, out: Path) -> 
 
 
 def _crop_recording(cfg: CropConfig, recording: Recording, source: SourceInfo, detector: FaceDetector,
-                    frames_dir: Path, first_index: int, progress) -> tuple[dict, np.ndarray, FaceScan]:
+                    archive: FrameArchiveWriter, first_index: int, progress) -> tuple[dict, np.ndarray, FaceScan]:
     scan = scan_faces(source, detector, cfg.detection_stride)
     seconds = float(scan.duration)
     if seconds < cfg.min_duration_s:
@@ -605,7 +603,7 @@ def _crop_recording(cfg: CropConfig, recording: Recording, source: SourceInfo, d
                     source.video, source.width, source.height, box.size, upscale, cfg.image_size)
     schedule = time_schedule(scan.times, scan.end)
     audio = aligned_audio(source, len(schedule), scan.times[0])
-    write_frames(source, box, schedule, frames_dir, first_index, cfg.image_size, cfg.jpeg_quality, cfg.workers,
+    write_frames(source, box, schedule, archive, first_index, cfg.image_size, cfg.jpeg_quality, cfg.workers,
                  progress)
     row = {
         "clip": recording.clip, "kind": recording.kind, "emotion": recording.emotion, "level": recording.level,

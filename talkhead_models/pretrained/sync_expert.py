@@ -48,7 +48,7 @@ from talkhead_models.data import DataConfig
 from talkhead_models.data.processed import FPS, SAMPLE_RATE
 from talkhead_models.media import read_audio
 from talkhead_models.metrics.base import substitute
-from talkhead_models.preprocess.frames import frame_paths, read_frames
+from talkhead_models.preprocess.frames import read_frames
 from talkhead_models.pretrained.datasets import HELDOUT, TRAIN, USED, IdentityLandmarks, SplitConfig
 from talkhead_models.pretrained.lse import SyncScore, sync_score
 
@@ -304,13 +304,13 @@ def sync_data(identities: Sequence[IdentityLandmarks], segments: pd.DataFrame, c
         offset = int(rows.start.min())
         boxes = mouth_boxes(data.image, [(r.start - offset, r.stop - offset) for r in rows.itertuples()],
                             cfg.crop_scale, cfg.smooth_frames)
-        paths = frame_paths(data.processed.path("frames"), range(len(data.image)))
+        count = len(data.image)
         crops = []
         batch: list[np.ndarray] = []
-        for index, frame in enumerate(tqdm(read_frames(paths), total=len(paths), desc=f"mouths {data.identity}",
-                                           unit="frame", leave=False)):
+        for index, frame in enumerate(tqdm(read_frames(data.processed.frames("frames"), range(count)), total=count,
+                                           desc=f"mouths {data.identity}", unit="frame", leave=False)):
             batch.append(frame)
-            if len(batch) == batch_size or index == len(paths) - 1:
+            if len(batch) == batch_size or index == count - 1:
                 images = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float()
                 box = torch.from_numpy(boxes[index + 1 - len(batch): index + 1])
                 crop = crop_mouths(images, box, cfg.crop_height, cfg.crop_width, margin=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from talkhead_models.preprocess.splits import SplitConfig, evaluation_mask
 from talkhead_models.preprocess.tracking import TrackingError
 from talkhead_models.preprocess.video import CropConfig
 from talkhead_models.pretrained import audio2motion, datasets, sync_expert
+from tests.frame_archives import replace_frames
 
 IMAGE_SIZE = 128
 LONG, SHORT = 20, 4  # black stretches, in frames: longer and shorter than long_gap_frames (12)
@@ -76,7 +78,7 @@ def blackened(tmp_path_factory, tiny_corpus) -> Blackened:
     base = tmp_path_factory.mktemp("garbage") / "S001"
     crop.run(CropConfig(image_size=IMAGE_SIZE, data=DataConfig(source="synthetic")), {"raw": tiny_corpus},
              {"crop": base / "crop"}, identity="S001")
-    n_frames = len(list((base / "crop" / "ori_imgs").glob("*.jpg")))
+    n_frames = len(zipfile.ZipFile(base / "crop" / "ori_imgs.zip").namelist())
     clips = read_clips(base / "crop" / "clips.parquet", n_frames)
     held = evaluation_mask(clips, n_frames, SplitConfig())
     recordings = clips.loc[clips.kind == "clip"]
@@ -86,8 +88,8 @@ def blackened(tmp_path_factory, tiny_corpus) -> Blackened:
     stretches = (np.arange(training[0].first_frame + 5, training[0].first_frame + 5 + LONG),
                  np.arange(training[1].first_frame + 10, training[1].first_frame + 10 + SHORT),
                  np.arange(held_out[0].first_frame + 8, held_out[0].first_frame + 8 + LONG))
-    for index in np.concatenate(stretches):
-        cv2.imwrite(str(base / "crop" / "ori_imgs" / f"{index}.jpg"), np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8))
+    replace_frames(base / "crop" / "ori_imgs.zip",
+                   {int(index): np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8) for index in np.concatenate(stretches)})
 
     warnings = WarningList()  # caplog is per test; this fixture runs once per module
     logging.getLogger("stages.landmarks").addHandler(warnings)

@@ -28,6 +28,7 @@ from talkhead_models.data import DataConfig
 from talkhead_models.data.processed import FPS, SAMPLE_RATE
 from talkhead_models.preprocess import video
 from talkhead_models.preprocess.video import BadRecordingError, CropBox, CropConfig
+from tests.frame_archives import read_member
 
 IMAGE_SIZE = 64
 GRID = 4
@@ -187,7 +188,7 @@ def check_alignment(clip: Clip, out: Path, row: pd.Series) -> None:
     duration = float(clip.end - clip.times[0])
     assert abs(count - duration * FPS) <= 1, (count, duration)
     box = CropBox(int(row.crop_x0), int(row.crop_y0), int(row.crop_size))
-    shown = [read_code(cv2.imread(str(out / "ori_imgs" / f"{row.first_frame + k}.jpg")), clip.width, clip.height,
+    shown = [read_code(read_member(out / "ori_imgs.zip", row.first_frame + k, cv2.IMREAD_COLOR), clip.width, clip.height,
                        box) for k in range(count)]
     expected = expected_sources(clip.times, count)
     wrong = [(k, shown[k], expected[k]) for k in range(count) if shown[k] != expected[k]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -21,10 +22,17 @@ SIZE = 48
 
 
 def write_frames(folder: Path, n_frames: int = N_FRAMES) -> None:
+    """ER-NeRF's numbered folder, or with a ``.zip`` name our frame archive (written with zipfile)."""
+    images = [cv2.imencode(".jpg", np.full((SIZE, SIZE, 3), 10 * i, np.uint8))[1].tobytes() for i in range(n_frames)]
+    if folder.suffix == ".zip":
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(folder, "w", zipfile.ZIP_STORED) as archive:
+            for i, data in enumerate(images):
+                archive.writestr(f"{i}.jpg", data)
+        return
     folder.mkdir(parents=True)
-    for i in range(n_frames):
-        image = np.full((SIZE, SIZE, 3), 10 * i, np.uint8)
-        cv2.imwrite(str(folder / f"{i}.jpg"), image)
+    for i, data in enumerate(images):
+        (folder / f"{i}.jpg").write_bytes(data)
 
 
 def tone(n_frames: int) -> np.ndarray:
@@ -101,7 +109,7 @@ def test_flat_folder_whose_transforms_name_missing_frames_is_an_error(ernerf_fol
 
 def test_staged_folder_reads_our_clip_table_and_features(tmp_path):
     root = tmp_path / "S001"
-    write_frames(root / "crop" / "ori_imgs")
+    write_frames(root / "crop" / "ori_imgs.zip")
     write_audio(root / "crop" / "aud.wav", tone(N_FRAMES), SAMPLE_RATE)
     rows = [
         {"clip": "neutral/level_1/001", "kind": "clip", "emotion": "neutral", "level": 1, "sentence": 1,
@@ -134,7 +142,7 @@ def test_a_folder_without_frames_is_not_an_identity(tmp_path):
 def test_frames_without_a_face_are_neither_trained_on_nor_scored(tmp_path):
     """12 frames, 8-11 held out by split.parquet; usable.npy flags 2-3 and 9 faceless."""
     root = tmp_path / "S001"
-    write_frames(root / "crop" / "ori_imgs")
+    write_frames(root / "crop" / "ori_imgs.zip")
     (root / "landmarks").mkdir()
     usable = np.ones(N_FRAMES, bool)
     usable[[2, 3, 9]] = False
@@ -162,3 +170,17 @@ def test_nan_in_a_flat_folders_lms_file_is_refused(ernerf_folder):
     with pytest.raises(NonFiniteError, match=r"4.lms: NaN or inf in the landmarks of frame 4; .*re-run the "
                                              r"ER-NeRF/RAD-NeRF preprocessing"):
         open_identity(ernerf_folder).landmarks68(4)
+
+
+def test_staged_and_flat_frames_decode_the_same(tmp_path, ernerf_folder):
+    write_frames(tmp_path / "S001" / "crop" / "ori_imgs.zip")
+    staged, flat = open_identity(tmp_path / "S001"), open_identity(ernerf_folder)
+    for index in (0, 5, N_FRAMES - 1):
+        np.testing.assert_array_equal(staged.frame(index), flat.frame(index))
+        np.testing.assert_array_equal(staged.frame(index), cv2.imread(str(ernerf_folder / "ori_imgs" / f"{index}.jpg"))[..., ::-1])
+
+
+def test_the_earlier_per_frame_layout_is_refused_with_the_stage_to_rerun(tmp_path):
+    write_frames(tmp_path / "S001" / "crop" / "ori_imgs")
+    with pytest.raises(IdentityError, match=r"earlier per-frame layout.*dvc repro crop@S001"):
+        open_identity(tmp_path / "S001")

@@ -23,13 +23,7 @@ VARIANTS = ("gstalker", "gstalker_paper_audio", "gstalker_no_static_init", "gsta
             "gstalker_no_perceptual")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread, as the train stage runs (on a shared 2-core machine more threads only contend)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(name: str = "gstalker", **changes) -> GSTalkerConfig:

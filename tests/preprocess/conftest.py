@@ -7,6 +7,7 @@ is source frame i and the ground truth applies pixel for pixel.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -24,18 +25,18 @@ FrameEdit = Callable[[int, int, np.ndarray], np.ndarray]
 
 
 def build_crop_folder(corpus: Path, identity: str, out: Path, edit: FrameEdit | None = None) -> pd.DataFrame:
-    """Write ``out/ori_imgs/<i>.jpg`` and ``out/clips.parquet`` for ``identity``, as the crop stage would."""
-    frames_dir = out / "ori_imgs"
-    frames_dir.mkdir(parents=True)
+    """Write ``out/ori_imgs.zip`` and ``out/clips.parquet`` for ``identity``, as the crop stage would."""
+    out.mkdir(parents=True)
     rows, index = [], 0
+    archive = zipfile.ZipFile(out / "ori_imgs.zip", "w", zipfile.ZIP_STORED)  # the format, written without our code
     for number, recording in enumerate(recordings("synthetic", corpus, identity)):
         first = index
         for k, frame in enumerate(iter_frames(recording.video)):
             source_size = frame.shape[0]
             if edit is not None:
                 frame = edit(number, k, frame)
-            cv2.imwrite(str(frames_dir / f"{index}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+            archive.writestr(f"{index}.jpg", data.tobytes())
             index += 1
         rows.append({
             "clip": recording.clip, "kind": recording.kind, "emotion": recording.emotion,
@@ -44,6 +45,7 @@ def build_crop_folder(corpus: Path, identity: str, out: Path, edit: FrameEdit | 
             "truth": recording.truth.relative_to(corpus).as_posix(), "source_fps": 25.0,
             "crop_x0": 0, "crop_y0": 0, "crop_size": source_size, "image_size": frame.shape[0],
         })
+    archive.close()
     clips = pd.DataFrame(rows, columns=list(CLIP_COLUMNS))
     clips.to_parquet(out / "clips.parquet", index=False)
     return clips

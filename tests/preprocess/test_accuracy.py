@@ -29,11 +29,11 @@ def linked_identity(source: Path, target: Path, clips: pd.DataFrame | None = Non
                     lms68: np.ndarray | None = None) -> None:
     """A processed identity sharing ``source``'s frames and masks, with its own clip table or landmarks."""
     (target / "crop").mkdir(parents=True)
-    (target / "crop" / "ori_imgs").symlink_to(source / "crop" / "ori_imgs")
+    (target / "crop" / "ori_imgs.zip").symlink_to(source / "crop" / "ori_imgs.zip")
     (clips if clips is not None else pd.read_parquet(source / "crop" / "clips.parquet")).to_parquet(
         target / "crop" / "clips.parquet")
     (target / "parse").symlink_to(source / "parse")
-    shutil.copytree(source / "landmarks", target / "landmarks", ignore=shutil.ignore_patterns("lms"))
+    shutil.copytree(source / "landmarks", target / "landmarks")
     if lms68 is not None:
         np.save(target / "landmarks" / "lms68.npy", lms68)
 

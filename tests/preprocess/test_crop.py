@@ -19,6 +19,7 @@ from talkhead_models.data.synthetic.corpus import SynthConfig, generate
 from talkhead_models.media import iter_frames, read_audio
 from talkhead_models.preprocess.facemesh import FaceMesh
 from talkhead_models.preprocess.video import CropBox, CropConfig, crop_box, crop_frame, frame_schedule
+from talkhead_models.preprocess.frames import FrameArchive
 
 IMAGE_SIZE = 160
 SAMPLES_PER_FRAME = SAMPLE_RATE // int(FPS)
@@ -68,8 +69,7 @@ def source_frames(corpus: Path) -> dict[str, int]:
 def test_layout_frame_counts_and_audio_length(tiny_corpus, tiny_crop):
     out, clips = tiny_crop
     assert tuple(clips.columns) == CLIP_COLUMNS
-    n_frames = len(list((out / "ori_imgs").glob("*.jpg")))
-    assert sorted(int(p.stem) for p in (out / "ori_imgs").glob("*.jpg")) == list(range(n_frames))
+    n_frames = FrameArchive(out / "ori_imgs.zip").contiguous_count()  # frames 0..N-1, no gap
     assert clips.first_frame.tolist() == [0] + (clips.last_frame[:-1] + 1).tolist()
     assert clips.last_frame.iloc[-1] == n_frames - 1
     # recordings order: MEAD clips sorted by path, then the long video
@@ -79,14 +79,14 @@ def test_layout_frame_counts_and_audio_length(tiny_corpus, tiny_crop):
     for row in clips.itertuples():
         assert row.last_frame - row.first_frame + 1 == round(frames[row.source] / row.source_fps * FPS)
         assert (tiny_corpus / row.truth).is_file()
-    image = cv2.imread(str(out / "ori_imgs" / "0.jpg"))
+    image = FrameArchive(out / "ori_imgs.zip").read(0, rgb=False)
     assert image.shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
     audio = read_audio(out / "aud.wav", SAMPLE_RATE)
     assert len(audio) == n_frames * SAMPLES_PER_FRAME
     manifest = read_manifest(out)
     assert manifest["stage"] == "crop" and manifest["params"]["image_size"] == IMAGE_SIZE
-    assert manifest["files"]["ori_imgs/"]["count"] == n_frames
-    assert manifest["files"]["ori_imgs/"]["first"]["shape"] == [IMAGE_SIZE, IMAGE_SIZE, 3]
+    assert manifest["files"]["ori_imgs.zip"]["frames"] == n_frames
+    assert manifest["files"]["ori_imgs.zip"]["shape"] == [IMAGE_SIZE, IMAGE_SIZE, 3]
     assert {"aud.wav", "clips.parquet"} <= set(manifest["files"])
 
 
@@ -118,7 +118,7 @@ def facemesh_nme(out: Path, clips: pd.DataFrame, corpus: Path, clip: str, probes
     with FaceMesh(static=True) as mesh:
         for k in probes:
             expected = box.to_processed(truth[schedule[k]], IMAGE_SIZE)
-            image = cv2.cvtColor(cv2.imread(str(out / "ori_imgs" / f"{row.first_frame + k}.jpg")), cv2.COLOR_BGR2RGB)
+            image = FrameArchive(out / "ori_imgs.zip").read(row.first_frame + k)
             found = mesh(image)
             assert found is not None, (clip, k)
             found68 = topo.to_68(found)[:, :2]
@@ -145,7 +145,7 @@ def test_30fps_recording_is_resampled_by_time(corpus_30fps, crop_30fps):
     schedule = frame_schedule(n_source, 30.0)
     differences = {offset: [] for offset in (-1, 0, 1)}
     for k in range(1, len(schedule) - 1):
-        processed = cv2.imread(str(out / "ori_imgs" / f"{row.first_frame + k}.jpg")).astype(np.float32)
+        processed = FrameArchive(out / "ori_imgs.zip").read(row.first_frame + k, rgb=False).astype(np.float32)
         for offset in differences:
             differences[offset].append(np.abs(processed - source[schedule[k] + offset]).mean())
     assert max(differences[0]) == 0.0
@@ -176,7 +176,7 @@ def test_off_centre_face_in_a_wide_frame_is_cropped_around_the_face(tiny_corpus,
     assert (mapped.min(axis=(0, 1)) > 0).all() and (mapped.max(axis=(0, 1)) < IMAGE_SIZE).all()
     face_centre_x = mapped[:, :, 0].mean() / IMAGE_SIZE
     assert 0.35 < face_centre_x < 0.65
-    assert cv2.imread(str(out / "ori_imgs" / "0.jpg")).shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert FrameArchive(out / "ori_imgs.zip").read(0, rgb=False).shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
 
 
 def test_crop_box_is_a_robust_median_kept_inside_the_image():
@@ -212,9 +212,9 @@ def test_stage_runs_from_params_with_the_shared_data_section(tiny_corpus, tmp_pa
     (raw / "S002.mp4").write_bytes((tiny_corpus / "videos" / "S002.mp4").read_bytes())
     result = crop.STAGE.execute(params, root=tmp_path, paths={"raw": "raw", "crop": "out/S002/crop"}, identity="S002")
     out = tmp_path / "out" / "S002" / "crop"
-    assert result.metrics["frames"] == len(list((out / "ori_imgs").glob("*.jpg"))) > 0
+    assert result.metrics["frames"] == len(FrameArchive(out / "ori_imgs.zip")) > 0
     assert result.metrics["recordings"] == 1 and result.metrics["recordings_dropped"] == 0
-    assert cv2.imread(str(out / "ori_imgs" / "0.jpg")).shape == (96, 96, 3)
+    assert FrameArchive(out / "ori_imgs.zip").read(0, rgb=False).shape == (96, 96, 3)
     manifest = read_manifest(out)
     assert manifest["params"]["data"]["source"] == "videos" and manifest["params"]["detection_stride"] == 10
     assert json.loads((out / "report.json").read_text())["dropped"] == []

@@ -28,7 +28,7 @@ def warp_errors(root: Path, identity: str, pair_dir: Path, corpus: Path) -> list
     truth = dict(zip(clips["clip"], clips["truth"]))
     errors = []
     for row in pd.read_parquet(pair_dir / "pairs.parquet").itertuples(index=False):
-        path = np.load(pair_dir / row.path) - [row.first_frame_a, row.first_frame_b]
+        path = np.load(pair_dir / "aligned.npz")[row.path] - [row.first_frame_a, row.first_frame_b]
         errors.append(warp_error(path, row.last_frame_a - row.first_frame_a + 1,
                                  phones_of(corpus / truth[row.clip_a]), phones_of(corpus / truth[row.clip_b])))
     return errors
@@ -45,7 +45,7 @@ def test_dtw_recovers_the_true_time_warp(tiny_corpus, tmp_path, feature, bar):
         assert set(pairs["split"]) == {"train", "val"}
         assert pairs.loc[pairs["split"] == "val", "sentence"].tolist() == [2]
         for row in pairs.itertuples(index=False):
-            path = np.load(out / row.path)
+            path = np.load(out / "aligned.npz")[row.path]
             assert path.dtype == np.int32 and path.shape == (row.path_length, 2)
             assert tuple(path[0]) == (row.first_frame_a, row.first_frame_b)
             assert tuple(path[-1]) == (row.last_frame_a, row.last_frame_b)

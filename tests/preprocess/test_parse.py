@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -28,9 +29,20 @@ def truth_labels(corpus: Path, clips: pd.DataFrame) -> np.ndarray:
 
 
 def read(path: Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
-    image = cv2.imread(str(path), flags)
+    """An image as cv2 reads it; ``<kind>/<i>.png`` is read from the frame archive ``<kind>.zip`` with zipfile."""
+    archive = path.parent.with_suffix(".zip")
+    if archive.is_file():
+        with zipfile.ZipFile(archive) as members:
+            image = cv2.imdecode(np.frombuffer(members.read(path.name), np.uint8), flags)
+    else:
+        image = cv2.imread(str(path), flags)
     assert image is not None, path
     return image
+
+
+def members(archive: Path) -> set[str]:
+    with zipfile.ZipFile(archive) as frames:
+        return set(frames.namelist())
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -101,8 +113,10 @@ def test_background_gt_and_torso_images(processed_root, parse_done, tiny_corpus)
     assert (torso[..., :3][alpha == 0] == 0).all()
 
     manifest = json.loads((base / "parse" / "manifest.json").read_text())
-    assert manifest["stage"] == "parse" and manifest["files"]["parsing/"]["count"] == len(expected)
-    assert manifest["files"]["torso_imgs/"]["first"]["shape"] == [*labels.shape, 4]
+    assert manifest["stage"] == "parse" and manifest["files"]["parsing.zip"]["frames"] == len(expected)
+    assert manifest["files"]["torso_imgs.zip"]["shape"] == [*labels.shape, 4]
+    assert sorted(p.name for p in (base / "parse").iterdir()) == ["bc.jpg", "gt_imgs.zip", "manifest.json",
+                                                                  "parsing.zip", "semantic.zip", "torso_imgs.zip"]
 
 
 def test_dropped_recording_gets_no_masks(dropped_recording):
@@ -114,10 +128,10 @@ def test_dropped_recording_gets_no_masks(dropped_recording):
     frames = dropped["last_frame"] - dropped["first_frame"] + 1
     assert metrics["skipped_frames"] == frames
     out = dropped_recording / "parse"
-    assert not (out / "parsing" / f"{dropped['first_frame']}.png").exists()
-    assert (out / "gt_imgs" / f"{dropped['last_frame'] + 1}.jpg").exists()
+    assert f"{dropped['first_frame']}.png" not in members(out / "parsing.zip")
+    assert f"{dropped['last_frame'] + 1}.jpg" in members(out / "gt_imgs.zip")
     n_frames = int(clips["last_frame"].max()) + 1
-    assert len(list((out / "torso_imgs").glob("*.png"))) == n_frames - frames
+    assert len(members(out / "torso_imgs.zip")) == n_frames - frames
 
 
 def test_a_failure_leaves_the_previous_output(processed_root, parse_done, tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ of a corpus (used to develop against the demo corpus under /tmp).
 from __future__ import annotations
 
 import sys
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -50,8 +51,8 @@ def pixel_depth(landmarks_3d: np.ndarray, focal: float) -> np.ndarray:
 def build_processed_identity(corpus: Path, identity: str, out: Path) -> ProcessedIdentity:
     """Write ``out/{crop,landmarks,features}`` for one identity of a synthetic corpus."""
     processed = ProcessedIdentity(out)
-    frames_dir = processed.path("frames")
-    frames_dir.mkdir(parents=True)
+    processed.path("frames").parent.mkdir(parents=True)
+    frames = zipfile.ZipFile(processed.path("frames"), "w", zipfile.ZIP_STORED)  # a frame archive, by zipfile
     processed.path("landmarks478").parent.mkdir(parents=True)
     processed.path("features_dir").mkdir(parents=True)
     rows, landmarks, audio_parts, index = [], [], [], 0
@@ -59,8 +60,8 @@ def build_processed_identity(corpus: Path, identity: str, out: Path) -> Processe
         truth = np.load(recording.truth)
         first = index
         for frame in iter_frames(recording.video):
-            cv2.imwrite(str(frames_dir / f"{index}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            frames.writestr(f"{index}.jpg", cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
+                                                         [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
             index += 1
         count = index - first
         depth = pixel_depth(truth["landmarks_3d"][:count], float(truth["intrinsics"][0, 0]))
@@ -74,6 +75,7 @@ def build_processed_identity(corpus: Path, identity: str, out: Path) -> Processe
             "truth": recording.truth.relative_to(corpus).as_posix(), "source_fps": FPS,
             "crop_x0": 0, "crop_y0": 0, "crop_size": frame.shape[0], "image_size": frame.shape[0],
         })
+    frames.close()
     pd.DataFrame(rows, columns=list(CLIP_COLUMNS)).to_parquet(processed.path("clips"), index=False)
     audio = np.concatenate(audio_parts)
     write_audio(processed.path("audio"), audio, SAMPLE_RATE)

@@ -36,6 +36,7 @@ from talkhead_models.pretrained.datasets import HELDOUT, TRAIN, SplitConfig, loa
 from talkhead_models.pretrained.sync_expert import (
     MEL_PER_FRAME, SyncExpertConfig, score_recordings, sync_data, torch_threads, train_sync_expert,
 )
+from tests.frame_archives import read_member, replace_frames
 
 SPLIT = SplitConfig(holdout_sentences=1)
 SYNC = SyncExpertConfig(crop_height=32, crop_width=64, n_mels=40, channels=(8, 16, 32, 64), embedding_dim=32,
@@ -86,10 +87,9 @@ def poisoned_root(processed_truth, tmp_path_factory) -> Path:
         features = np.load(root / name / "features" / "aud_mel.npy")
         features[frames] = rng.normal(0, 1, features[frames].shape).astype(np.float32)
         np.save(root / name / "features" / "aud_mel.npy", features)
-        for index in frames:
-            path = root / name / "crop" / "ori_imgs" / f"{index}.jpg"
-            noise = rng.integers(0, 256, cv2.imread(str(path)).shape, dtype=np.uint8)
-            cv2.imwrite(str(path), noise)
+        archive = root / name / "crop" / "ori_imgs.zip"
+        shape = read_member(archive, int(frames[0])).shape
+        replace_frames(archive, {int(index): rng.integers(0, 256, shape, dtype=np.uint8) for index in frames})
     return root
 
 

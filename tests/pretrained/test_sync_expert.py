@@ -9,7 +9,6 @@ import torch
 
 from talkhead_models.data.processed import SAMPLE_RATE
 from talkhead_models.media import read_audio
-from talkhead_models.preprocess.frames import read_image
 from talkhead_models.pretrained.datasets import TRAIN, SplitConfig, load_identity, processed_identities, segment_table
 from talkhead_models.pretrained.sync_expert import (
     MEL_PER_FRAME, ExpertScorer, SyncExpertConfig, audio_windows, centre_crop, crop_mouths, frozen, load_expert,
@@ -75,7 +74,7 @@ def test_scorer_reads_frames_and_a_waveform(tiny_sync, processed_truth):
     row = data.segments[(data.segments.split == TRAIN) & (data.segments.kind == "clip")].iloc[0]
     identity = next(i for i in identities if i.identity == row.identity)
     local = slice(row.first_frame, row.last_frame + 1)
-    frames = np.stack([read_image(identity.processed.frame(i)) for i in range(local.start, local.stop)])
+    frames = np.stack([identity.processed.frames("frames").read(i) for i in range(local.start, local.stop)])
     audio = read_audio(identity.processed.path("audio"), SAMPLE_RATE)[local.start * 640:local.stop * 640]
     scorer = ExpertScorer(trained.expert, model_config(TINY))
     score = scorer.score((frames, identity.image[local]), audio)
@@ -95,7 +94,7 @@ def test_checkpoint_round_trip_and_frozen_discriminator_gradient(tiny_sync, tmp_
 
     # As S3D-NeRF's discriminator: frozen weights, gradient reaching the rendered image through the crop.
     discriminator = frozen(expert)
-    frames = torch.stack([torch.from_numpy(read_image(identities[0].processed.frame(i))) for i in range(5)])
+    frames = torch.stack([torch.from_numpy(identities[0].processed.frames("frames").read(i)) for i in range(5)])
     images = frames.permute(0, 3, 1, 2).float().requires_grad_(True)
     boxes = torch.from_numpy(mouth_boxes(identities[0].image[:5], [(0, 5)], TINY.crop_scale))
     crops = crop_mouths(images, boxes, 32, 64)

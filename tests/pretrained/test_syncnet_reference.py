@@ -74,14 +74,13 @@ def test_loading_reads_the_published_state_dict_layout(tmp_path, caplog):
 @pytest.mark.skipif(not (weights_dir() / SYNCNET_FILE).is_file(), reason=f"{SYNCNET_FILE} not in the weights folder")
 def test_reference_syncnet_finds_the_synthetic_clips_in_sync(processed_truth):
     from talkhead_models.media import read_audio
-    from talkhead_models.preprocess.frames import read_image
     from talkhead_models.pretrained.datasets import load_identity, processed_identities
 
     scorer = ReferenceScorer(load_reference_syncnet())
     identity = load_identity(processed_identities(processed_truth)[0])
     row = identity.clips.iloc[0]
     span = range(row.first_frame, row.last_frame + 1)
-    frames = np.stack([read_image(identity.processed.frame(i)) for i in span])
+    frames = np.stack([identity.processed.frames("frames").read(i) for i in span])
     audio = read_audio(identity.processed.path("audio"))[span.start * 640:span.stop * 640]
     score = scorer.score((frames, identity.image[span.start:span.stop]), audio)
     assert abs(score.offset) <= 1 and score.confidence > 1.0

@@ -36,9 +36,6 @@ SKULL_LANDMARKS = np.array([27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45])
 """Points that move with the skull only (nose, eye corners): their centroid takes the head's translation out of
 the mouth's motion."""
 
-# ER-NeRF's parsing colours as cv2 reads them back (flat folders have no semantic/ labels).
-_PARSING_COLOURS = {1: (255, 0, 0), 2: (0, 255, 0), 3: (0, 0, 255)}
-
 
 @dataclass(frozen=True)
 class Intrinsics:
@@ -165,7 +162,7 @@ class IdentityScene:
         path = self.reader.layout.path("landmarks68")
         if path.is_file():
             return self.reader.landmarks().points68  # NaN/inf in a frame with a face is refused, naming the file
-        if self.reader.layout.lms(0).is_file():
+        if self.reader.flat and self.reader.layout.lms(0).is_file():
             return None  # flat folder: read <i>.lms per frame
         raise IdentityError(f"{path} not found: the lip patch needs the 68 landmarks; run the landmarks stage")
 
@@ -197,17 +194,7 @@ class IdentityScene:
 
     def labels(self, index: int) -> np.ndarray:
         """[H, W] semantic labels (0 bg, 1 head, 2 neck, 3 torso, 4 lips, 5 mouth) of frame ``index``."""
-        semantic = self.reader.layout.path("semantic_dir") / f"{index}.png"
-        if semantic.is_file():
-            return read_image(semantic, cv2.IMREAD_UNCHANGED, rgb=False)
-        parsing = self.reader.layout.parsing(index)
-        if not parsing.is_file():
-            raise IdentityError(f"{semantic} not found: GSTalker needs the parsing masks; run the parse stage")
-        colours = read_image(parsing, cv2.IMREAD_COLOR, rgb=False)
-        labels = np.zeros(colours.shape[:2], np.uint8)
-        for label, colour in _PARSING_COLOURS.items():
-            labels[np.all(colours == colour, axis=-1)] = label
-        return labels
+        return self.reader.semantic(index)
 
     def background(self, size: int) -> Tensor:
         """[size, size, 3] ``bc.jpg`` in [0, 1] (the static background the parts are composed over)."""

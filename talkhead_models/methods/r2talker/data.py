@@ -110,7 +110,7 @@ def scene_frame(identity: "IdentityData", margin: float) -> SceneFrame:
         points.append(unproject_to_face_plane(identity.cameras.c2w[index], pixels, identity.cameras.focal,
                                               identity.cameras.cx, identity.cameras.cy))
     if not points:
-        raise IdentityError(f"{identity.layout.path('semantic_dir')}: no head pixels in the training frames; "
+        raise IdentityError(f"{identity.layout.path('semantic')}: no head pixels in the training frames; "
                             "re-run the parse stage")
     cloud = np.concatenate(points)
     low, high = np.percentile(cloud, 0.5, axis=0), np.percentile(cloud, 99.5, axis=0)
@@ -179,19 +179,12 @@ class IdentityData:
         return self.reader.frame(index)
 
     def semantic(self, index: int) -> np.ndarray:
-        return cv2.imread(str(self._require("semantic_dir") / f"{index}.png"), cv2.IMREAD_UNCHANGED)
-
-    def torso_rgba(self, index: int) -> np.ndarray:
-        image = cv2.imread(str(self._require("torso_dir") / f"{index}.png"), cv2.IMREAD_UNCHANGED)
-        if image is None or image.ndim != 3 or image.shape[2] != 4:
-            raise IdentityError(f"{self._require('torso_dir') / f'{index}.png'}: expected an RGBA torso image; "
-                                "re-run the parse stage")
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+        return self.reader.semantic(index)
 
     def _load_training_images(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ground truth over bc.jpg, bc.jpg with the frame's torso, semantic labels) as uint8 / labels."""
-        truth = read_image(self._require("gt_dir") / f"{index}.jpg")
-        torso = self.torso_rgba(index)
+        truth = self.reader.gt_image(index)
+        torso = self.reader.torso_rgba(index)
         alpha = torso[..., 3:].astype(np.float32) / 255.0
         head_background = torso[..., :3].astype(np.float32) / 255.0 * alpha + self.background * (1.0 - alpha)
         return truth, (head_background * 255.0 + 0.5).astype(np.uint8), self.semantic(index)
