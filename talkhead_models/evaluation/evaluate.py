@@ -115,7 +115,15 @@ class LandmarkFinder:
 
 
 class ExpressionFitter:
-    """Expression coefficients of landmark sequences by the identity's tracker (its focal and identity shape)."""
+    """Expression coefficients of landmark sequences by the identity's tracker (its focal and identity shape).
+
+    ``track_params.pt`` may come from another face model than ours: an ER-NeRF folder brought in by
+    ``stages.import_ernerf`` holds BFM's 100-d identity and 79-d expression. Its focal length (pixels, whatever the
+    face model) is used all the same; an identity of another dimension is not, and the fit starts from our model's
+    mean identity instead. The tracker refits the identity on every clip either way, so the rendered and the real
+    frames' expressions are both in our model's basis and Exp-Diff compares like with like; ``note`` says when the
+    identity was replaced, ``unavailable`` (Exp-Diff n/a) why the file cannot be used at all.
+    """
 
     def __init__(self, face_model_dir: Path, track_params: Path, image_size: int,
                  producer: str = "the track stage") -> None:
@@ -126,15 +134,31 @@ class ExpressionFitter:
         from talkhead_models.preprocess.tracking import FocalEstimate, TrackConfig
 
         params = torch.load(track_params, map_location="cpu", weights_only=True)
-        require_finite_entries(params, track_params, producer, ("focal", "id"))
-        self.model = FaceModel.load(Path(face_model_dir) / FACE_MODEL_FILE)
-        self.focal = FocalEstimate(focal=float(params["focal"].reshape(-1)[0]), curve=[], status="ok",
-                                   identity=params["id"].reshape(-1).double().numpy())
         self.cfg, self.image_size = TrackConfig(), image_size
+        self.note = self.unavailable = ""
+        self.focal = None
+        if not isinstance(params, dict) or "focal" not in params:
+            found = sorted(params) if isinstance(params, dict) else type(params).__name__
+            self.unavailable = (f"{track_params} has no focal length (found {found}); the tracker needs the "
+                                f"camera's: re-run {producer}")
+            log.warning("Exp-Diff not measured: %s", self.unavailable)
+            return
+        require_finite_entries(params, track_params, producer, [key for key in ("focal", "id") if key in params])
+        self.model = FaceModel.load(Path(face_model_dir) / FACE_MODEL_FILE)
+        identity = params["id"].reshape(-1).double().numpy() if "id" in params else np.zeros(0)
+        if identity.shape != (self.model.n_id,):
+            self.note = (f"{Path(track_params).name} holds a {identity.size}-d identity of another face model (ours: "
+                         f"{self.model.n_id}-d); the tracker started from our model's mean identity")
+            log.info("Exp-Diff: %s (%s)", self.note, track_params)
+            identity = np.zeros(self.model.n_id)
+        self.focal = FocalEstimate(focal=float(params["focal"].reshape(-1)[0]), curve=[], status="ok",
+                                   identity=identity)
 
     def __call__(self, points: np.ndarray, detected: np.ndarray) -> np.ndarray:
         from talkhead_models.preprocess.tracking import track
 
+        if self.unavailable:
+            raise ValueError(self.unavailable)
         result = track(self.model, points, detected, np.zeros(len(points), np.int64), self.image_size, self.cfg,
                        name="rendered frames", focal=self.focal)
         return result.exp
@@ -203,6 +227,8 @@ class ClipScorer:
                   true_detected: np.ndarray) -> MetricValue:
         if self.expression is None:
             return MetricValue.not_available("Exp-Diff", self.expression_missing, higher_is_better=False)
+        if getattr(self.expression, "unavailable", ""):
+            return MetricValue.not_available("Exp-Diff", self.expression.unavailable, higher_is_better=False)
         try:
             generated, truth = self.expression(points, detected), self.expression(true_points, true_detected)
         except Exception as error:  # noqa: BLE001 - a fit that fails on a degenerate render is a missing value
@@ -210,8 +236,10 @@ class ClipScorer:
             return MetricValue.not_available("Exp-Diff", f"tracker failed on rendered frames: {error}",
                                              higher_is_better=False)
         value = exp_diff(generated, truth)
-        return MetricValue("Exp-Diff", value.value, higher_is_better=False, per_frame=value.per_frame,
-                           note="expression coefficients of the project's landmark tracker (not the papers' 3DMM)")
+        note = "expression coefficients of the project's landmark tracker (not the papers' 3DMM)"
+        if getattr(self.expression, "note", ""):
+            note = f"{note}; {self.expression.note}"
+        return MetricValue("Exp-Diff", value.value, higher_is_better=False, per_frame=value.per_frame, note=note)
 
 
 def _no_face(names: Iterable[str]) -> dict[str, MetricValue]:
