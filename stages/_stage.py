@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import inspect
 import logging
 import os
@@ -42,7 +43,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from talkhead_models.atomic import exclusive_lock, lock_path
 from talkhead_models.config import (
@@ -219,6 +220,11 @@ class Stage:
         paths = {name: getattr(args, name) for name in {**self.inputs, **self.outputs}}
         self.execute(params, root=Path.cwd(), paths=paths, identity=getattr(args, "identity", None),
                      method=getattr(args, "method", None), seed=getattr(args, "seed", 0))
+        if getattr(sys.modules.get("__main__"), "STAGE", None) is self:
+            # The process ends when this returns (``python -m stages.<name>``). Python's exit still runs every atexit
+            # handler and frees what it frees, but its last garbage collections no longer walk the hundreds of
+            # thousands of objects MLflow, SQLAlchemy and torch made at import: 0.5-1 s less per stage.
+            gc.freeze()
         return 0
 
 
@@ -227,6 +233,22 @@ def configure_logging(level: int = logging.INFO) -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                             stream=sys.stderr)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the block (and on again after, unless it was off before).
+
+    Importing MLflow and opening its SQLAlchemy store makes some 300,000 long-lived objects; the collections
+    they trigger on the way free nothing and cost about 0.3 s per stage.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def tracking_uri(root: Path) -> str:
@@ -331,19 +353,20 @@ class tracked_run:
         self.name = "@".join(part for part in (stage, run) if part)
 
     def __enter__(self) -> "tracked_run":
-        import mlflow
+        with gc_paused():  # mostly imports: mlflow, its SQLAlchemy store, its git context
+            import mlflow
 
-        self._mlflow = mlflow
-        mlflow.set_tracking_uri(tracking_uri(self.root))
-        experiment = experiment_id(mlflow, self.root)
-        self.end_dead_runs(experiment)
-        active = mlflow.active_run()
-        parent = active.info.run_id if active is not None else os.environ.get(PARENT_RUN_ENV) or None
-        # Tagged as it is created: a run killed before its tags were set could never be told dead.
-        self._run = mlflow.start_run(experiment_id=experiment, run_name=self.name, parent_run_id=parent,
-                                     tags=self.tags, log_system_metrics=self.system_metrics or None)
-        flat = {k: (str(v)[:6000]) for k, v in flatten(dict(self.params)).items()}
-        mlflow.log_params(flat)
+            self._mlflow = mlflow
+            mlflow.set_tracking_uri(tracking_uri(self.root))
+            experiment = experiment_id(mlflow, self.root)
+            self.end_dead_runs(experiment)
+            active = mlflow.active_run()
+            parent = active.info.run_id if active is not None else os.environ.get(PARENT_RUN_ENV) or None
+            # Tagged as it is created: a run killed before its tags were set could never be told dead.
+            self._run = mlflow.start_run(experiment_id=experiment, run_name=self.name, parent_run_id=parent,
+                                         tags=self.tags, log_system_metrics=self.system_metrics or None)
+            flat = {k: (str(v)[:6000]) for k, v in flatten(dict(self.params)).items()}
+            mlflow.log_params(flat)
         return self
 
     def end_dead_runs(self, experiment: str) -> None:
