@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.torch_extensions
 
-.PHONY: setup test demo clean-demo ui serve
+.PHONY: setup test demo tables-full clean-demo ui serve
 
 setup: $(STAMP)
 
@@ -49,6 +49,12 @@ demo: setup
 	@echo
 	@echo "Reports: $(CURDIR)/reports (index.html: tables, claims, videos; dataset.md, preprocess_accuracy.md, pretrain.md)"
 	@echo "MLflow:  .venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1"
+
+# The ablation tables too: tables_scope: full in params.yaml, then the DAG (docs/BUDGET.md: about 14 minutes more
+# than the demo on 2 cores). `python -m stages._runs --scope demo` goes back to the demo's runs.
+tables-full: setup
+	$(PYTHON) -m stages._runs --scope full
+	$(MAKE) demo
 
 # The Prefect server (http://127.0.0.1:4200) and the MLflow UI (http://127.0.0.1:5000) on this machine, until Ctrl-C.
 ui: setup

@@ -1,5 +1,9 @@
 """``dvc.runs.yaml``: the train and evaluate stages' items, params.yaml ``runs`` x ``seeds`` spelled out.
 
+``tables_scope: demo`` lists ``runs`` (the comparison tables' rows);
+``full`` adds ``ablation_runs`` (``make tables-full`` sets it with
+``--scope full``, which edits that one line of params.yaml).
+
 dvc.yaml loads this file (``vars``) and iterates ``foreach: ${stage_runs}``,
 so each (run, seed) is its own stage, ``train@r2talker-S001-s0``, with its
 family's code and params as deps and its identity's data. DVC cannot build
@@ -9,6 +13,7 @@ which loses the run's family and identity. Regenerate after editing
 
     python -m stages._runs            # write dvc.runs.yaml from params.yaml
     python -m stages._runs --check    # fail when dvc.runs.yaml is out of date
+    python -m stages._runs --scope full   # set tables_scope: full in params.yaml, then write dvc.runs.yaml
     python -m stages.check --write-runs   # check the whole params file first, then write it (make demo)
 
 The tables stage runs the check too (it depends on ``runs`` and ``seeds``),
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,7 +33,7 @@ import yaml
 
 from talkhead_models.atomic import write_text
 from talkhead_models.config import ConfigError, load_params
-from talkhead_models.runs import expand_runs
+from talkhead_models.runs import TABLE_SCOPES, expand_runs
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +69,31 @@ def check(root: Path, params: Mapping[str, Any]) -> None:
                           f"stages params no longer ask for: {extra or 'none'}): {fix}")
 
 
+_SCOPE_LINE = re.compile(r"^tables_scope:[ \t]*[^\s#]*", re.MULTILINE)
+
+
+def set_scope(params_path: Path, scope: str) -> None:
+    """Rewrite params.yaml's top-level ``tables_scope:`` line (comments and layout kept; added when absent)."""
+    if scope not in TABLE_SCOPES:
+        raise ConfigError(f"--scope {scope!r}: expected one of {', '.join(TABLE_SCOPES)}")
+    text = params_path.read_text()
+    line = f"tables_scope: {scope}"
+    text = _SCOPE_LINE.sub(line, text, count=1) if _SCOPE_LINE.search(text) else f"{line}\n{text}"
+    write_text(params_path, text)
+    log.info("%s: tables_scope: %s", params_path, scope)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stages._runs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--check", action="store_true", help="only check that the file is up to date")
+    parser.add_argument("--scope", choices=TABLE_SCOPES,
+                        help="set params.yaml tables_scope first (full: also train ablation_runs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.scope:
+        set_scope(Path(args.params), args.scope)
     params = load_params(args.params)
     root = Path(args.params).resolve().parent
     if args.check:

@@ -9,9 +9,10 @@ instead of by the stage that reads it, possibly an hour into ``dvc repro``:
   active profile, the paper profile and any other profile params defines
   (types, bounds, choices, unknown keys: :func:`talkhead_models.config.resolve`);
 * ``seeds``: non-negative integers, none twice;
-* ``runs``: each entry's method registered and of the family it names, its
-  identity a valid name that the source holds (and ``data.identities`` lists,
-  when it lists any);
+* ``runs`` and ``ablation_runs``: each entry's method registered and of the
+  family it names, its identity a valid name that the source holds (and
+  ``data.identities`` lists, when it lists any), whatever ``tables_scope``
+  trains; ``tables_scope`` itself (``demo`` or ``full``);
 * the source: ``data.source`` one of :data:`talkhead_models.data.sources.SOURCES`.
   The synthetic corpus's identities follow from the ``synth`` section, so a
   fresh checkout without data/ passes; a folder source's are those found in
@@ -21,7 +22,7 @@ instead of by the stage that reads it, possibly an hour into ``dvc repro``:
   families ``runs`` trains) is in params, at top level and under the active
   profile, so a profile of one's own that lacks one is a line here, not a
   DVC failure after a stage ran (no dvc.yaml beside the params file: skipped);
-* dvc.runs.yaml in step with ``runs`` x ``seeds`` (``--write-runs`` rewrites it
+* dvc.runs.yaml in step with the runs ``tables_scope`` trains x ``seeds`` (``--write-runs`` rewrites it
   instead, once everything else passes: what ``make demo`` runs).
 
 Exit status 1 when anything is wrong. ``make demo`` and CI run it first;
@@ -48,7 +49,7 @@ from talkhead_models.data import DataConfig
 from talkhead_models.data.sources import identities as folder_identities
 from talkhead_models.data.synthetic.corpus import SynthConfig
 from talkhead_models.methods import get_method, method_names
-from talkhead_models.runs import expand_runs, parse_seeds
+from talkhead_models.runs import RUN_SECTIONS, expand_runs, parse_seeds, tables_scope
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +158,9 @@ def dvc_param_problems(params: Mapping[str, Any], root: Path, sections: Iterable
     if listed is None or not isinstance(profile, str) or not isinstance(profiles, (Mapping, type(None))):
         return []  # no DVC here, or `profile` / `profiles` themselves are wrong (reported with the configs)
     top, under_profile = listed
-    runs = params.get("runs")
-    families = {entry["family"] for entry in (runs.values() if isinstance(runs, Mapping) else [])
+    entries = [entry for section in RUN_SECTIONS if isinstance(params.get(section), Mapping)
+               for entry in params[section].values()]
+    families = {entry["family"] for entry in entries
                 if isinstance(entry, Mapping) and isinstance(entry.get("family"), str)}
     families &= set(sections)  # an unknown family is reported with its run
 
@@ -192,22 +194,32 @@ def dvc_param_problems(params: Mapping[str, Any], root: Path, sections: Iterable
 
 
 def _run_entry_problems(params: Mapping[str, Any], found: list[str]) -> dict[str, str] | None:
-    """Each ``runs`` entry checked on its own, so that every bad entry gets its line.
+    """Each ``runs`` and ``ablation_runs`` entry checked on its own, so that every bad entry gets its line (the
+    ablation runs too in the demo scope: ``make tables-full`` must not fail on them late), and ``tables_scope``.
 
-    Returns the identity of each run when all entries passed, else None.
+    Returns the identity of each run by ``<section>.<key>`` when all entries passed, else None.
     """
-    runs = params.get("runs") or {}
-    if not isinstance(runs, Mapping):
-        found.append(f"runs: got {runs!r}; expected a mapping <method>-<identity>: {{method, family, identity}}")
+    if not _collect(found, lambda: tables_scope(params)):
         return None
     identities: dict[str, str] = {}
-    for key, entry in runs.items():
-        errors: list[str] = []
-        # seeds are checked once, by the caller; [0] keeps a bad seeds list from failing every entry again
-        if _collect(errors, lambda: expand_runs({"runs": {key: entry}, "seeds": [0]})):
-            identities[key] = entry["identity"]
-        found += [error if f"runs.{key}" in error else f"runs.{key}: {error}" for error in errors]
-    return identities if len(identities) == len(runs) else None
+    total = 0
+    for section in RUN_SECTIONS:
+        runs = params.get(section) or {}
+        if not isinstance(runs, Mapping):
+            found.append(f"{section}: got {runs!r}; expected a mapping <method>-<identity>: "
+                         "{method, family, identity}")
+            return None
+        total += len(runs)
+        for key, entry in runs.items():
+            errors: list[str] = []
+            if f"runs.{key}" in identities:
+                found.append(f"{section}.{key}: listed in runs too; list a run once")
+                continue
+            # seeds are checked once, by the caller; [0] keeps a bad seeds list from failing every entry again
+            if _collect(errors, lambda: expand_runs({section: {key: entry}, "seeds": [0]}, sections=(section,))):
+                identities[f"{section}.{key}"] = entry["identity"]
+            found += [error if f"{section}.{key}" in error else f"{section}.{key}: {error}" for error in errors]
+    return identities if len(identities) == total else None
 
 
 def processed_identities(params: Mapping[str, Any], root: Path) -> list[str]:
@@ -242,9 +254,9 @@ def _source_problems(params: Mapping[str, Any], root: Path, pipeline: list[Stage
     processed = [name for name in data.identities if name in available] or available
     if data.identities:
         where = f"data.identities ({', '.join(data.identities)})"
-    for key, identity in (run_identities or {}).items():
+    for key, identity in (run_identities or {}).items():  # "<section>.<method>-<identity>"
         if identity not in processed:
-            found.append(f"runs.{key}.identity: {identity!r} is not processed: it is not in {where}")
+            found.append(f"{key}.identity: {identity!r} is not processed: it is not in {where}")
     try:
         holdout = section_overrides(params, "pretrain").get("holdout_identity", "")
     except ConfigError:

@@ -59,7 +59,7 @@ NAME_MAX_LENGTH = 64
 """Longest identity or method name: it becomes a folder name, and ``<method>-<identity>-s<seed>`` a DVC stage key
 and an MLflow run name, which must stay well inside the file systems' 255-byte limit."""
 PAPER_PROFILE = "paper"
-PARAMS_KEYS = ("profile", "profiles", "seeds", "runs")
+PARAMS_KEYS = ("profile", "profiles", "seeds", "runs", "ablation_runs", "tables_scope")
 """Top-level params.yaml keys that are not config sections (and so may not appear under a profile)."""
 
 

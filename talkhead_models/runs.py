@@ -1,6 +1,10 @@
-"""What the pipeline trains and evaluates: params.yaml ``runs`` crossed with ``seeds``.
+"""What the pipeline trains and evaluates: params.yaml ``runs`` (and ``ablation_runs``) crossed with ``seeds``.
 
-``runs`` maps ``<method>-<identity>`` to ``{method, family, identity}``;
+``runs`` maps ``<method>-<identity>`` to ``{method, family, identity}``:
+the rows of the papers' comparison tables, which ``make demo`` fills.
+``ablation_runs`` has the same form: the variants only the ablation tables
+show, trained when ``tables_scope`` is ``full`` (``make tables-full``;
+docs/BUDGET.md says why the demo leaves them out).
 ``seeds`` lists the training seeds (``[0]`` in the demo). Every run whose
 method takes a seed (its config has a ``seed`` field) is trained once per
 seed, each as its own DVC stage ``train@<method>-<identity>-s<seed>``;
@@ -21,6 +25,9 @@ from typing import Any, Mapping
 from talkhead_models.config import ConfigError, validate_name
 
 DEFAULT_SEEDS = (0,)
+TABLE_SCOPES = ("demo", "full")
+"""params.yaml ``tables_scope``: ``demo`` trains ``runs``; ``full`` adds ``ablation_runs``."""
+RUN_SECTIONS = ("runs", "ablation_runs")
 _SEEDED_NAME = re.compile(r"^(?P<identity>[A-Za-z0-9_-]+)\.seed(?P<seed>[0-9]+)$")
 
 
@@ -82,34 +89,60 @@ def takes_seed(config: type) -> bool:
     return dataclasses.is_dataclass(config) and any(f.name == "seed" for f in dataclasses.fields(config))
 
 
-def expand_runs(params: Mapping[str, Any]) -> list[Run]:
-    """Every (run, seed) the params ask for, in ``runs`` order then seed order.
+def tables_scope(params: Mapping[str, Any]) -> str:
+    """params.yaml ``tables_scope`` (absent: ``demo``)."""
+    scope = params.get("tables_scope", "demo")
+    if scope not in TABLE_SCOPES:
+        raise ConfigError(f"params.yaml tables_scope: got {scope!r}; expected one of {', '.join(TABLE_SCOPES)} "
+                          "(`make demo` keeps it, `make tables-full` sets full)")
+    return scope
 
-    Each entry of ``runs`` must name a registered method of the family it
-    says, on a valid identity, under its ``<method>-<identity>`` key.
+
+def run_entries(params: Mapping[str, Any], sections: tuple[str, ...] | None = None) -> dict[str, tuple[str, Any]]:
+    """``<method>-<identity>`` -> (section, entry) of ``sections`` (default: those ``tables_scope`` trains); a key in
+    two sections is refused."""
+    if sections is None:
+        sections = RUN_SECTIONS if tables_scope(params) == "full" else RUN_SECTIONS[:1]
+    entries: dict[str, tuple[str, Any]] = {}
+    for section in sections:
+        runs = params.get(section) or {}
+        if not isinstance(runs, Mapping):
+            raise ConfigError(f"params.yaml {section}: expected a mapping <method>-<identity>: "
+                              "{method, family, identity}")
+        for key, entry in runs.items():
+            if key in entries:
+                raise ConfigError(f"params.yaml {section}.{key}: also in {entries[key][0]}; list a run once")
+            entries[key] = (section, entry)
+    return entries
+
+
+def expand_runs(params: Mapping[str, Any], sections: tuple[str, ...] | None = None) -> list[Run]:
+    """Every (run, seed) the params ask for, in ``runs`` then ``ablation_runs`` order, then seed order.
+
+    Each entry must name a registered method of the family it says, on a
+    valid identity, under its ``<method>-<identity>`` key. ``sections``
+    (default: what ``tables_scope`` trains) picks the params sections read.
     """
     from talkhead_models.methods import get_method
 
-    runs = params.get("runs") or {}
-    if not isinstance(runs, Mapping):
-        raise ConfigError("params.yaml runs: expected a mapping <method>-<identity>: {method, family, identity}")
     seeds = parse_seeds(params)
     expanded: list[Run] = []
-    for key, entry in runs.items():
+    for key, (section, entry) in run_entries(params, sections).items():
         if not isinstance(entry, Mapping):
-            raise ConfigError(f"params.yaml runs.{key}: expected {{method, family, identity}}, got {entry!r}")
+            raise ConfigError(f"params.yaml {section}.{key}: expected {{method, family, identity}}, got {entry!r}")
         missing = sorted({"method", "family", "identity"} - set(entry))
         unknown = sorted(set(entry) - {"method", "family", "identity"})
         if missing or unknown:
-            raise ConfigError(f"params.yaml runs.{key}: missing {missing}, unknown {unknown}; "
+            raise ConfigError(f"params.yaml {section}.{key}: missing {missing}, unknown {unknown}; "
                               "an entry is {method, family, identity}")
         method = validate_name(str(entry["method"]), "method")
         identity = validate_name(str(entry["identity"]), "identity")
         if key != f"{method}-{identity}":
-            raise ConfigError(f"params.yaml runs.{key}: the key must be <method>-<identity> ({method}-{identity})")
+            raise ConfigError(f"params.yaml {section}.{key}: the key must be <method>-<identity> "
+                              f"({method}-{identity})")
         spec = get_method(method)
         if spec.family != entry["family"]:
-            raise ConfigError(f"params.yaml runs.{key}: {method} belongs to family {spec.family!r}, "
+            raise ConfigError(f"params.yaml {section}.{key}: {method} belongs to family {spec.family!r}, "
                               f"not {entry['family']!r}")
         for seed in seeds if takes_seed(spec.config) else (0,):
             expanded.append(Run(method, spec.family, identity, seed))

@@ -59,3 +59,47 @@ def test_dvc_runs_yaml_is_checked_against_the_params(tmp_path):
     (tmp_path / "dvc.runs.yaml").unlink()
     with pytest.raises(ConfigError, match="missing"):
         check(tmp_path, params)
+
+
+ABLATIONS = {"r2talker_landmark_encoding-S001": {"method": "r2talker_landmark_encoding", "family": "r2talker",
+                                                 "identity": "S001"}}
+
+
+def test_the_demo_scope_trains_runs_and_the_full_scope_adds_the_ablation_runs():
+    params = {"runs": RUNS, "ablation_runs": ABLATIONS, "seeds": [0]}
+    demo = [run.key for run in expand_runs(params)]
+    assert demo == [run.key for run in expand_runs({**params, "tables_scope": "demo"})] == [
+        "static-S001-s0", "r2talker_maglo-S001-s0", "gstalker-S002-s0"]
+    assert [run.key for run in expand_runs({**params, "tables_scope": "full"})] == demo + [
+        "r2talker_landmark_encoding-S001-s0"]
+    with pytest.raises(ConfigError, match="tables_scope: got 'all'; expected one of demo, full"):
+        expand_runs({**params, "tables_scope": "all"})
+    with pytest.raises(ConfigError, match=r"ablation_runs.static-S001: also in runs; list a run once"):
+        expand_runs({**params, "ablation_runs": {"static-S001": RUNS["static-S001"]}, "tables_scope": "full"})
+
+
+def test_the_check_judges_ablation_runs_in_the_demo_scope_too(tmp_path):
+    from stages.check import _run_entry_problems
+
+    found: list[str] = []
+    bad = {"r2talker_maglo-S001": {"method": "r2talker_maglo", "family": "gstalker", "identity": "S001"}}
+    assert _run_entry_problems({"runs": {"static-S001": RUNS["static-S001"]}, "ablation_runs": bad}, found) is None
+    assert len(found) == 1 and "ablation_runs.r2talker_maglo-S001: " in found[0] and "family" in found[0]
+
+
+def test_setting_the_scope_rewrites_one_line_of_params_and_the_stage_list(tmp_path):
+    from stages._runs import main
+
+    text = ("# the demo's runs\ntables_scope: demo  # make tables-full sets full\nseeds: [0]\nruns:\n"
+            + "".join(f"  {key}: {yaml.safe_dump(entry, default_flow_style=True).strip()}\n" for key, entry in RUNS.items())
+            + "ablation_runs:\n"
+            + "".join(f"  {key}: {yaml.safe_dump(entry, default_flow_style=True).strip()}\n"
+                      for key, entry in ABLATIONS.items()))
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    assert main(["--params", str(params), "--scope", "full"]) == 0
+    assert params.read_text() == text.replace("tables_scope: demo", "tables_scope: full")
+    listed = yaml.safe_load((tmp_path / "dvc.runs.yaml").read_text())[VARS_KEY]
+    assert "r2talker_landmark_encoding-S001-s0" in listed and len(listed) == 4
+    assert main(["--params", str(params), "--scope", "demo"]) == 0
+    assert len(yaml.safe_load((tmp_path / "dvc.runs.yaml").read_text())[VARS_KEY]) == 3

@@ -121,7 +121,9 @@ def _our_row(key: Key, columns: tuple[Column, ...], records: RecordSet, matches:
              config: tuple[str | None, ...], notes: Footnotes) -> Row:
     method = records.method(key)
     if not records.has(key):
-        mark = notes.add(f"{method}: not run (no metric records for family {key[0]!r}, variant {key[1]!r})")
+        mark = notes.add(f"{method}: not run (no metric records for family {key[0]!r}, variant {key[1]!r}; "
+                         "`make demo` trains the comparison tables' rows, `make tables-full` the ablation variants "
+                         "too: docs/BUDGET.md)")
         cells = [Cell(_config_cell(config[i]) if not column.is_metric else NOT_RUN if column.setting else BLANK)
                  for i, column in enumerate(columns)]
         return Row(OUR_SOURCE, Cell(method, (mark,)), matches, "", cells, key, not_run=True)

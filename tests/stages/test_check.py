@@ -60,11 +60,16 @@ def test_a_stale_runs_file_is_reported_and_write_runs_brings_it_in_step(checkout
     assert "dvc.runs.yaml is out of date" in problem_lines(caplog)[0]
     assert check.main(["--params", str(path), "--write-runs"]) == 0
     written = yaml.safe_load((checkout / RUNS_FILE).read_text())["stage_runs"]
-    # the committed runs: 3 reference rows (no seed) + 9 trained runs, now each with seeds 0 and 1
-    assert len(written) == 3 + 9 * 2
-    assert {"r2talker-S001-s1", "gstalker_no_perceptual-S001-s1", "static-S001-s0"} <= set(written)
-    assert "static-S001-s1" not in written
+    # the committed demo runs: 3 reference rows (no seed) + 4 trained runs, now each with seeds 0 and 1
+    assert len(written) == 3 + 4 * 2
+    assert {"r2talker-S001-s1", "gstalker_paper_audio-S001-s1", "static-S001-s0"} <= set(written)
+    assert "static-S001-s1" not in written and "gstalker_no_perceptual-S001-s0" not in written
     assert check.main(["--params", str(path)]) == 0
+    # tables_scope: full adds the 5 ablation runs
+    path = edit(checkout, lambda params: params.update(tables_scope="full"))
+    assert check.main(["--params", str(path), "--write-runs"]) == 0
+    written = yaml.safe_load((checkout / RUNS_FILE).read_text())["stage_runs"]
+    assert len(written) == 3 + 9 * 2 and "gstalker_no_perceptual-S001-s1" in written
 
 
 def test_write_runs_leaves_the_runs_file_alone_when_the_params_are_refused(checkout):
@@ -79,6 +84,7 @@ def test_a_folder_source_is_checked_against_the_identities_in_its_folder(checkou
     params["data"] = {"source": "videos", "identities": ["A001", "C003"]}
     params["runs"] = {"static-A001": {"method": "static", "family": "static", "identity": "A001"},
                       "static-B002": {"method": "static", "family": "static", "identity": "B002"}}
+    params["ablation_runs"] = {}
     params["seeds"] = [0]
     assert check.problems(params, checkout) == [
         f"data.source: 'videos' reads {checkout / 'data/raw/videos'}, which does not exist: put the recordings "
