@@ -13,7 +13,10 @@ taken again after a change::
     python -m benchmarks.dag_overhead --demo-log demo.log [--status-repetitions 5]
 
 ``dvc status`` is timed on the workspace as it stands (the demo's data), a
-few repetitions, median and range. Writes reports/bench/dag_overhead.json.
+few repetitions, median and range, and the files under each
+``data/processed/<ID>`` are counted (what DVC stats). Each measurement is
+kept in reports/bench/dag_overhead.json under its ``--label`` (``before`` and
+``after`` a change, measured the same way), with the after/before medians.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 
 from benchmarks.bench_components import cpu_model
 from stages._stage import git_commit
+from talkhead_models.atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +77,32 @@ def time_dvc_status(repetitions: int) -> list[float]:
     return times
 
 
+def files_per_identity(processed: Path) -> dict[str, int]:
+    """Files under each ``processed/<ID>`` (what DVC stats and hashes for a stage depending on it)."""
+    if not processed.is_dir():
+        return {}
+    return {folder.name: sum(1 for path in folder.rglob("*") if path.is_file())
+            for folder in sorted(processed.iterdir()) if folder.is_dir()}
+
+
+def comparison(before: dict, after: dict) -> dict:
+    """after / before of the medians that the issue's targets read."""
+    keys = (("fixed_cost_per_stage_s", "median"), ("dvc_status_s", "median"))
+    ratios = {f"{section}.{field}": round(after[section][field] / before[section][field], 3)
+              for section, field in keys if before.get(section, {}).get(field)}
+    before_files, after_files = before.get("files_per_identity"), after.get("files_per_identity")
+    if before_files and after_files:
+        ratios["files_per_identity.max"] = round(max(after_files.values()) / max(before_files.values()), 5)
+    return ratios
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.dag_overhead", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo-log", type=Path, required=True, help="the output of one `make demo`")
     parser.add_argument("--status-repetitions", type=int, default=5)
     parser.add_argument("--output", type=Path, default=ROOT / "reports" / "bench" / "dag_overhead.json")
+    parser.add_argument("--label", default="after", help="the name this measurement is kept under (before, after)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     costs = stage_costs(args.demo_log.read_text(errors="replace"))
@@ -95,10 +119,18 @@ def main(argv: list[str] | None = None) -> int:
         "fixed_cost_total_s": round(sum(fixed), 1),
         "own_work_total_s": round(sum(c["own_s"] for c in costs), 1),
         "dvc_status_s": {**spread(status), "repetitions": [round(t, 2) for t in status]},
+        "files_per_identity": files_per_identity(ROOT / "data" / "processed"),
         "stages": costs,
     }
+    kept = json.loads(args.output.read_text()) if args.output.is_file() else {}
+    # A file written before labels existed is one measurement: the one made before this change.
+    measurements = kept.get("measurements") or ({"before": kept} if kept else {})
+    measurements[args.label] = result
+    report = {"measurements": measurements}
+    if "before" in measurements and "after" in measurements:
+        report["after_over_before"] = comparison(measurements["before"], measurements["after"])
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
+    write_text(args.output, json.dumps(report, indent=1) + "\n")
     log.info("fixed cost per stage: median %.1f s (total %.0f s over %d stages); dvc status: median %.1f s -> %s",
              result["fixed_cost_per_stage_s"]["median"], result["fixed_cost_total_s"], len(costs),
              result["dvc_status_s"]["median"], args.output)

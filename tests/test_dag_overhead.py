@@ -25,3 +25,19 @@ def test_fixed_cost_is_the_gap_since_the_previous_stage_minus_its_own_seconds():
 def test_a_log_without_two_stages_is_refused():
     with pytest.raises(ValueError, match="make demo"):
         stage_costs(LOG.splitlines()[1])
+
+
+def test_files_are_counted_per_identity_and_measurements_are_compared(tmp_path):
+    from benchmarks.dag_overhead import comparison, files_per_identity
+
+    for name, count in (("S001", 3), ("S002", 1)):
+        (tmp_path / name / "crop").mkdir(parents=True)
+        for i in range(count):
+            (tmp_path / name / "crop" / f"{i}.npy").write_bytes(b"")
+    assert files_per_identity(tmp_path) == {"S001": 3, "S002": 1}
+    before = {"fixed_cost_per_stage_s": {"median": 10.0}, "dvc_status_s": {"median": 24.0},
+              "files_per_identity": {"S001": 22000}}
+    after = {"fixed_cost_per_stage_s": {"median": 2.5}, "dvc_status_s": {"median": 2.0},
+             "files_per_identity": {"S001": 33}}
+    assert comparison(before, after) == {"fixed_cost_per_stage_s.median": 0.25, "dvc_status_s.median": 0.083,
+                                         "files_per_identity.max": 0.0015}
