@@ -72,8 +72,12 @@ def time_dvc_status(repetitions: int) -> list[float]:
     times = []
     for _ in range(repetitions):
         started = time.perf_counter()
-        subprocess.run(["dvc", "status", "-q"], cwd=ROOT, env=env, capture_output=True)
+        done = subprocess.run(["dvc", "status", "-q"], cwd=ROOT, env=env, capture_output=True, text=True)
         times.append(time.perf_counter() - started)
+        # -q exits 1 when something changed; anything else (another DVC command holds the lock) is quick and would
+        # pass for a fast status
+        if done.returncode not in (0, 1):
+            raise RuntimeError(f"dvc status failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     return times
 
 

@@ -104,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write(root: Path, params: Mapping[str, Any]) -> bool:
-    """Bring ``root``/dvc.runs.yaml in step with params; whether it had to be (re)written."""
+    """Bring ``root``/dvc.runs.yaml in step with params, and dvc.lock's run entries with it; whether
+    dvc.runs.yaml had to be (re)written."""
     runs = stage_runs(params)
+    prune_lock(root, runs)
     text = render(runs)
     path = root / RUNS_FILE
     if path.is_file() and path.read_text() == text:
@@ -114,6 +116,39 @@ def write(root: Path, params: Mapping[str, Any]) -> bool:
     write_text(path, text)
     log.info("wrote %s: %d runs x seeds", path, len(runs))
     return True
+
+
+LOCK_FILE = "dvc.lock"
+RUN_STAGES = ("train", "evaluate")
+"""dvc.yaml's stages that iterate over dvc.runs.yaml."""
+
+
+def prune_lock(root: Path, runs: Mapping[str, Any]) -> list[str]:
+    """Drop dvc.lock's entries of ``train@`` / ``evaluate@`` items that ``runs`` no longer lists; returns them.
+
+    DVC keeps a stage's lock entry after the stage leaves dvc.yaml, and every stage it runs loads and rewrites the
+    whole lock file: with the entries of seeds and ablations no longer trained the file grew to 16,000 lines, 1.2 s
+    of YAML per stage (0.3 s to load, 0.9 s to dump) for nothing. Their outputs are left where they are.
+    """
+    path = root / LOCK_FILE
+    if not path.is_file():
+        return []
+    from dvc.utils.serialize import dump_yaml, load_yaml  # DVC's own round-trip YAML: the file stays as DVC writes it
+
+    lock = load_yaml(path)
+    stages = lock.get("stages") or {}
+    stale = [name for name in stages
+             if name.partition("@")[0] in RUN_STAGES and "@" in name and name.partition("@")[2] not in runs]
+    if not stale:
+        return []
+    for name in stale:
+        del stages[name]
+    temporary = path.with_name(f".{path.name}.tmp")
+    dump_yaml(temporary, lock)
+    temporary.replace(path)
+    log.info("%s: dropped %d entries of runs params no longer asks for (%s%s)", path, len(stale),
+             ", ".join(stale[:4]), ", ..." if len(stale) > 4 else "")
+    return stale
 
 
 if __name__ == "__main__":

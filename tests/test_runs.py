@@ -103,3 +103,19 @@ def test_setting_the_scope_rewrites_one_line_of_params_and_the_stage_list(tmp_pa
     assert "r2talker_landmark_encoding-S001-s0" in listed and len(listed) == 4
     assert main(["--params", str(params), "--scope", "demo"]) == 0
     assert len(yaml.safe_load((tmp_path / "dvc.runs.yaml").read_text())[VARS_KEY]) == 3
+
+
+def test_lock_entries_of_runs_no_longer_asked_for_are_dropped_and_the_rest_kept(tmp_path):
+    from stages._runs import prune_lock
+
+    kept_text = ("  crop@S001:\n    cmd: python -m stages.crop\n"
+                 "  train@static-S001-s0:\n    cmd: python -m stages.train --method static\n"
+                 "  evaluate@static-S001-s0:\n    cmd: python -m stages.evaluate --method static\n")
+    stale_text = ("  train@r2talker_maglo-S001-s1:\n    cmd: python -m stages.train --method r2talker_maglo\n"
+                  "    deps:\n    - path: params.yaml\n      md5: 0123\n"
+                  "  evaluate@r2talker_maglo-S001-s1:\n    cmd: python -m stages.evaluate\n")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n" + kept_text + stale_text)
+    runs = {"static-S001-s0": {}}
+    assert prune_lock(tmp_path, runs) == ["train@r2talker_maglo-S001-s1", "evaluate@r2talker_maglo-S001-s1"]
+    assert (tmp_path / "dvc.lock").read_text() == "schema: '2.0'\nstages:\n" + kept_text  # DVC's layout kept
+    assert prune_lock(tmp_path, runs) == []
