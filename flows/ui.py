@@ -219,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         ports["--mlflow-port"] = args.mlflow_port
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the servers as Ctrl-C does
+    # Ctrl-C stops them even when this process inherited SIGINT ignored: Python leaves an ignored SIGINT ignored,
+    # and a shell's background job (`make ui &`) or a parent that ignores it hands it down that way.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     servers: list[Server] = []
     try:
         check_ports(ports)

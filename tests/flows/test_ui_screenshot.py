@@ -240,7 +240,10 @@ def test_ui_starts_both_and_stops_on_ctrl_c(tmp_path):
                                     "--mlflow-port", str(mlflow_port), "--root", str(tmp_path),
                                     "--log-dir", str(tmp_path / "logs")],
                                    cwd=REPOSITORY, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+                                   stdin=subprocess.DEVNULL, start_new_session=True,
+                                   # SIGINT ignored, as a shell's background job (`make ui &`) inherits it: Ctrl-C
+                                   # must stop the servers all the same
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         started = time.monotonic()
         while "make serve" not in out_path.read_text(errors="replace"):
