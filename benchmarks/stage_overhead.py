@@ -59,8 +59,7 @@ def inner(module: str, argv: list[str]) -> int:
     import importlib
 
     marks = {"process": _STARTED}
-    before_import = time.time()
-    marks["imported_from"] = before_import
+    marks["imported_from"] = time.time()
     stage_module = importlib.import_module(module)
     marks["imported"] = time.time()
     from stages import _stage
@@ -79,7 +78,7 @@ def inner(module: str, argv: list[str]) -> int:
             marks["work_to"] = time.time()
 
     object.__setattr__(stage, "run", timed_run)
-    enter, exit_ = _stage.tracked_run.__enter__, _stage.tracked_run.__exit__
+    enter = _stage.tracked_run.__enter__
 
     def timed_enter(self):
         marks["mlflow_from"] = time.time()
@@ -97,7 +96,6 @@ def inner(module: str, argv: list[str]) -> int:
 
     _stage.tracked_run.__init__ = timed_init_marker(_stage.tracked_run.__init__)
     _stage.tracked_run.__enter__ = timed_enter
-    _stage.tracked_run.__exit__ = exit_
 
     profile_path = os.environ.get(PROFILE_ENV)
     profiler = None

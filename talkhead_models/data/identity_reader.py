@@ -172,9 +172,11 @@ class IdentityReader:
     def _parsed(self, kind: str, index: int, flags: int, rgb: bool) -> np.ndarray:
         source = self.frames(kind)
         if index not in source:
-            raise IdentityError(f"{self.layout.path(kind)}: no frame {index}; the parse stage writes the frames "
-                                f"with a face only (usable.npy), and this one is {'not ' * bool(self._usable[index])}"
-                                f"among them: re-run {self.layout.producer(kind)}")
+            if not self._usable[index]:
+                raise IdentityError(f"{self.layout.path(kind)}: no frame {index}: it has no face (usable.npy), and the "
+                                    "parse stage writes only the frames with one; nothing may train on it")
+            raise IdentityError(f"{self.layout.path(kind)}: frame {index} has a face (usable.npy) but is missing; "
+                                f"the file is older than the landmarks it follows: re-run {self.layout.producer(kind)}")
         return source.read(index, flags, rgb)
 
     def gt_image(self, index: int) -> np.ndarray:

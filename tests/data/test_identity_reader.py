@@ -184,3 +184,22 @@ def test_the_earlier_per_frame_layout_is_refused_with_the_stage_to_rerun(tmp_pat
     write_frames(tmp_path / "S001" / "crop" / "ori_imgs")
     with pytest.raises(IdentityError, match=r"earlier per-frame layout.*dvc repro crop@S001"):
         open_identity(tmp_path / "S001")
+
+
+def test_a_parse_image_missing_says_whether_the_frame_has_a_face(tmp_path):
+    root = tmp_path / "S001"
+    write_frames(root / "crop" / "ori_imgs.zip")
+    (root / "landmarks").mkdir()
+    usable = np.ones(N_FRAMES, bool)
+    usable[5] = False
+    np.save(root / "landmarks" / "usable.npy", usable)
+    (root / "parse").mkdir()
+    with zipfile.ZipFile(root / "parse" / "gt_imgs.zip", "w", zipfile.ZIP_STORED) as archive:
+        for i in range(4):  # frames 0-3 only: 4 has a face but was not written, 5 has none
+            archive.writestr(f"{i}.jpg", cv2.imencode(".jpg", np.full((SIZE, SIZE, 3), 10 * i, np.uint8))[1].tobytes())
+    identity = open_identity(root)
+    assert identity.gt_image(3).shape == (SIZE, SIZE, 3)
+    with pytest.raises(IdentityError, match=r"gt_imgs.zip: no frame 5: it has no face"):
+        identity.gt_image(5)
+    with pytest.raises(IdentityError, match=r"frame 4 has a face \(usable.npy\) but is missing; .*dvc repro parse@S001"):
+        identity.gt_image(4)
