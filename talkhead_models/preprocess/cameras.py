@@ -87,3 +87,17 @@ def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     relative = a @ np.swapaxes(b, -1, -2)
     cosine = (np.trace(relative, axis1=-2, axis2=-1) - 1.0) / 2.0
     return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
+
+
+def head_translation(c2w: np.ndarray) -> np.ndarray:
+    """[..., 4, 4] camera-to-world (metres) -> [..., 3] the head frame's origin in camera coordinates (metres)."""
+    return pose_from_transform(c2w)[1] / DECIMETRES_PER_METRE
+
+
+def pose_distance(c2w: np.ndarray, candidates: np.ndarray, translation_scale: float) -> np.ndarray:
+    """Head-pose distance from one camera [4, 4] to each of ``candidates`` [M, 4, 4]: the relative rotation's angle
+    (radians) plus the head's shift in the camera frame over ``translation_scale`` (metres); the nearest_pose
+    method's docstring derives why."""
+    angle = np.radians(rotation_angle_deg(candidates[:, :3, :3], c2w[:3, :3]))
+    shift = np.linalg.norm(head_translation(candidates) - head_translation(c2w), axis=-1)
+    return angle + shift / translation_scale

@@ -39,7 +39,7 @@ import numpy as np
 from talkhead_models.config import PositiveFloat
 from talkhead_models.data.identity_reader import IdentityError, IdentityReader, TrackedCameras
 from talkhead_models.methods.base import Driving, MetricLogger, model_dir_file
-from talkhead_models.preprocess.cameras import DECIMETRES_PER_METRE, pose_from_transform, rotation_angle_deg
+from talkhead_models.preprocess.cameras import head_translation, pose_distance  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +60,6 @@ class NearestPoseConfig:
     def __post_init__(self) -> None:
         if not self.translation_scale > 0:
             raise ValueError(f"nearest_pose.translation_scale must be > 0 (metres), got {self.translation_scale}")
-
-
-def head_translation(c2w: np.ndarray) -> np.ndarray:
-    """[..., 4, 4] camera-to-world (metres) -> [..., 3] the head frame's origin in camera coordinates (metres)."""
-    return pose_from_transform(c2w)[1] / DECIMETRES_PER_METRE
-
-
-def pose_distance(c2w: np.ndarray, candidates: np.ndarray, translation_scale: float) -> np.ndarray:
-    """Distance (see the module docstring) from one camera [4, 4] to each of ``candidates`` [M, 4, 4]."""
-    angle = np.radians(rotation_angle_deg(candidates[:, :3, :3], c2w[:3, :3]))
-    shift = np.linalg.norm(head_translation(candidates) - head_translation(c2w), axis=-1)
-    return angle + shift / translation_scale
 
 
 class NearestPose:

@@ -22,13 +22,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from talkhead_models.components.scene import SceneFrame, head_scene_frame
 from talkhead_models.data.identity_reader import IdentityError, IdentityReader
 from talkhead_models.data.processed import ProcessedIdentity
 from talkhead_models.preprocess.frames import read_image
@@ -50,30 +50,6 @@ TRIANGULATION_FRAMES = 240
 
 
 
-@dataclass(frozen=True)
-class SceneFrame:
-    """The map from the head frame (metres) into the scene frame where the head box is [-1, 1]^3 at most."""
-
-    centre: np.ndarray  # [3]
-    scale: float
-    box: np.ndarray  # [6] the head box in the scene frame (xmin, ymin, zmin, xmax, ymax, zmax)
-
-    def c2w(self, c2w: np.ndarray) -> np.ndarray:
-        """Camera-to-world [..., 4, 4] in metres -> scene frame (rotation kept, centre moved, scaled)."""
-        scene = np.array(c2w, np.float64, copy=True)
-        scene[..., :3, 3] = (scene[..., :3, 3] - self.centre) * self.scale
-        return scene
-
-
-def unproject_to_face_plane(c2w: np.ndarray, pixels: np.ndarray, focal: float, cx: float, cy: float) -> np.ndarray:
-    """Head-frame (x, y) where the rays of ``pixels`` [P, 2] (column, row) cross the plane z = 0."""
-    directions = np.stack([(pixels[:, 0] + 0.5 - cx) / focal, -(pixels[:, 1] + 0.5 - cy) / focal,
-                           -np.ones(len(pixels))], axis=-1) @ c2w[:3, :3].T
-    origin = c2w[:3, 3]
-    t = -origin[2] / np.where(np.abs(directions[:, 2]) < 1e-9, -1e-9, directions[:, 2])
-    return (origin[None, :2] + t[:, None] * directions[:, :2])
-
-
 def triangulate(c2w: np.ndarray, pixels: np.ndarray, focal: float, cx: float, cy: float) -> np.ndarray:
     """[P, 3] world points whose projections best match ``pixels`` [F, P, 2] in cameras ``c2w`` [F, 4, 4].
 
@@ -93,36 +69,17 @@ def triangulate(c2w: np.ndarray, pixels: np.ndarray, focal: float, cx: float, cy
 
 
 def scene_frame(identity: "IdentityData", margin: float) -> SceneFrame:
-    """The head box from the training frames' head masks, unprojected onto the face plane.
-
-    x and y come from the masks (0.5-99.5 percentiles over frames); the depth
-    range is the half width on either side of the face plane (the box only
-    bounds the marching; the occupancy grid finds the head inside it).
-    """
+    """The head box from the training frames' head masks, unprojected onto the face plane
+    (``components.scene.head_scene_frame``)."""
     frames = identity.training_frames
     picked = frames[np.linspace(0, len(frames) - 1, min(BOX_FRAMES, len(frames))).astype(int)]
-    points = []
-    for index in picked:
-        rows, cols = np.nonzero(np.isin(identity.semantic(int(index)), HEAD_LABELS))
-        if len(rows) == 0:
-            continue
-        pixels = np.stack([cols, rows], -1).astype(np.float64)
-        points.append(unproject_to_face_plane(identity.cameras.c2w[index], pixels, identity.cameras.focal,
-                                              identity.cameras.cx, identity.cameras.cy))
-    if not points:
+    masks = ((identity.cameras.c2w[index], np.isin(identity.semantic(int(index)), HEAD_LABELS)) for index in picked)
+    scene = head_scene_frame(masks, identity.cameras.focal, identity.cameras.cx, identity.cameras.cy, margin,
+                             identity.root.name)
+    if scene is None:
         raise IdentityError(f"{identity.layout.path('semantic')}: no head pixels in the training frames; "
                             "re-run the parse stage")
-    cloud = np.concatenate(points)
-    low, high = np.percentile(cloud, 0.5, axis=0), np.percentile(cloud, 99.5, axis=0)
-    half_width = 0.5 * (high[0] - low[0])
-    low3 = np.array([low[0], low[1], -half_width])
-    high3 = np.array([high[0], high[1], half_width])
-    centre, half = 0.5 * (low3 + high3), 0.5 * (high3 - low3) * (1.0 + margin)
-    scale = 1.0 / float(half.max())
-    box = np.concatenate([-half * scale, half * scale])
-    log.info("%s: head box %s m (centre %s), scene scale %.2f", identity.root.name,
-             np.round(2 * half, 3).tolist(), np.round(centre, 3).tolist(), scale)
-    return SceneFrame(centre=centre, scale=scale, box=box)
+    return scene
 
 
 def window_indices(frames: np.ndarray, window: int, first: np.ndarray, last: np.ndarray) -> np.ndarray:
