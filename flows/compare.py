@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stdout/stderr carry the table and the log
 
-SETTINGS = ("self", "cross")
+SETTINGS = ("self", "cross", "cross_expression")
 """The driving settings (talkhead_models.reporting.records.SETTINGS; repeated here for argparse, checked equal in
 :func:`collect`)."""
 FORMATS = ("markdown", "csv")

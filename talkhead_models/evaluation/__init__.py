@@ -1,4 +1,4 @@
-"""Evaluation of one method on one identity: self- and cross-driven renders, every table metric, videos.
+"""Evaluation of one method on one identity: self-, cross- (and cross-expression-) driven renders, every metric.
 
 :func:`evaluate_method` is what the ``evaluate@<method>-<identity>-s<seed>`` stage
 calls. It returns the record the tables read (``reports/metrics/<method>/
@@ -7,8 +7,15 @@ calls. It returns the record the tables read (``reports/metrics/<method>/
     {"method", "family", "variant", "identity", "seed", "profile", "hardware",
      "demo_aids": [labels of the demo aids the run's config uses],
      "settings": {"self": {"frames", "clips", "metrics": {name: MetricValue.to_dict()}},
-                  "cross": {...}},
+                  "cross": {...},
+                  "cross_expression": {...}},
      "training": the trainer's train.json}
+
+``cross_expression`` (audio from one held-out clip, the expression from
+another clip of the same sentence in another emotion) is rendered for
+methods that take an expression source (``MethodSpec.expression_source``,
+JEAN's family) and for the reference rows, whose cheap renders give those
+methods' claims a baseline; other methods' records have self and cross only.
 
 Each metric keeps the values its mean is taken over (``per_frame``, one
 per frame or, for the lip-sync scores, per clip: ``sample_unit``), so the
@@ -31,11 +38,12 @@ import torch
 
 from talkhead_models.config import demo_aids
 from talkhead_models.data.identity_reader import IdentityReader
-from talkhead_models.evaluation.driving import FrameBudget, SplitError, drivings
-from talkhead_models.evaluation.evaluate import (FACE_MODEL_FILE, ClipScorer, EvaluationConfig, ExpressionFitter, LandmarkFinder,
-                                                 RoleResult, evaluate_role, training_metric)
+from talkhead_models.evaluation.driving import CROSS_EXPRESSION, SETTINGS, FrameBudget, SplitError, drivings
+from talkhead_models.evaluation.evaluate import (EXP_DIFF_AUDIO, FACE_MODEL_FILE, ClipScorer, EvaluationConfig,
+                                                 ExpressionFitter, LandmarkFinder, RoleResult, evaluate_role,
+                                                 training_metric)
 from talkhead_models.evaluation.videos import SideBySide
-from talkhead_models.methods.base import REFERENCE_FAMILIES, MethodSpec
+from talkhead_models.methods.base import REFERENCE_FAMILIES, Driving, MethodSpec, TalkingHead
 from talkhead_models.metrics import MetricValue
 from talkhead_models.metrics.speed import device_description
 from talkhead_models.preprocess.audio_features import AudioConfig
@@ -71,9 +79,33 @@ class EvaluationInputs:
     """The local weights folder (None: $TALKHEAD_WEIGHTS or ./weights)."""
 
 
+def evaluated_settings(spec: MethodSpec, cfg: EvaluationConfig) -> list[tuple[str, int]]:
+    """(setting, frame budget) of every setting ``spec`` is rendered in, in record order."""
+    settings = [("self", cfg.max_self_frames), ("cross", cfg.max_cross_frames)]
+    if spec.expression_source or spec.family in REFERENCE_FAMILIES:
+        settings.append((CROSS_EXPRESSION, cfg.max_cross_expression_frames))
+    return settings
+
+
+class _AudioSourceFrames:
+    """The ground-truth row in the cross-expression setting: the audio source's real frames.
+
+    Those frames exist (the audio is the identity's own held-out clip), but the ground truth's head refuses any
+    driving that is not self-driven; it is handed the clip as the self-driven driving it is.
+    """
+
+    def __init__(self, head: TalkingHead) -> None:
+        self.head, self.image_size = head, head.image_size
+
+    def render(self, driving: Driving):
+        return self.head.render(dataclasses.replace(driving, role="self", expression_frames=driving.frame_indices,
+                                                    expression_clip=""))
+
+
 def evaluate_method(spec: MethodSpec, method_cfg: Any, cfg: EvaluationConfig, audio_cfg: AudioConfig,
                     inputs: EvaluationInputs, videos_dir: Path | None, profile: str = "") -> dict:
-    """Render ``spec``'s model of the identity self- and cross-driven and measure it; the metrics record."""
+    """Render ``spec``'s model of the identity in each of its settings (:func:`evaluated_settings`) and measure
+    it; the metrics record."""
     reader = IdentityReader(inputs.identity_root)
     head = spec.load(method_cfg, inputs.identity_root, inputs.pretrained, inputs.model_dir)
     scorer = ClipScorer(sync_scorer=_sync_scorer(inputs), landmarks=LandmarkFinder(), weights=inputs.weights,
@@ -87,18 +119,26 @@ def evaluate_method(spec: MethodSpec, method_cfg: Any, cfg: EvaluationConfig, au
     summary = _training_summary(inputs.model_dir)
     settings = {}
     try:
-        for role, limit in (("self", cfg.max_self_frames), ("cross", cfg.max_cross_frames)):
+        for role, limit in evaluated_settings(spec, cfg):
             budget = FrameBudget(max_frames=limit, min_clip_frames=cfg.min_clip_frames)
             role_drivings = drivings(reader, role, budget, inputs.raw_root, audio_cfg, audio_kinds,
                                      weights=inputs.weights)
-            truth = (lambda indices: np.stack([reader.frame(int(i)) for i in indices])) if role == "self" else None
+            # Real frames exist for the identity's own clips: the self-driven ground truth, and in the
+            # cross-expression setting both sources (audio clip A, expression clip B).
+            truth = (lambda indices: np.stack([reader.frame(int(i)) for i in indices])) \
+                if role in ("self", CROSS_EXPRESSION) else None
             video = None
             if cfg.videos and videos_dir is not None and role_drivings:
                 video = SideBySide(videos_dir / f"{role}.mp4", role_drivings, head.image_size, spec.name,
-                                   with_truth=role == "self")
+                                   with_truth=role == "self",
+                                   expression_source=truth if role == CROSS_EXPRESSION else None)
+            role_head = _AudioSourceFrames(head) if role == CROSS_EXPRESSION and spec.family == "ground_truth" \
+                else head
             try:
-                result = evaluate_role(head, role_drivings, scorer, truth, cfg, real_frames=_real_frames(reader),
-                                       sink=video)
+                # Self and cross keep inferring their role from the drivings, as their records always have.
+                result = evaluate_role(role_head, role_drivings, scorer, truth, cfg,
+                                       real_frames=_real_frames(reader), sink=video,
+                                       role=role if role == CROSS_EXPRESSION else None)
             finally:
                 if video is not None:
                     video.close(videos_dir / f"{role}.jpg")
@@ -183,5 +223,5 @@ def set_threads(count: int) -> None:
     torch.set_num_threads(max(1, count))
 
 
-__all__ = ["EvaluationConfig", "EvaluationInputs", "SplitError", "TRAINING_SUMMARY", "evaluate_method",
-           "record_json", "set_threads"]
+__all__ = ["CROSS_EXPRESSION", "EXP_DIFF_AUDIO", "EvaluationConfig", "EvaluationInputs", "SETTINGS", "SplitError",
+           "TRAINING_SUMMARY", "evaluate_method", "evaluated_settings", "record_json", "set_threads"]

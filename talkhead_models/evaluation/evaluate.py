@@ -9,6 +9,14 @@ audio, and the tracker fits expression coefficients to both landmark sets
 for Exp-Diff. Metrics that need missing weights are n/a with the reason;
 metrics that need ground-truth frames are n/a for cross-driven audio.
 
+The cross-expression setting (JEAN's: lips from clip A's audio, expression
+from clip B, the same sentence in another emotion) has no ground-truth frame
+(none shows A's lips with B's expression), so no image metric is scored
+there: the lip-sync scores with A's audio, M-LMD against A's frames (the
+lips follow A), Exp-Diff against B's frames (the expression source, JEAN's
+Table 1) and "Exp-Diff to audio source" against A's frames, which a model
+that copies the audio clip's expression instead of B's scores low.
+
 Per-frame metrics are averaged over all rendered frames of a role; the
 lip-sync scores are averaged over clips, as Wav2Lip's evaluation averages
 over videos; FID compares a subsample of rendered and real frames. The
@@ -31,6 +39,7 @@ from tqdm import tqdm
 
 from talkhead_models.config import NonNegativeInt, PositiveInt
 from talkhead_models.data.arrays import require_finite_entries
+from talkhead_models.evaluation.driving import CROSS_EXPRESSION
 from talkhead_models.face_topology import to_68
 from talkhead_models.methods.base import Driving, TalkingHead, UnsupportedDriving
 from talkhead_models.metrics import (METRICS, MetricValue, SyncScorer, acd, aue, available_metrics, cpbd, exp_diff,
@@ -46,6 +55,20 @@ FACE_MODEL_FILE = "face_model.npz"
 SELF_ONLY = ("PSNR", "SSIM", "LPIPS", "FID", "M-LMD", "F-LMD", "AUE", "Exp-Diff")
 """Metrics that compare with ground-truth frames, which cross-driven audio does not have."""
 
+EXP_DIFF_AUDIO = "Exp-Diff to audio source"
+"""Exp-Diff of the cross-expression renders against the audio source's frames (A's), lower is better: beside
+Exp-Diff against the expression source's (B's), it tells whether the expression follows B or leaks from A."""
+CROSS_EXPRESSION_METRICS = ("Sync", "LSE-C", "LSE-D", "M-LMD", "Exp-Diff", EXP_DIFF_AUDIO)
+"""What the cross-expression setting scores (besides FPS): no image metric, for want of a ground-truth frame."""
+_DIRECTIONS = {EXP_DIFF_AUDIO: False}
+"""Directions of metrics only this module makes (METRICS, the table metrics' registry, takes precedence)."""
+
+
+def higher_is_better(name: str) -> bool:
+    """The direction of a metric the evaluation records."""
+    spec = METRICS.get(name)
+    return spec.higher_is_better if spec is not None else _DIRECTIONS.get(name, True)
+
 
 @dataclass(frozen=True)
 class EvaluationConfig:
@@ -55,6 +78,9 @@ class EvaluationConfig:
     """Self-driven frames rendered (held-out frames with ground truth); 0 = all of them."""
     max_cross_frames: NonNegativeInt = 0
     """Cross-driven frames rendered (other identities' audio); 0 = all of them."""
+    max_cross_expression_frames: NonNegativeInt = 0
+    """Cross-expression frames rendered (one held-out clip's audio, another clip's expression; methods with an
+    expression source and the reference rows only); 0 = all of them."""
     min_clip_frames: PositiveInt = 50
     """Fewest frames a driving clip is cut to (the lip-sync search needs about 2 s)."""
     fid_frames: PositiveInt = 200
@@ -68,8 +94,7 @@ class EvaluationConfig:
 def combine(name: str, parts: list[tuple[MetricValue, int]]) -> MetricValue:
     """One value from per-clip values weighted by frames (= the mean over all frames); n/a if any part is."""
     if not parts:
-        return MetricValue.not_available(name, "no frames were rendered", higher_is_better=METRICS[name]
-                                         .higher_is_better if name in METRICS else True)
+        return MetricValue.not_available(name, "no frames were rendered", higher_is_better=higher_is_better(name))
     first = parts[0][0]
     missing = next((value for value, _ in parts if not value.available), None)
     if missing is not None:
@@ -213,6 +238,36 @@ class ClipScorer:
             values.update(_no_face(("M-LMD", "F-LMD", "AUE", "Exp-Diff")))
         return values
 
+    def score_cross_expression(self, rendered: np.ndarray, driving: Driving, audio_source: np.ndarray,
+                               expression_source: np.ndarray) -> dict[str, MetricValue]:
+        """:data:`CROSS_EXPRESSION_METRICS` of a render whose lips follow ``driving``'s audio (the real frames of
+        that clip: ``audio_source``) and whose expression follows ``expression_source`` (another clip's real
+        frames, index-aligned)."""
+        points, detected = self.landmarks(rendered)
+        values: dict[str, MetricValue] = {}
+        values.update(sync_metrics(self.sync_scorer, (rendered, to_68(points)[..., :2]), driving.audio)
+                      if detected.any() else _no_face(("Sync", "LSE-C", "LSE-D")))
+        if not detected.any():
+            values.update(_no_face(("M-LMD", "Exp-Diff", EXP_DIFF_AUDIO)))
+            return values
+        audio_points, audio_detected = self.landmarks(audio_source)
+        source_points, source_detected = self.landmarks(expression_source)
+        if audio_detected.any():
+            values["M-LMD"] = mouth_lmd(to_68(points)[..., :2], to_68(audio_points)[..., :2])
+        else:
+            values["M-LMD"] = _no_face_in("M-LMD", "the audio source's frames")
+        targets = {}
+        for name, target, found, what in (
+                ("Exp-Diff", source_points, source_detected, "the expression source's frames"),
+                (EXP_DIFF_AUDIO, audio_points, audio_detected, "the audio source's frames")):
+            if found.any():
+                targets[name] = (target, found)
+            else:
+                values[name] = _no_face_in(name, what)
+        if targets:
+            values.update(self._exp_diffs(points, detected, targets))
+        return values
+
     def _acd_to_reference(self, rendered: np.ndarray, points: np.ndarray) -> MetricValue:
         """Cross-driven identity preservation: every rendered frame against one real frame of the identity."""
         if self.reference_frame is None:
@@ -225,27 +280,44 @@ class ClipScorer:
 
     def _exp_diff(self, points: np.ndarray, detected: np.ndarray, true_points: np.ndarray,
                   true_detected: np.ndarray) -> MetricValue:
+        return self._exp_diffs(points, detected, {"Exp-Diff": (true_points, true_detected)})["Exp-Diff"]
+
+    def _exp_diffs(self, points: np.ndarray, detected: np.ndarray,
+                   targets: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, MetricValue]:
+        """Exp-Diff of the rendered landmarks against each target's (name -> points, detected); the rendered
+        frames are fitted once."""
+        def missing(reason: str) -> dict[str, MetricValue]:
+            return {name: MetricValue.not_available(name, reason, higher_is_better=False) for name in targets}
+
         if self.expression is None:
-            return MetricValue.not_available("Exp-Diff", self.expression_missing, higher_is_better=False)
+            return missing(self.expression_missing)
         if getattr(self.expression, "unavailable", ""):
-            return MetricValue.not_available("Exp-Diff", self.expression.unavailable, higher_is_better=False)
+            return missing(self.expression.unavailable)
         try:
-            generated, truth = self.expression(points, detected), self.expression(true_points, true_detected)
+            generated = self.expression(points, detected)
+            fitted = {name: self.expression(*target) for name, target in targets.items()}
         except Exception as error:  # noqa: BLE001 - a fit that fails on a degenerate render is a missing value
             log.warning("Exp-Diff not measured: the tracker failed on rendered frames (%s)", error)
-            return MetricValue.not_available("Exp-Diff", f"tracker failed on rendered frames: {error}",
-                                             higher_is_better=False)
-        value = exp_diff(generated, truth)
+            return missing(f"tracker failed on rendered frames: {error}")
         note = "expression coefficients of the project's landmark tracker (not the papers' 3DMM)"
         if getattr(self.expression, "note", ""):
             note = f"{note}; {self.expression.note}"
-        return MetricValue("Exp-Diff", value.value, higher_is_better=False, per_frame=value.per_frame, note=note)
+        values = {}
+        for name, target in fitted.items():
+            value = exp_diff(generated, target)
+            values[name] = MetricValue(name, value.value, higher_is_better=False, per_frame=value.per_frame,
+                                       note=note)
+        return values
 
 
 def _no_face(names: Iterable[str]) -> dict[str, MetricValue]:
     reason = "FaceMesh found no face in the rendered clip"
-    return {name: MetricValue.not_available(name, reason, higher_is_better=METRICS[name].higher_is_better)
+    return {name: MetricValue.not_available(name, reason, higher_is_better=higher_is_better(name))
             for name in names}
+
+
+def _no_face_in(name: str, what: str) -> MetricValue:
+    return MetricValue.not_available(name, f"FaceMesh found no face in {what}", higher_is_better=higher_is_better(name))
 
 
 @dataclass
@@ -260,21 +332,32 @@ class RoleResult:
 
 
 FrameSink = Callable[[Driving, np.ndarray, np.ndarray | None], None]
-"""Called with each driving, its rendered frames and the ground truth (None when cross-driven)."""
+"""Called with each driving, its rendered frames and the ground truth (None when cross-driven; the audio source's
+real frames in the cross-expression setting)."""
 
 
 def evaluate_role(head: TalkingHead, drivings: list[Driving], scorer: ClipScorer,
                   truth_frames: Callable[[np.ndarray], np.ndarray] | None, cfg: EvaluationConfig,
                   real_frames: Callable[[int], np.ndarray] | None = None,
-                  sink: FrameSink | None = None) -> RoleResult:
+                  sink: FrameSink | None = None, role: str | None = None) -> RoleResult:
     """Render every driving, score it, and combine the scores over the role.
 
-    ``truth_frames(indices)`` returns ground-truth frames (self-driven);
+    ``truth_frames(indices)`` returns ground-truth frames (self-driven) or,
+    in the cross-expression setting, the real frames of the audio source
+    (``frame_indices``) and of the expression source (``expression_frames``);
     ``real_frames(count)`` returns real frames of the identity for FID's
     reference set. A method that cannot follow these drivings (the ground
     truth under another person's audio) gives n/a everywhere, with its reason.
+    ``role`` defaults to the drivings' own.
     """
-    role = drivings[0].role if drivings else "self"
+    role = role or (drivings[0].role if drivings else "self")
+    if role == CROSS_EXPRESSION:
+        if not drivings:
+            return RoleResult(metrics=_all_not_available(role, "no held-out clip of this identity has its sentence "
+                                                               "held out in another emotion"), frames=0)
+        if truth_frames is None:
+            raise ValueError("the cross-expression setting scores against the identity's real frames: pass "
+                             "truth_frames")
     parts: dict[str, list[tuple[MetricValue, int]]] = {}
     clips, fid_sample, render_seconds, frames_total = [], [], 0.0, 0
     module_ms: dict[str, float] = {}  # frame-weighted sums
@@ -291,11 +374,18 @@ def evaluate_role(head: TalkingHead, drivings: list[Driving], scorer: ClipScorer
         for name, value in (getattr(head, "timings", None) or {}).items():
             if name.endswith("_ms"):
                 module_ms[name] = module_ms.get(name, 0.0) + float(value) * len(rendered)
-        for name, value in scorer.score(rendered, driving, truth).items():
+        if role == CROSS_EXPRESSION:
+            scores = scorer.score_cross_expression(rendered, driving, truth, truth_frames(driving.expression_frames))
+        else:
+            scores = scorer.score(rendered, driving, truth)
+        for name, value in scores.items():
             parts.setdefault(name, []).append((value, len(rendered)))
-        clips.append({"clip": driving.clip, "audio_identity": driving.audio_identity, "emotion": driving.emotion,
-                      "frames": len(rendered),
-                      "LSE-C": parts["LSE-C"][-1][0].value, "LSE-D": parts["LSE-D"][-1][0].value})
+        clip = {"clip": driving.clip, "audio_identity": driving.audio_identity, "emotion": driving.emotion,
+                "frames": len(rendered),
+                "LSE-C": parts["LSE-C"][-1][0].value, "LSE-D": parts["LSE-D"][-1][0].value}
+        if role == CROSS_EXPRESSION:
+            clip["expression_clip"] = driving.expression_clip
+        clips.append(clip)
         fid_sample.extend(rendered[::fid_every])
         if sink is not None:
             sink(driving, rendered, truth)
@@ -339,8 +429,12 @@ def _render(head: TalkingHead, driving: Driving) -> tuple[np.ndarray, float]:
 
 
 def _all_not_available(role: str, reason: str) -> dict[str, MetricValue]:
+    if role == CROSS_EXPRESSION:
+        return {name: MetricValue.not_available(name, reason, higher_is_better=higher_is_better(name))
+                for name in (*CROSS_EXPRESSION_METRICS, "FPS")}
+    # The self/cross records keep the table metrics only, whatever the registry grows.
     return {name: MetricValue.not_available(name, reason, higher_is_better=spec.higher_is_better)
-            for name, spec in METRICS.items() if name != "Training time"}
+            for name, spec in METRICS.items() if name not in ("Training time", EXP_DIFF_AUDIO)}
 
 
 def training_metric(summary: dict | None) -> MetricValue:

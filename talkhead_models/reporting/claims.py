@@ -7,7 +7,9 @@ returns a status with the numbers it compared:
   paired bootstrap interval (:mod:`talkhead_models.metrics.uncertainty`) over
   the unit the metric is measured on: test frames (PSNR, SSIM, LPIPS, LMD,
   ...), clips (Sync, LSE-C, LSE-D: SyncNet scores a clip) or alternated
-  timing repetitions (FPS, from the speed stage);
+  timing repetitions (FPS, from the speed stage); comparisons of two metrics
+  of one run on the same frames (:func:`within_run`: JEAN's Exp-Diff against
+  the expression source and against the audio source) likewise;
 * ``holds`` only when the interval excludes zero (or the claimed margin) in
   the claimed direction, ``does not hold`` only when it excludes it in the
   other direction, else ``inconclusive`` (also with fewer than
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 import numpy as np
@@ -38,7 +40,8 @@ from talkhead_models.metrics.base import MetricValue
 from talkhead_models.metrics.uncertainty import MIN_PAIRS, Interval, paired_bootstrap
 from talkhead_models.reporting.curves import Curve
 from talkhead_models.reporting.papers import NEAREST_POSE, PAPERS, STATIC, Key
-from talkhead_models.reporting.records import REFERENCE_FAMILIES, TRAINED_FAMILIES, RecordSet, method_name
+from talkhead_models.reporting.records import (CROSS_EXPRESSION, REFERENCE_FAMILIES, TRAINED_FAMILIES, Pairing,
+                                               RecordSet, method_name)
 from talkhead_models.reporting.speed import SpeedRecord
 
 HOLDS = "holds"
@@ -59,6 +62,11 @@ FIT_TIME_HOURS = 0.01
 """S3D-NeRF's fit time for a new identity (< 0.01 h in its comparison with person-specific NeRFs)."""
 BUDGET_KEY = "iterations"
 """The train.json key of a run's iteration budget (speed claims compare like budgets only)."""
+JEAN_LMD_RATIO = 0.7
+"""The most JEAN's self-driven M-LMD may be, as a fraction of the static row's (the JEAN issue's acceptance)."""
+EXP_DIFF_AUDIO = "Exp-Diff to audio source"
+"""The evaluation's Exp-Diff of cross-expression renders against the audio source's frames
+(talkhead_models.evaluation.EXP_DIFF_AUDIO)."""
 
 
 @dataclass(frozen=True)
@@ -187,12 +195,13 @@ class Difference:
 
 
 def difference(records: RecordSet, better: Key, worse: Key, metric: str, setting: str = "self",
-               margin: float = 0.0, lower_is_better: bool | None = None) -> Difference:
+               margin: float = 0.0, lower_is_better: bool | None = None, factor: float = 1.0) -> Difference:
     """Whether ``better``'s ``metric`` beats ``worse``'s by more than ``margin``, per seed, with intervals.
 
     The direction comes from the value unless given. The interval is of ``better - worse`` over paired frames
     (or clips), resampled within each identity; with several seeds each seed is decided on its own and all must
-    agree.
+    agree. ``factor`` scales ``worse``'s values first: ``better`` below 0.7 x ``worse`` is ``factor=0.7`` with
+    lower is better (the interval of ``better - 0.7 worse``, the ratio of the means against 0.7).
     """
     a, b = records.value(better, metric, setting), records.value(worse, metric, setting)
     if a is None or b is None:
@@ -201,25 +210,58 @@ def difference(records: RecordSet, better: Key, worse: Key, metric: str, setting
     claimed = -1 if lower else 1
     name_a, name_b = _label(records, better), _label(records, worse)
     means = f"{metric} {_fmt(a)} ({name_a}) vs {_fmt(b)} ({name_b}), {'lower' if lower else 'higher'} is better"
+    scaled = name_b
+    if factor != 1.0:
+        ratio = f"{a.value / b.value:.3f}" if b.value else "undefined"
+        means += f"; ratio of the means {ratio} (claimed {'below' if lower else 'above'} {factor:g})"
+        scaled = f"{factor:g} x {name_b}"
     pairing = records.paired(better, worse, metric, setting)
+    if factor != 1.0:
+        pairing = Pairing([replace(paired, b=paired.b * factor) for paired in pairing.pairs], pairing.problems)
+    return _paired_difference(pairing, claimed, claimed * margin, a.unit, means,
+                              f"difference {name_a} - {scaled}", bool(margin))
+
+
+def _paired_difference(pairing: Pairing, claimed: int, threshold: float, unit: str, means: str, what: str,
+                       show_target: bool) -> Difference:
+    """The status and text of ``pairing``'s ``a - b``, one interval per seed (every seed must agree)."""
     left_out = f"; left out: {'; '.join(pairing.problems)}" if pairing.problems else ""
     if not pairing.pairs:
         return Difference(NOT_MEASURABLE, f"{means}; no paired values{left_out}")
     statuses, parts, estimates = [], [], []
-    threshold = claimed * margin
     for paired in pairing.pairs:
         interval = _interval(paired.a, paired.b, paired.groups)
         statuses.append(decide(interval, claimed, threshold))
         identities = ", ".join(paired.identities)
         seed = f", {paired.seed_text}" if len(pairing.pairs) > 1 or paired.seed_a or paired.seed_b else ""
-        parts.append(f"{_interval_text(interval, a.unit, len(paired.a), paired.unit)} ({identities}{seed})")
+        parts.append(f"{_interval_text(interval, unit, len(paired.a), paired.unit)} ({identities}{seed})")
         if interval is not None:
             estimates.append(interval.estimate)
-    target = f" (claimed {'above' if claimed > 0 else 'below'} {threshold:+g})" if margin else ""
-    text = f"{means}; difference {name_a} - {name_b}{target}: " + "; ".join(parts)
+    target = f" (claimed {'above' if claimed > 0 else 'below'} {threshold:+g})" if show_target else ""
+    text = f"{means}; {what}{target}: " + "; ".join(parts)
     if len(estimates) > 1:
         text += f"; over seeds the difference spans {min(estimates):+.3f} to {max(estimates):+.3f}"
     return Difference(agree(statuses), text + left_out)
+
+
+def within_run(records: RecordSet, key: Key, metric_a: str, metric_b: str, setting: str = "self",
+               lower: bool = True) -> Difference:
+    """Whether run ``key``'s ``metric_a`` is below (``lower``) or above its ``metric_b`` on the same frames.
+
+    Both metrics must be on one scale (Exp-Diff against two targets); the interval is of ``metric_a - metric_b``
+    over the run's paired frames, resampled within each identity, one per seed, and every seed must agree.
+    """
+    name = _label(records, key)
+    a, b = records.value(key, metric_a, setting), records.value(key, metric_b, setting)
+    if a is None or b is None:
+        if not records.has(key):
+            return Difference(NOT_MEASURABLE, f"{name} not run")
+        missing = [metric for metric, value in ((metric_a, a), (metric_b, b)) if value is None]
+        return Difference(NOT_MEASURABLE, f"{' and '.join(missing)} of {name} n/a in the {setting} setting")
+    means = (f"{name}, {setting}: {metric_a} {_fmt(a)} vs {metric_b} {_fmt(b)}, claimed "
+             f"{'lower' if lower else 'higher'}")
+    return _paired_difference(records.paired_within(key, metric_a, metric_b, setting), -1 if lower else 1, 0.0,
+                              a.unit, means, f"difference {metric_a} - {metric_b}", False)
 
 
 def compare(better: Key, worse: Key, metric: str, setting: str = "self",
@@ -318,6 +360,34 @@ def beats_floor(floor: Key, metric: str = "PSNR", margin: float = 0.0) -> Callab
         if unmeasured:
             text += f" | {metric} n/a: {', '.join(unmeasured)}"
         return Verdict(every(statuses), text, (floor, *trained))
+
+    return check
+
+
+def disentangles(run: Key, baseline: Key = STATIC) -> Callable[[Evidence], Verdict]:
+    """JEAN's disentanglement in the cross-expression setting: ``run``'s expression is closer to the expression
+    source (B) than to the audio source (A) -- Exp-Diff below Exp-Diff to audio source, paired over frames -- and
+    its lips still follow A's audio -- Sync above ``baseline``'s, paired over clips. Both must hold."""
+
+    def check(evidence: Evidence) -> Verdict:
+        records = evidence.records
+        expression = within_run(records, run, "Exp-Diff", EXP_DIFF_AUDIO, CROSS_EXPRESSION)
+        lips = difference(records, run, baseline, "Sync", CROSS_EXPRESSION)
+        text = (f"expression follows B [{expression.status}]: {expression.text} | lips follow A's audio "
+                f"[{lips.status}]: {lips.text}")
+        return Verdict(every((expression.status, lips.status)), text, (run, baseline))
+
+    return check
+
+
+def beats_by(better: Key, worse: Key, metric: str, margin: float = 0.0, factor: float = 1.0,
+             setting: str = "self") -> Callable[[Evidence], Verdict]:
+    """``better``'s ``metric`` beats ``worse``'s by more than ``margin`` (or ``factor`` x ``worse``'s), with its
+    interval (:func:`difference`)."""
+
+    def check(evidence: Evidence) -> Verdict:
+        result = difference(evidence.records, better, worse, metric, setting, margin=margin, factor=factor)
+        return Verdict(result.status, result.text, (better, worse))
 
     return check
 
@@ -564,6 +634,21 @@ def default_claims(static_margin_db: float = STATIC_MARGIN_DB,
         Claim("jean_joint_expression_lowers_exp_diff", "JEAN's joint expression lowers Exp-Diff / LMD vs audio-only",
               jean, "Exp-Diff of jean below jean_audio_only (Table 1, AD-NeRF); M-LMD when Exp-Diff is n/a",
               compare_first((jean, ""), (jean, "audio_only"), ("Exp-Diff", "M-LMD"))),
+        Claim("jean_disentangles_expression_and_lips", "Expression and lip motion are disentangled: the expression "
+              "follows the expression source, the lips the audio source", jean,
+              "cross-expression setting (audio, cameras and landmarks of held-out clip A; expression frames of clip B, "
+              "the same sentence in another emotion, index-aligned): jean's Exp-Diff against B's frames below its "
+              "Exp-Diff against A's (paired interval over frames), and jean's Sync with A's audio above the static "
+              "row's (interval over clips); both must hold",
+              disentangles((jean, ""))),
+        Claim("jean_beats_static_psnr", f"JEAN's self-driven PSNR is >= {static_margin_db:g} dB above the static "
+              "row's", "project", f"self-driven PSNR of jean minus the static row's, interval above "
+              f"{static_margin_db:g} dB (interval over frames)", beats_by((jean, ""), STATIC, "PSNR",
+                                                                          margin=static_margin_db)),
+        Claim("jean_lmd_below_static", f"JEAN's self-driven M-LMD is at most {JEAN_LMD_RATIO:g}x the static row's",
+              "project", f"self-driven M-LMD of jean minus {JEAN_LMD_RATIO:g} x the static row's, interval below 0 "
+              "(interval over frames; the ratio of the means is given)",
+              beats_by((jean, ""), STATIC, "M-LMD", factor=JEAN_LMD_RATIO)),
         Claim("jean_full_raises_lse_c", "The self-supervised audio encoder with the expression transformer raises "
               "LSE-C over raw emotion features", jean, "LSE-C of jean above jean_emotion_features (Table 2, (a)); "
               "interval over clips", compare((jean, ""), (jean, "emotion_features"), "LSE-C")),

@@ -7,7 +7,8 @@ sit beside it as ``<identity>.seed<k>.json``)::
     {"method": "r2talker_maglo", "family": "r2talker", "variant": "maglo", "identity": "S001",
      "seed": 0, "profile": "demo", "hardware": "...", "demo_aids": ["a2m audio", ...],
      "settings": {"self":  {"frames": 120, "metrics": {"PSNR": <MetricValue.to_dict()>, ...}},
-                  "cross": {"frames": 300, "metrics": {...}}},
+                  "cross": {"frames": 300, "metrics": {...}},
+                  "cross_expression": {"frames": 100, "metrics": {...}}},
      "training": {<the trainer's train.json: seconds, iterations, hardware, ...>},
      "inputs_digest": "<sha256 hex>"}
 
@@ -35,6 +36,9 @@ those means, with their standard deviation.
 for an interval: the self-driven test frames of an identity are the same
 frames for every run (same split, same ``max_self_frames``), so they pair by
 index; records whose counts differ are not paired.
+:meth:`RecordSet.paired_within` lines up two metrics of one run on the same
+frames (Exp-Diff against the expression source and against the audio source
+in the cross-expression setting), for an interval within the run.
 """
 
 from __future__ import annotations
@@ -56,8 +60,11 @@ from talkhead_models.runs import split_seed
 
 log = logging.getLogger(__name__)
 
-SETTINGS = ("self", "cross")
-"""Self-driven (the identity's own held-out audio, ground-truth frames exist) and cross-driven (another voice)."""
+CROSS_EXPRESSION = "cross_expression"
+SETTINGS = ("self", "cross", CROSS_EXPRESSION)
+"""Self-driven (the identity's own held-out audio, ground-truth frames exist), cross-driven (another voice) and
+cross-expression (JEAN's: the audio of one held-out clip, the expression of another clip of the same sentence in
+another emotion; methods with an expression source and the reference rows only)."""
 TRAINED_FAMILIES = ("r2talker", "gstalker", "jean", "s3dnerf")
 Key = tuple[str, str]
 """(family, variant); variant "" is the full method."""
@@ -342,6 +349,22 @@ def _pair_problem(metric: str, identity: str, a: tuple[str, MetricValue | None],
     return None
 
 
+def _within_problem(name: str, identity: str, a: tuple[str, MetricValue | None],
+                    b: tuple[str, MetricValue | None]) -> str | None:
+    """Why two metrics of one record cannot be paired frame by frame, or None when they can."""
+    for metric, value in (a, b):
+        if value is None or not value.available:
+            return f"{metric} of {name} n/a on {identity}"
+        if value.per_frame is None:
+            return (f"{name}'s record of {identity} keeps no per-frame {metric} values (re-run its evaluate "
+                    "stage)")
+    (metric_a, va), (metric_b, vb) = a, b
+    if va.sample_unit != vb.sample_unit or len(va.per_frame) != len(vb.per_frame):
+        return (f"{identity}: {metric_a} of {name} has {len(va.per_frame)} {va.sample_unit}s, {metric_b} "
+                f"{len(vb.per_frame)} {vb.sample_unit}s: not the same test {va.sample_unit}s, not paired")
+    return None
+
+
 @dataclass
 class RecordSet:
     """All records of a run, grouped by (family, variant) in first-seen order."""
@@ -488,6 +511,31 @@ class RecordSet:
                 units.add(va.sample_unit)
             if identities:
                 pairs.append(Paired(seed_a, seed_b, np.concatenate(values_a), np.concatenate(values_b),
+                                    np.concatenate(groups), units.pop() if len(units) == 1 else "mixed",
+                                    tuple(identities)))
+        return Pairing(pairs, _distinct(problems))
+
+    def paired_within(self, key: Key, metric_a: str, metric_b: str, setting: str = "self") -> Pairing:
+        """Two metrics of one run on the same frames (or clips), per seed: ``a`` is ``metric_a``'s per-frame
+        values, ``b`` ``metric_b``'s, grouped by identity. An identity where either is n/a, has no per-frame
+        values or a different count of them is left out and named in ``problems``."""
+        name = self.method(key)
+        pairs, problems = [], []
+        for seed in self.seeds(key):
+            values_a, values_b, groups, identities, units = [], [], [], [], set()
+            for record in self.of(key, seed):
+                va, vb = record.metric(setting, metric_a), record.metric(setting, metric_b)
+                problem = _within_problem(name, record.identity, (metric_a, va), (metric_b, vb))
+                if problem:
+                    problems.append(problem)
+                    continue
+                values_a.append(va.per_frame)
+                values_b.append(vb.per_frame)
+                groups.append(np.full(len(va.per_frame), len(identities)))
+                identities.append(record.identity)
+                units.add(va.sample_unit)
+            if identities:
+                pairs.append(Paired(seed, seed, np.concatenate(values_a), np.concatenate(values_b),
                                     np.concatenate(groups), units.pop() if len(units) == 1 else "mixed",
                                     tuple(identities)))
         return Pairing(pairs, _distinct(problems))

@@ -63,12 +63,14 @@ def test_reference_methods_are_registered():
 def test_ground_truth_row_is_perfect_self_driven_and_not_available_cross_driven(evaluation_root, tiny_corpus,
                                                                                  tmp_path, monkeypatch):
     scorer = FramesCountingScorer()
-    record = _evaluate("ground_truth", evaluation_root, tiny_corpus, tmp_path, monkeypatch, scorer=scorer)
+    record = _evaluate("ground_truth", evaluation_root, tiny_corpus, tmp_path, monkeypatch, scorer=scorer,
+                       max_cross_expression_frames=60)
     assert math.isinf(_value(record, "self", "PSNR")) and _value(record, "self", "PSNR") > 0
     assert _value(record, "self", "SSIM") == pytest.approx(1.0, abs=1e-6)
     assert _value(record, "self", "M-LMD") == 0.0 and _value(record, "self", "F-LMD") == 0.0
     # Lip sync is averaged over clips (Wav2Lip averages over videos), not over frames.
-    assert _value(record, "self", "LSE-C") == pytest.approx(np.mean(scorer.lengths) / 100.0)
+    self_clips = len(record["settings"]["self"]["clips"])  # the scorer also saw the other settings' clips
+    assert _value(record, "self", "LSE-C") == pytest.approx(np.mean(scorer.lengths[:self_clips]) / 100.0)
     reader = IdentityReader(evaluation_root / "S001")
     assert record["settings"]["self"]["frames"] == int(reader.validation_mask().sum())
     cross = record["settings"]["cross"]["metrics"]
@@ -89,11 +91,16 @@ def test_ground_truth_row_is_perfect_self_driven_and_not_available_cross_driven(
         record["settings"]["self"]["clips"])]])
     assert "per_frame" not in metrics["LPIPS"] and "per_frame" not in metrics["Training time"]
     assert record["demo_aids"] == [] and "seed" not in record   # a reference row: no aids, no training seed
+    # Cross-expression: the ground truth shows the audio source's own frames, so its lips are A's exactly.
+    crossed = record["settings"]["cross_expression"]
+    assert crossed["frames"] > 0 and crossed["metrics"]["M-LMD"]["value"] == 0.0
+    assert crossed["metrics"]["M-LMD"]["per_frame"] == [0.0] * crossed["frames"]
+    assert "PSNR" not in crossed["metrics"] and crossed["metrics"]["Sync"]["sample_unit"] == "clip"
 
 
 def test_static_row_is_finite_and_worse_than_the_truth(evaluation_root, tiny_corpus, tmp_path, monkeypatch):
     record = _evaluate("static", evaluation_root, tiny_corpus, tmp_path, monkeypatch, scorer=None,
-                       max_self_frames=60, max_cross_frames=60, min_clip_frames=30)
+                       max_self_frames=60, max_cross_frames=60, max_cross_expression_frames=60, min_clip_frames=30)
     psnr = _value(record, "self", "PSNR")
     assert math.isfinite(psnr) and 10.0 < psnr < 60.0
     stored = record["settings"]["self"]["metrics"]["PSNR"]["per_frame"]
@@ -110,6 +117,8 @@ def test_static_row_is_finite_and_worse_than_the_truth(evaluation_root, tiny_cor
     self_video = probe(videos / "self.mp4")
     assert self_video.width == 2 * self_video.height  # rendered | ground truth
     assert self_video.has_audio and (videos / "self.jpg").is_file() and (videos / "cross.mp4").is_file()
+    crossed = probe(videos / "cross_expression.mp4")
+    assert crossed.width == 3 * crossed.height  # audio source | expression source | rendered
 
 
 def test_frame_budget_shares_frames_between_clips():
@@ -170,7 +179,8 @@ def test_demo_aids_of_the_run_config_go_into_the_record(evaluation_root, tiny_co
     inputs = EvaluationInputs(identity_root=evaluation_root / "S001", model_dir=model, raw_root=tiny_corpus,
                               sync_expert=None, face_model=None, pretrained={}, weights=tmp_path / "no_weights")
     record = evaluate_method(aided, AidedConfig(seed=3, levels=4), EvaluationConfig(
-        max_self_frames=30, max_cross_frames=30, min_clip_frames=30, videos=False), AudioConfig(), inputs, None)
+        max_self_frames=30, max_cross_frames=30, max_cross_expression_frames=30, min_clip_frames=30, videos=False),
+        AudioConfig(), inputs, None)
     assert record["demo_aids"] == ["landmark grid 4/16 levels"] and record["seed"] == 3
 
 
@@ -218,7 +228,8 @@ def test_module_timings_are_reported_frame_weighted_when_a_head_has_them(evaluat
     timed.train(cfg, evaluation_root / "S001", {}, model)
     inputs = EvaluationInputs(identity_root=evaluation_root / "S001", model_dir=model, raw_root=tiny_corpus,
                               sync_expert=None, face_model=None, pretrained={}, weights=tmp_path / "no_weights")
-    record = evaluate_method(timed, cfg, EvaluationConfig(max_self_frames=60, max_cross_frames=60, min_clip_frames=20,
+    record = evaluate_method(timed, cfg, EvaluationConfig(max_self_frames=60, max_cross_frames=60,
+                                                          max_cross_expression_frames=40, min_clip_frames=20,
                                                           videos=False),
                              AudioConfig(), inputs, tmp_path / "videos", profile="test")
     times = [t for head in heads for t in head.clip_times]

@@ -29,7 +29,8 @@ HARDWARE = "CPU x86_64, 1 threads of 2 cores"
 SYNC_SUBSTITUTE = substitute("the project's sync expert trained on the corpus (SyncNet weights absent)")
 LPIPS_MISSING = "missing alexnet-owt-7be5be79.pth in weights/"
 HIGHER = {"PSNR": True, "SSIM": True, "LPIPS": False, "M-LMD": False, "F-LMD": False, "Sync": True,
-          "LSE-C": True, "LSE-D": False, "Exp-Diff": False, "AUE": False, "FPS": True, "Training time": False}
+          "LSE-C": True, "LSE-D": False, "Exp-Diff": False, "Exp-Diff to audio source": False, "AUE": False,
+          "FPS": True, "Training time": False}
 UNITS = {"PSNR": "dB", "M-LMD": "px", "FPS": "frames/s", "Training time": "h"}
 PER_CLIP = ("Sync", "LSE-C", "LSE-D")
 UNSAMPLED = ("FPS", "Training time", "FID")
@@ -86,13 +87,17 @@ def write_record(folder: Path, method: str, family: str, variant: str, identity:
                  self_values: dict[str, float | Sequence[float] | None],
                  cross_values: dict[str, float | Sequence[float] | None] | None = None, *, seed: int | None = None,
                  demo_aids: list[str] | None = None, training: dict | None = None,
-                 with_samples: bool = True, inputs_digest: str | None = INPUTS_DIGEST) -> Path:
+                 with_samples: bool = True, inputs_digest: str | None = INPUTS_DIGEST,
+                 cross_expression_values: dict[str, float | Sequence[float] | None] | None = None) -> Path:
     """``<folder>/<method>/<identity>.json`` (``<identity>.seed<k>.json`` for a seed k > 0) following the
     contract, written as the evaluate stage writes it (Infinity stays JSON ``Infinity``); ``inputs_digest``
     None writes a record from before records carried one."""
     settings = {"self": {"frames": FRAMES, "metrics": _metrics(self_values, identity, method, with_samples)}}
     if cross_values is not None:
         settings["cross"] = {"frames": FRAMES, "metrics": _metrics(cross_values, identity, method, with_samples)}
+    if cross_expression_values is not None:
+        settings["cross_expression"] = {"frames": FRAMES, "metrics": _metrics(cross_expression_values, identity,
+                                                                              method, with_samples)}
     record = {"method": method, "family": family, "variant": variant, "identity": identity}
     if seed is not None:
         record["seed"] = seed
