@@ -64,7 +64,7 @@ def run(cfg: EvaluateStageConfig, inputs: Mapping[str, Path], outputs: Mapping[s
     sources = EvaluationInputs(
         identity_root=inputs["processed"], model_dir=inputs["model"], raw_root=inputs["corpus"],
         sync_expert=inputs["sync_expert"], face_model=inputs["face_model"],
-        pretrained={name: inputs[name] for name in ("audio2motion", "sync_expert")},
+        pretrained={name: inputs[name] for name in ("audio2motion", "sync_expert", "emotion")},
     )
     try:
         with atomic_dir(outputs["videos"]) as videos:
@@ -98,7 +98,8 @@ STAGE = Stage(
     run=run,
     inputs={"processed": "data/processed/{identity}", "model": "data/models/{method}/{identity}{seed_suffix}",
             "corpus": "data/raw/{source}", "sync_expert": "data/models/sync_expert",
-            "audio2motion": "data/models/audio2motion", "face_model": "data/models/face_model"},
+            "audio2motion": "data/models/audio2motion", "face_model": "data/models/face_model",
+            "emotion": "data/models/emotion"},
     outputs={"metrics": "reports/metrics/{method}/{identity}{seed_suffix}.json",
              "videos": "reports/videos/{method}/{identity}{seed_suffix}"},
     description=__doc__,

@@ -39,7 +39,7 @@ from talkhead_models.training_summary import TRAINING_SUMMARY
 
 log = logging.getLogger(__name__)
 
-PRETRAINED = ("audio2motion", "sync_expert")
+PRETRAINED = ("audio2motion", "sync_expert", "audio_contrastive", "emotion")
 """Corpus-level model folders every train and evaluate stage receives (a method uses those it declares)."""
 
 
@@ -60,9 +60,8 @@ def pretrained_inputs(inputs: Mapping[str, Path], spec: MethodSpec) -> dict[str,
     for name in spec.pretrained:
         folder = inputs[name]
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: {spec.name} needs the {name} model; run `dvc repro pretrain_{name}`"
-                                    if name != "sync_expert" else
-                                    f"{folder}: {spec.name} needs the sync expert; run `dvc repro pretrain_sync`")
+            stage = "pretrain_sync" if name == "sync_expert" else f"pretrain_{name}"
+            raise FileNotFoundError(f"{folder}: {spec.name} needs the {name} model; run `dvc repro {stage}`")
         found[name] = folder
     return found
 
@@ -98,7 +97,8 @@ STAGE = Stage(
     section="train",
     run=run,
     inputs={"processed": "data/processed/{identity}", "audio2motion": "data/models/audio2motion",
-            "sync_expert": "data/models/sync_expert"},
+            "sync_expert": "data/models/sync_expert", "audio_contrastive": "data/models/audio_contrastive",
+            "emotion": "data/models/emotion"},
     outputs={"model": "data/models/{method}/{identity}{seed_suffix}"},
     description=__doc__,
 )

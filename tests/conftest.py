@@ -65,6 +65,8 @@ def evaluation_root(tmp_path_factory, tiny_corpus) -> Path:
 # (the parse stage's masks and background, the track stage's cameras through the face model stage, which needs
 # both identities' landmarks). Built once per session: parsing and tracking are the slow part of a method test.
 TRACKED_IDENTITY = "S001"
+TRACKED_MODELS = "tracked_models"
+"""Folder under pytest's base temporary directory holding the tracked identity's face model."""
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +81,8 @@ def tracked_root(tmp_path_factory, evaluation_root) -> Path:
     base = root / TRACKED_IDENTITY
     parse.run(ParseConfig(), {"crop": base / "crop", "landmarks": base / "landmarks"}, {"parse": base / "parse"},
               identity=TRACKED_IDENTITY)
-    models = tmp_path_factory.mktemp("tracked_models")
+    # Not numbered: tests that run later stages on this identity (JEAN's pair stage) find the face model there.
+    models = tmp_path_factory.mktemp(TRACKED_MODELS, numbered=False)
     face_model.run(face_model.FaceModelStageConfig(), {"processed": root}, {"model": models / "face_model"})
     track.run(track.TrackStageConfig(), {"crop": base / "crop", "landmarks": base / "landmarks",
                                          "face_model": models / "face_model"}, {"track": base / "track"},

@@ -25,7 +25,7 @@ import numpy as np
 from talkhead_models.checkpoints import CURVE_FILE
 from talkhead_models.config import from_dict, resolve, validate_name
 
-Role = Literal["self", "cross"]
+Role = Literal["self", "cross", "cross_expression"]
 MetricLogger = Callable[[str, float, int], None]
 
 
@@ -47,7 +47,8 @@ class Driving:
     identity: str
     """Whose model renders."""
     role: Role
-    """"self" (the identity's own held-out audio and frames) or "cross" (another identity's audio)."""
+    """"self" (the identity's own held-out audio and frames), "cross" (another identity's audio) or
+    "cross_expression" (its own held-out audio of one clip, the expression of another clip of the same sentence)."""
     audio: np.ndarray
     """[n * 640] 16 kHz mono waveform: frame i covers samples [640 i, 640 (i + 1))."""
     audio_features: Mapping[str, np.ndarray]
@@ -66,7 +67,14 @@ class Driving:
     """[n, 68, 2] landmarks of the driving frames in processed pixels when they are the identity's own
     (self-driven); an oracle that audio-driven methods must not need at test time."""
     expression: np.ndarray | None = None
-    """[n, K] tracked expression coefficients of the driving frames (self-driven; JEAN's expression input)."""
+    """[n, K] tracked expression coefficients of the driving frames (self-driven; an oracle like ``landmarks``)."""
+    expression_frames: np.ndarray | None = None
+    """[n] processed frames of ``identity`` whose face gives each rendered frame its expression: JEAN's second
+    source (a real video of the same person, read by the method through its own per-frame features). The
+    driving frames themselves when self-driven, another clip's frames in the cross-expression setting, None
+    when there is no expression video (a method that needs one raises UnsupportedDriving)."""
+    expression_clip: str = ""
+    """The recording ``expression_frames`` come from ("" = the driving recording itself)."""
 
     def __post_init__(self) -> None:
         n = len(self.frame_indices)
@@ -76,7 +84,7 @@ class Driving:
             if len(features) != n:
                 raise ValueError(f"driving {self.identity}/{self.clip}: {len(features)} {kind} feature windows "
                                  f"for {n} frames")
-        for name in ("landmarks", "expression"):
+        for name in ("landmarks", "expression", "expression_frames"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"driving {self.identity}/{self.clip}: {len(value)} {name} rows for {n} frames")
@@ -94,6 +102,7 @@ class Driving:
             eye=self.eye[start:stop], frame_indices=self.frame_indices[start:stop],
             landmarks=None if self.landmarks is None else self.landmarks[start:stop],
             expression=None if self.expression is None else self.expression[start:stop],
+            expression_frames=None if self.expression_frames is None else self.expression_frames[start:stop],
         )
 
     @property
@@ -144,7 +153,10 @@ class MethodSpec:
     """Config values that make this variant (applied after params.yaml, so an ablation stays an ablation)."""
     description: str = ""
     pretrained: tuple[str, ...] = ()
-    """Corpus-level models it needs (folders under data/models): "audio2motion", "sync_expert"."""
+    """Corpus-level models it needs (folders under data/models): "audio2motion", "sync_expert", ..."""
+    expression_source: bool = False
+    """It takes a second, expression-source video (``Driving.expression_frames``), as JEAN does: the evaluation
+    then also renders the cross-expression setting (audio from one clip, expression from another)."""
 
     def resolve_config(self, section: Mapping[str, Any]) -> Any:
         """The family's params section, then this variant's overrides, as the config dataclass."""
@@ -191,6 +203,7 @@ def _load_builtin_methods() -> None:
     import talkhead_models.methods.static  # noqa: F401
     import talkhead_models.methods.r2talker  # noqa: F401
     import talkhead_models.methods.gstalker  # noqa: F401
+    import talkhead_models.methods.jean  # noqa: F401
 
 
 

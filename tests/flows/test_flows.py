@@ -46,15 +46,35 @@ def _untrained_sync_expert(folder: Path) -> None:
                 cfg, folder / "model.pt")
 
 
+def _jean_corpus_models(models: Path, processed: Path) -> None:
+    """JEAN's corpus-level outputs that dvc.yaml's train and evaluate stages depend on: an untrained contrastive
+    audio encoder and an emotion-features folder (no identity's features: no JEAN run here reads them)."""
+    import numpy as np
+    import torch
+
+    from talkhead_models.pretrained.audio_contrastive import (AudioContrastiveConfig, ContrastiveAudioNet,
+                                                              save_audio_encoder)
+    from talkhead_models.pretrained.emotion import EMOTION_SOURCE_SUBSTITUTE, FEATURES_DIR, FEATURES_INFO
+
+    torch.manual_seed(0)
+    width = np.load(processed / "S001" / "features" / "aud_mel.npy", mmap_mode="r").shape[-1]
+    (models / "audio_contrastive").mkdir(parents=True)
+    save_audio_encoder(ContrastiveAudioNet(width), AudioContrastiveConfig(audio_feature="mel"),
+                       models / "audio_contrastive" / "model.pt")
+    (models / "emotion" / FEATURES_DIR).mkdir(parents=True)
+    (models / "emotion" / FEATURES_INFO).write_text(json.dumps({"source": EMOTION_SOURCE_SUBSTITUTE, "frames": {}}))
+
+
 def _workspace(tmp_path: Path, params: dict, processed: Path, corpus: Path, audio2motion: Path) -> Path:
     """The workspace of the train and evaluate stages: S001 processed, the corpus, untrained corpus-level models
-    (dvc.yaml's train stage depends on both models' weights), no face model."""
+    (dvc.yaml's train stage depends on their weights), no face model."""
     root = make_workspace(tmp_path / "ws", params, stages=("train", "evaluate"))
     shutil.copytree(processed / "S001", root / "data" / "processed" / "S001")
     (root / "data" / "raw").mkdir(parents=True)
     (root / "data" / "raw" / "synthetic").symlink_to(corpus)
     shutil.copytree(audio2motion, root / "data" / "models" / "audio2motion")
     _untrained_sync_expert(root / "data" / "models" / "sync_expert")
+    _jean_corpus_models(root / "data" / "models", processed)
     (root / "data" / "models" / "face_model").mkdir()
     return root
 

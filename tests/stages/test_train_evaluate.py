@@ -22,7 +22,7 @@ def _repository(root: Path, processed: Path, corpus: Path) -> dict:
     shutil.copytree(processed / "S001", root / "data" / "processed" / "S001")
     (root / "data" / "raw").mkdir(parents=True)
     (root / "data" / "raw" / "synthetic").symlink_to(corpus)
-    for name in ("audio2motion", "sync_expert", "face_model"):
+    for name in ("audio2motion", "sync_expert", "face_model", "audio_contrastive", "emotion"):
         (root / "data" / "models" / name).mkdir(parents=True)
     params = {"profile": "test", "data": {"source": "synthetic", "identities": ["S001", "S002"]},
               "static": {"frame": -1},
