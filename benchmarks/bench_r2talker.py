@@ -50,7 +50,8 @@ from talkhead_models.config import from_dict, load_params, section_overrides
 from talkhead_models.methods.base import MetricLogger
 from talkhead_models.methods.r2talker import R2TalkerConfig
 from talkhead_models.methods.r2talker.data import IdentityData
-from talkhead_models.methods.r2talker.model import MODEL_FILE, load_record, resolve_device
+from talkhead_models.components.backends import resolve_device
+from talkhead_models.methods.r2talker.model import MODEL_FILE, load_record
 from talkhead_models.checkpoints import CURVE_FILE
 from talkhead_models.methods.r2talker.trainer import train_r2talker
 
@@ -171,7 +172,7 @@ def run(identity_root: Path, profile: str, iterations: int, torso_iterations: in
     cfg = dataclasses.replace(cfg, iterations=iterations, torso_iterations=torso_iterations, device=device_name,
                               log_every=log_every, validate_every=10**9, validation_frames=0,
                               checkpoint_every=10**9)
-    device = resolve_device(device_name)
+    device = resolve_device(device_name, "r2talker")
     result: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),

@@ -14,7 +14,8 @@ from talkhead_models.methods.gstalker import GSTalkerConfig
 from talkhead_models.methods.gstalker.model import FrameCondition, random_gaussians
 from talkhead_models.methods.gstalker.scene import IdentityScene, lips_box
 from talkhead_models.checkpoints import CHECKPOINT_FILE, CURVE_FILE
-from talkhead_models.methods.gstalker.trainer import Trainer, build_model, exponential_lr
+from talkhead_models.components.schedule import exponential_lr
+from talkhead_models.methods.gstalker.trainer import Trainer, build_model
 from talkhead_models.methods.gstalker.motion import centred_windows, training_features
 from tests.methods.gstalker_fixtures import IDENTITY, TINY
 from tests.methods.resume_fixtures import Killed, kill_at, ticking_clock

@@ -16,8 +16,9 @@ from talkhead_models.config import ConfigError, demo_aids
 from talkhead_models.methods import Driving, get_method
 from talkhead_models.methods.base import UnsupportedDriving
 from talkhead_models.methods.jean import VARIANTS, JeanConfig
-from talkhead_models.methods.jean.data import training_pairs, training_sequence_frames, window_indices
-from talkhead_models.methods.jean.model import JeanModel, exponential_lr
+from talkhead_models.components.schedule import exponential_lr, window_indices
+from talkhead_models.methods.jean.data import training_pairs, training_sequence_frames
+from talkhead_models.methods.jean.model import JeanModel
 from talkhead_models.methods.jean.trainer import JeanTrainer
 from tests.conftest import TRACKED_MODELS
 from tests.methods.conftest import IDENTITY

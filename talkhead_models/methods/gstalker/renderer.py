@@ -15,7 +15,8 @@ from talkhead_models.methods.gstalker.model import FrameCondition, GSTalkerModel
 from talkhead_models.methods.gstalker.motion import MotionFeatures, motion_from_state
 from talkhead_models.methods.gstalker.scene import IdentityScene
 from talkhead_models.checkpoints import CHECKPOINT_FILE
-from talkhead_models.methods.gstalker.trainer import load_checkpoint, model_from_checkpoint, resolve_device
+from talkhead_models.components.backends import resolve_device
+from talkhead_models.methods.gstalker.trainer import load_checkpoint, model_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class GSTalkerHead:
 def load(cfg: GSTalkerConfig, identity_root: Path, pretrained: Mapping[str, Path], model_dir: Path) -> GSTalkerHead:
     """The trained model in ``model_dir`` (its ``checkpoint.pt``) on ``identity_root``'s cameras and background."""
     checkpoint = load_checkpoint(model_dir_file(model_dir, CHECKPOINT_FILE))
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "gstalker")
     meta = checkpoint["meta"]
     scene = IdentityScene(identity_root, cfg.scene_scale, str(meta["feature_kind"]))
     model = model_from_checkpoint(cfg, checkpoint).to_device(device)

@@ -55,6 +55,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from talkhead_models.components.backends import resolve_device
+from talkhead_models.components.schedule import exponential_lr
 from talkhead_models.atomic import atomic_file
 from talkhead_models.checkpoints import (CHECKPOINT_FILE, CURVE_FILE, Checkpoints, CurveRow, UnreadableCheckpoint,
                                          read_checkpoint, read_curve, write_curve)
@@ -85,14 +87,6 @@ MOUTH_WARMUP_FRAMES = 4
 """Training frames per mouth warm-up step (their gradients averaged)."""
 CULL_MARGIN = 0.25
 """Joint-stage windows render the Gaussians within this fraction of the window's side of it (room for offsets)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"gstalker.device={name} but no CUDA device is available; use device: auto or cpu")
-    return torch.device(name)
 
 
 # --------------------------------------------------------------------------- model construction and checkpoints
@@ -183,12 +177,6 @@ def patch(image: Tensor, box: tuple[int, int, int, int]) -> Tensor:
 
 
 # --------------------------------------------------------------------------- training state
-
-
-def exponential_lr(initial: float, final: float, progress: float) -> float:
-    """3D-GS's position schedule: log-linear from ``initial`` to ``final`` as ``progress`` goes 0 -> 1."""
-    progress = min(max(progress, 0.0), 1.0)
-    return math.exp(math.log(initial) * (1.0 - progress) + math.log(final) * progress)
 
 
 @dataclass
@@ -580,7 +568,7 @@ def train(cfg: GSTalkerConfig, identity_root: Path, pretrained: Mapping[str, Pat
     """Train (or resume training) GSTalker on one identity into ``model_dir``; the summary numbers."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "gstalker")
     motion, features = None, None
     if cfg.audio_feature == "a2m":
         motion, features = training_features(Path(identity_root), pretrained, cfg.motion_window, device)

@@ -26,21 +26,16 @@ import numpy as np
 import pandas as pd
 
 from talkhead_models.data.identity_reader import IdentityError, IdentityReader
+from talkhead_models.data.synthetic.face import LABEL_HEAD, LABEL_LIPS, LABEL_MOUTH, LABEL_NECK
 from talkhead_models.methods.jean.config import JeanConfig
 
 log = logging.getLogger(__name__)
 
-HEAD_LABELS = (1, 2, 4, 5)
+HEAD_LABELS = (LABEL_HEAD, LABEL_NECK, LABEL_LIPS, LABEL_MOUTH)
 """Semantic labels the head NeRF renders: head (with hair), neck, lips, mouth interior (as R2-Talker's head)."""
-LIP_LABELS = (4, 5)
+LIP_LABELS = (LABEL_LIPS, LABEL_MOUTH)
 BOX_FRAMES = 48
 """Training frames whose head masks bound the head box."""
-
-
-def window_indices(frames: np.ndarray, window: int, first: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """[n, window] frame indices around ``frames`` (offsets -window/2 .. window/2 - 1), clamped to [first, last]."""
-    offsets = np.arange(window) - window // 2
-    return np.clip(np.asarray(frames)[:, None] + offsets[None], first[:, None], last[:, None])
 
 
 def recording_bounds(reader: IdentityReader) -> tuple[np.ndarray, np.ndarray]:

@@ -26,9 +26,11 @@ from talkhead_models.config import from_dict
 from talkhead_models.data.identity_reader import IdentityReader
 from talkhead_models.methods.base import Driving, UnsupportedDriving, model_dir_file
 from talkhead_models.methods.jean.config import JeanConfig
-from talkhead_models.methods.jean.data import backdrop, expression_inputs, window_indices
+from talkhead_models.components.backends import resolve_device
+from talkhead_models.components.schedule import window_indices
+from talkhead_models.methods.jean.data import backdrop, expression_inputs
 from talkhead_models.methods.jean.model import MODEL_FILE, JeanModel, render_frame
-from talkhead_models.methods.jean.trainer import Normaliser, resolve_device
+from talkhead_models.methods.jean.trainer import Normaliser
 from talkhead_models.preprocess.cameras import pose_distance
 from talkhead_models.preprocess.frames import read_image
 
@@ -120,7 +122,7 @@ class JeanHead:
 
 def load_jean(cfg: JeanConfig, identity_root: Path, pretrained: Mapping[str, Path], model_dir: Path) -> JeanHead:
     """The trained model in ``model_dir`` with the identity's cameras, backdrop and expression inputs."""
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "jean")
     record = torch.load(model_dir_file(model_dir, MODEL_FILE), map_location=device, weights_only=True)
     trained = from_dict(JeanConfig, record["config"], where="jean (model.pt)")
     # Test-time settings (the backdrop) come from the config the model is loaded with; the rest from training.

@@ -20,7 +20,6 @@ box and composited over a backdrop.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -159,11 +158,6 @@ def render_frame(model: JeanModel, condition: Tensor, c2w_scene: Tensor, intrins
         colour[index] = fine.color
         opacity[index] = fine.opacity
     return colour.view(size, size, 3), opacity.view(size, size)
-
-
-def exponential_lr(initial: float, final: float, progress: float) -> float:
-    """AD-NeRF's exponential decay from ``initial`` to ``final`` as ``progress`` goes 0 -> 1."""
-    return initial * math.exp(math.log(final / initial) * min(max(progress, 0.0), 1.0))
 
 
 def save_model(path: Path, model: JeanModel, record: dict) -> None:

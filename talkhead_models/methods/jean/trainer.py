@@ -33,6 +33,8 @@ import torch
 from tqdm import tqdm
 
 from talkhead_models.checkpoints import CURVE_FILE, Checkpoints, CurveRow, write_curve
+from talkhead_models.components.backends import resolve_device
+from talkhead_models.components.schedule import exponential_lr, window_indices
 from talkhead_models.components.scene import head_scene_frame
 from talkhead_models.config import from_dict
 from talkhead_models.data.identity_reader import IdentityError, IdentityReader
@@ -40,18 +42,12 @@ from talkhead_models.methods.base import SAMPLES_DIR, MetricLogger
 from talkhead_models.methods.jean.config import JeanConfig
 from talkhead_models.methods.jean.data import (BOX_FRAMES, HEAD_LABELS, LIP_LABELS, backdrop, expression_inputs,
                                                recording_bounds, resized, training_pairs, training_sequence_frames,
-                                               validation_frames, window_indices)
-from talkhead_models.methods.jean.model import (MODEL_FILE, JeanModel, camera_rays, exponential_lr, render_frame,
+                                               validation_frames)
+from talkhead_models.methods.jean.model import (MODEL_FILE, JeanModel, camera_rays, render_frame,
                                                 save_model)
 from talkhead_models.preprocess.frames import read_image
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class Normaliser:
@@ -80,15 +76,11 @@ def expression_codes_per_recording(model: Any, inputs: np.ndarray, first: np.nda
     """The transformer's e_e of every frame, each recording encoded on its own (windows never cross one)."""
     from talkhead_models.methods.jean.transformer import expression_codes
 
-    codes = np.zeros((len(inputs), model_code_dim(model)), np.float32)
+    codes = np.zeros((len(inputs), model.code_dim), np.float32)
     for start in np.unique(first):
         stop = int(last[start]) + 1
         codes[start:stop] = expression_codes(model, np.nan_to_num(inputs[start:stop]), window=window)
     return codes
-
-
-def model_code_dim(model: Any) -> int:
-    return int(model.code_dim)
 
 
 def transformer_options(cfg: JeanConfig) -> dict[str, Any]:
@@ -368,7 +360,7 @@ def train_jean(cfg: JeanConfig, identity_root: Path, pretrained: Mapping[str, Pa
                log_metric: MetricLogger | None = None) -> dict[str, Any]:
     """Train JEAN on one identity into ``model_dir`` (resumes from its checkpoint); the summary."""
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "jean")
     reader = IdentityReader(identity_root)
     model_dir = Path(model_dir)
     trainer = JeanTrainer(cfg, reader, pretrained, model_dir, device)

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 
+from talkhead_models.components.schedule import window_indices
 from talkhead_models.components.scene import SceneFrame, head_scene_frame
 from talkhead_models.data.identity_reader import IdentityError, IdentityReader
 from talkhead_models.data.processed import ProcessedIdentity
@@ -80,12 +81,6 @@ def scene_frame(identity: "IdentityData", margin: float) -> SceneFrame:
         raise IdentityError(f"{identity.layout.path('semantic')}: no head pixels in the training frames; "
                             "re-run the parse stage")
     return scene
-
-
-def window_indices(frames: np.ndarray, window: int, first: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """[n, window] frame indices centred on ``frames``, clamped to each frame's recording [first, last]."""
-    offsets = np.arange(window) - window // 2
-    return np.clip(frames[:, None] + offsets[None], first[:, None], last[:, None])
 
 
 class IdentityData:

@@ -34,7 +34,9 @@ from talkhead_models.config import from_dict
 from talkhead_models.data.identity_reader import IdentityReader, TrackedCameras
 from talkhead_models.methods.base import Driving, model_dir_file
 from talkhead_models.methods.r2talker.config import R2TalkerConfig
-from talkhead_models.methods.r2talker.data import IdentityData, SceneFrame, features_audio_config, window_indices
+from talkhead_models.components.backends import resolve_device
+from talkhead_models.components.schedule import window_indices
+from talkhead_models.methods.r2talker.data import IdentityData, SceneFrame, features_audio_config
 from talkhead_models.methods.r2talker.fields import HeadField, TorsoField
 from talkhead_models.methods.r2talker.render import HeadRender, render_head
 
@@ -44,14 +46,6 @@ if TYPE_CHECKING:  # the corpus-level models are imported only when a head is lo
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("r2talker.device=cuda but no CUDA device is available; use auto or cpu")
-    return torch.device(name)
 
 
 class R2TalkerModel(nn.Module):
@@ -256,7 +250,7 @@ class R2TalkerHead:
 def load_r2talker(cfg: R2TalkerConfig, identity_root: Path, pretrained: Mapping[str, Path],
                   model_dir: Path) -> R2TalkerHead:
     """The trained model in ``model_dir`` with the identity's cameras and background."""
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "r2talker")
     model, scene, record = load_record(model_dir_file(model_dir, MODEL_FILE), device)
     from talkhead_models.preprocess.frames import read_image
 

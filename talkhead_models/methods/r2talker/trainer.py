@@ -57,7 +57,8 @@ from talkhead_models.config import ConfigError, from_dict
 from talkhead_models.methods.base import MetricLogger
 from talkhead_models.methods.r2talker.config import R2TalkerConfig
 from talkhead_models.methods.r2talker.data import HEAD_LABELS, TORSO_LABELS, IdentityData, SceneFrame, scene_frame
-from talkhead_models.methods.r2talker.model import MODEL_FILE, R2TalkerModel, resolve_device, save_model
+from talkhead_models.components.backends import resolve_device
+from talkhead_models.methods.r2talker.model import MODEL_FILE, R2TalkerModel, save_model
 from talkhead_models.preprocess.frames import write_image
 
 log = logging.getLogger(__name__)
@@ -698,7 +699,7 @@ def _check_keys(record: Mapping[str, Any]) -> None:
 def train_r2talker(cfg: R2TalkerConfig, identity_root: Path, pretrained: Mapping[str, Path], model_dir: Path,
                    log_metric: MetricLogger | None = None) -> dict[str, Any]:
     """Train (or resume) R2-Talker on one identity into ``model_dir``; returns the summary numbers."""
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "r2talker")
     torch.manual_seed(cfg.seed)
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
