@@ -82,9 +82,9 @@ def test_paper_values_are_the_defaults():
     assert (cfg.layers, cfg.hidden, cfg.position_frequencies, cfg.direction_frequencies) == (8, 128, 10, 4)
     assert (cfg.rays_per_step, cfg.iterations, cfg.learning_rate, cfg.final_learning_rate,
             cfg.audio_learning_rate) == (2048, 400_000, 5e-4, 5e-5, 5e-6)
-    assert (cfg.coarse_samples, cfg.fine_samples) == (64, 128)
+    assert (cfg.coarse_samples, cfg.fine_samples, cfg.frames_per_step, cfg.opacity_weight) == (64, 128, 1, 0.0)
     assert demo_aids(cfg) == []
-    assert len(demo_aids(tiny_config())) == 5
+    assert len(demo_aids(tiny_config())) == 7
 
 
 def test_variants_are_registered_with_the_tables_switches():
@@ -145,6 +145,27 @@ def test_condition_is_audio_then_mapped_expression():
     a = model.fine(x, d, condition[0])
     b = model.fine(x, d, condition[1])
     assert not torch.allclose(a[1], b[1])
+
+
+def test_rays_of_several_frames_are_each_rendered_under_their_own_condition():
+    # A step with frames_per_step > 1 renders all its rays at once, one condition per ray ([R, 1, C]): the
+    # result must be what each frame's rays give under that frame's single condition.
+    cfg = tiny_config(hidden=32, layers=3)
+    torch.manual_seed(0)
+    model = JeanModel(cfg, np.array([-1, -1, -1, 1, 1, 1.0]), 10, 8)
+    conditions = torch.randn(2, cfg.condition_dim)
+    origins = torch.tensor([[0.0, 0.0, -3.0]]).repeat(6, 1) + 0.1 * torch.randn(6, 3)
+    directions = torch.nn.functional.normalize(torch.tensor([[0.0, 0.0, 1.0]]) + 0.2 * torch.randn(6, 3), dim=-1)
+    per_ray = conditions.repeat_interleave(3, 0)[:, None, :]
+    _, together, _ = model.render_rays(per_ray, origins, directions, perturb=False)
+    for frame in range(2):
+        rays = slice(3 * frame, 3 * frame + 3)
+        _, alone, _ = model.render_rays(conditions[frame], origins[rays], directions[rays], perturb=False)
+        torch.testing.assert_close(together.color[rays], alone.color)
+        torch.testing.assert_close(together.opacity[rays], alone.opacity)
+    # and the two frames' conditions do give different renders of the same rays
+    _, first, _ = model.render_rays(conditions[0], origins, directions, perturb=False)
+    assert not torch.allclose(first.color[3:], together.color[3:])
 
 
 def test_training_reads_no_test_frame_and_pairs_only_training_sentences(jean_root):
@@ -221,7 +242,7 @@ def test_nerf_training_lowers_the_photometric_loss(jean_root):
     from talkhead_models.methods.jean.data import resized
 
     cfg = tiny_config("jean_expression_params", iterations=150, rays_per_step=256, hidden=16, learning_rate=1e-2,
-                      final_learning_rate=1e-2)
+                      final_learning_rate=1e-2, frames_per_step=1, opacity_weight=0.0)
     torch.manual_seed(0)  # the networks' initialisation (train_jean seeds it from the config)
     trainer = JeanTrainer(cfg, IdentityReader(jean_root / IDENTITY), {}, jean_root / "unused", torch.device("cpu"))
     index = int(trainer.frames[0])

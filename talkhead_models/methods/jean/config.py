@@ -83,6 +83,11 @@ class JeanConfig:
     face_ray_fraction: Fraction = demo_aid(0.0, "{value} of the rays on the face and lips")
     """Share of each step's rays drawn inside the head mask, half of them on the lips (the paper samples 2048
     rays of the frame uniformly); the rest stay uniform over the frame."""
+    opacity_weight: NonNegativeFloat = demo_aid(0.0, "opacity loss")
+    """Weight of an MSE between each ray's opacity (coarse and fine) and the frame's head mask (parse labels head,
+    neck, lips, mouth), R2-Talker's aid of the same name. Not in the paper (0): with a few hundred iterations the
+    photometric loss alone leaves the head half transparent over the backdrop (mean opacity 0.72 inside the
+    mask, a tenth of its pixels below 0.03, on S001 after 600 iterations), which reads as a washed-out face."""
 
     # --- Representations (Sec. 3.1, 3.2) -------------------------------------------------------------------
     audio_dim: PositiveInt = 64
@@ -134,7 +139,11 @@ class JeanConfig:
     fine_samples: PositiveInt = 128
     """Importance samples per ray for the fine network (AD-NeRF: 128)."""
     rays_per_step: PositiveInt = 2048
-    """Rays of one frame per iteration (Sec. 8: 2048)."""
+    """Rays per iteration (Sec. 8: 2048), split evenly over ``frames_per_step`` frames."""
+    frames_per_step: PositiveInt = demo_aid(1, "{value} frames per step")
+    """Training frames each iteration draws its rays from (the paper: 1). Not in the paper; a CPU-budget aid
+    like R2-Talker's: with a few hundred iterations, one condition per step leaves the mouth's dependence on
+    the audio unlearnt (an average, half-closed mouth on every frame of S001 after 600 one-frame steps)."""
     iterations: PositiveInt = 400_000
     """NeRF iterations (Sec. 8: 400,000, about 2 days on one GPU)."""
     learning_rate: PositiveFloat = 5e-4

@@ -64,7 +64,8 @@ class JeanField(nn.Module):
                                     nn.ReLU(), nn.Linear(cfg.hidden // 2, 3), nn.Sigmoid())
 
     def forward(self, positions: Tensor, directions: Tensor, condition: Tensor) -> tuple[Tensor, Tensor]:
-        """``positions``/``directions`` [R, S, 3]; ``condition`` [C] (one frame) -> density [R, S], colour [R, S, 3]."""
+        """``positions``/``directions`` [R, S, 3]; ``condition`` [C] (one frame) or [R, 1, C] (one per ray) ->
+        density [R, S], colour [R, S, 3]."""
         shape = positions.shape[:-1]
         encoded = self.position_encoding(positions.reshape(-1, 3)).view(*shape, -1)
         inputs = torch.cat([encoded, condition.expand(*encoded.shape[:-1], condition.shape[-1])], dim=-1)

@@ -4,13 +4,16 @@
    the identity's training pairs (``data.training_pairs``), then frozen; its
    expression code e_e of every frame is computed per recording (windows
    never cross a recording) and kept in memory.
-2. **Dynamic NeRF** (Sec. 3.3): each iteration takes one training frame,
-   ``rays_per_step`` of its pixels (``face_ray_fraction`` of them inside the
-   head mask, half of those on the lips, in the demo), its condition e_in
-   from the audio encoder (fine-tuned at ``audio_learning_rate``) and the
-   frozen expression code, renders coarse and fine, and minimises the sum of
-   their photometric MSEs (Eq. 6) against the frame composited over its own
-   torso and background. Adam, the learning rate decaying exponentially from
+2. **Dynamic NeRF** (Sec. 3.3): each iteration takes one training frame
+   (``frames_per_step`` of them in the demo, the rays split evenly),
+   ``rays_per_step`` pixels (``face_ray_fraction`` of them inside the head
+   mask, half of those on the lips, in the demo), each ray conditioned by its
+   frame's e_in from the audio encoder (fine-tuned at
+   ``audio_learning_rate``) and the frozen expression code, renders coarse
+   and fine, and minimises the sum of their photometric MSEs (Eq. 6) against
+   the frame composited over its own torso and background (plus, in the demo,
+   ``opacity_weight`` times the MSE of their opacities against the head
+   mask). Adam, the learning rate decaying exponentially from
    ``learning_rate`` to ``final_learning_rate``.
 
 ``model_dir`` keeps ``checkpoint.pt`` (model, optimiser, RNG states,
@@ -217,6 +220,7 @@ class JeanTrainer:
         count = len(self.frames)
         self.truth = np.zeros((count, size, size, 3), np.uint8)
         self.backdrops = np.zeros((count, size, size, 3), np.uint8)
+        self.head_masks = np.zeros((count, size, size), bool)
         self.face_pixels: list[np.ndarray] = []
         self.lip_pixels: list[np.ndarray] = []
         for slot, index in enumerate(tqdm(self.frames, desc="jean: frames", leave=False, mininterval=5)):
@@ -226,7 +230,8 @@ class JeanTrainer:
             labels = self.reader.semantic(int(index))
             if labels.shape[0] != size:
                 labels = cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST)
-            self.face_pixels.append(np.flatnonzero(np.isin(labels, HEAD_LABELS)))
+            self.head_masks[slot] = np.isin(labels, HEAD_LABELS)
+            self.face_pixels.append(np.flatnonzero(self.head_masks[slot]))
             self.lip_pixels.append(np.flatnonzero(np.isin(labels, LIP_LABELS)))
 
     # ------------------------------------------------------------------ conditions
@@ -245,9 +250,10 @@ class JeanTrainer:
         return torch.as_tensor(self.scene.c2w(self.cameras.c2w[index]), dtype=torch.float32, device=self.device)
 
     # ------------------------------------------------------------------ training
-    def _rays(self, slot: int) -> np.ndarray:
+    def _rays(self, slot: int, total: int) -> np.ndarray:
+        """``total`` pixels of frame ``slot``: ``face_ray_fraction`` inside the head mask (half of them on the
+        lips), the rest uniform over the frame."""
         cfg, size = self.cfg, self.size
-        total = min(cfg.rays_per_step, size * size)
         face = self.face_pixels[slot]
         lips = self.lip_pixels[slot]
         on_face = int(round(total * cfg.face_ray_fraction)) if len(face) else 0
@@ -265,20 +271,33 @@ class JeanTrainer:
         for group in self.optimiser.param_groups:
             if group["base"] == "nerf" or cfg.audio_encoder == "scratch":
                 group["lr"] = exponential_lr(cfg.learning_rate, cfg.final_learning_rate, progress)
-        slot = int(self.rng.integers(0, len(self.frames)))
-        index = int(self.frames[slot])
-        frames = np.array([index])
-        condition = self.model.condition(self.audio_windows(frames), self.expression_input(frames))[0]
-        pixels = self._rays(slot)
-        pixel_tensor = torch.as_tensor(pixels, device=self.device)
-        origins, directions = camera_rays(self.camera(index), self.cameras.focal, self.cameras.cx, self.cameras.cy,
-                                          self.size, pixel_tensor, self.source_size)
-        coarse, fine, _ = self.model.render_rays(condition, origins, directions, perturb=True,
-                                                 generator=self.generator)
-        target = torch.as_tensor(self.truth[slot].reshape(-1, 3)[pixels], device=self.device).float() / 255.0
-        behind = torch.as_tensor(self.backdrops[slot].reshape(-1, 3)[pixels], device=self.device).float() / 255.0
+        slots = self.rng.integers(0, len(self.frames), cfg.frames_per_step)
+        frames = self.frames[slots]
+        conditions = self.model.condition(self.audio_windows(frames), self.expression_input(frames))
+        per_frame = max(1, min(cfg.rays_per_step, self.size * self.size) // cfg.frames_per_step)
+        origins, directions, targets, behinds, inside, ray_conditions = [], [], [], [], [], []
+        for number, (slot, index) in enumerate(zip(slots.tolist(), frames.tolist())):
+            pixels = self._rays(slot, per_frame)
+            frame_origins, frame_directions = camera_rays(
+                self.camera(index), self.cameras.focal, self.cameras.cx, self.cameras.cy, self.size,
+                torch.as_tensor(pixels, device=self.device), self.source_size)
+            origins.append(frame_origins)
+            directions.append(frame_directions)
+            targets.append(self.truth[slot].reshape(-1, 3)[pixels])
+            behinds.append(self.backdrops[slot].reshape(-1, 3)[pixels])
+            inside.append(self.head_masks[slot].reshape(-1)[pixels])
+            ray_conditions.append(conditions[number].expand(len(pixels), -1))
+        # One condition per ray, [R, 1, C]: the field broadcasts it over the ray's samples.
+        condition = torch.cat(ray_conditions)[:, None, :]
+        coarse, fine, _ = self.model.render_rays(condition, torch.cat(origins), torch.cat(directions),
+                                                 perturb=True, generator=self.generator)
+        target = torch.as_tensor(np.concatenate(targets), device=self.device).float() / 255.0
+        behind = torch.as_tensor(np.concatenate(behinds), device=self.device).float() / 255.0
         loss = sum(((result.color + (1.0 - result.opacity)[:, None] * behind - target) ** 2).mean()
                    for result in (coarse, fine))
+        if cfg.opacity_weight > 0:
+            mask = torch.as_tensor(np.concatenate(inside), device=self.device).float()
+            loss = loss + cfg.opacity_weight * sum(((result.opacity - mask) ** 2).mean() for result in (coarse, fine))
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
         self.optimiser.step()
