@@ -142,3 +142,22 @@ def test_media_probe_reads_metadata_without_ffprobe(tiny_corpus):
 def test_unknown_emotion_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown emotions"):
         generate(SynthConfig(emotions=("bored",), n_identities=1), tmp_path)
+
+
+def test_a_clip_re_rendered_from_its_inputs_is_the_corpus_clip(tiny_corpus, tiny_config):
+    # clip_inputs re-draws a recording's speech, motion and expression track from its seed (the JEAN
+    # disentanglement oracle recombines two clips' tracks this way): it must give what the corpus stored, and
+    # the identity's renderer must draw the stored landmarks from them.
+    from talkhead_models.data.synthetic.corpus import clip_inputs, identity_renderer, plan
+    from talkhead_models.data.synthetic.face import photo_face
+
+    spec = next(s for s in plan(tiny_config) if s.kind == "clip" and s.emotion != "neutral")
+    truth = np.load(tiny_corpus / spec.truth_path)
+    inputs = clip_inputs(tiny_config, spec)
+    np.testing.assert_array_equal(inputs.expression, truth["expression"])
+    np.testing.assert_array_equal(inputs.angles.astype(np.float32), truth["euler"])
+    assert inputs.n_frames == len(truth["expression"])
+    renderer = identity_renderer(tiny_config, photo_face(tiny_config.image_size), spec.identity_index)
+    frame = renderer.render(inputs.angles[3], inputs.translation[3], inputs.expression[3], inputs.torso_shift[3],
+                            inputs.torso_yaw[3])
+    np.testing.assert_allclose(frame.landmarks_2d, truth["landmarks_2d"][3], atol=1e-3)

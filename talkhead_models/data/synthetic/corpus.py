@@ -186,13 +186,16 @@ def _init_worker(cfg: SynthConfig, photo: PhotoFace, root: str) -> None:
     _WORKER.update(cfg=cfg, photo=photo, root=Path(root), renderers={})
 
 
+def identity_renderer(cfg: SynthConfig, photo: PhotoFace, identity_index: int) -> FaceRenderer:
+    """The renderer of one identity of the corpus ``cfg`` describes (its look, rig and camera)."""
+    look = make_look(identity_index, _identity_rng(cfg, identity_index, "look"))
+    return FaceRenderer(build_rig(look, photo, cfg.focal_factor))
+
+
 def _renderer(identity_index: int) -> FaceRenderer:
     renderers = _WORKER["renderers"]
     if identity_index not in renderers:
-        cfg: SynthConfig = _WORKER["cfg"]
-        look = make_look(identity_index, _identity_rng(cfg, identity_index, "look"))
-        rig = build_rig(look, _WORKER["photo"], cfg.focal_factor)
-        renderers[identity_index] = FaceRenderer(rig)
+        renderers[identity_index] = identity_renderer(_WORKER["cfg"], _WORKER["photo"], identity_index)
     return renderers[identity_index]
 
 
@@ -212,9 +215,26 @@ def _utterance(cfg: SynthConfig, spec: ClipSpec, rng: np.random.Generator) -> sp
     return speech.concatenate(parts, gap=0.25)
 
 
-def _render_spec(spec: ClipSpec) -> dict:
-    cfg: SynthConfig = _WORKER["cfg"]
-    root: Path = _WORKER["root"]
+@dataclass(frozen=True)
+class ClipInputs:
+    """Everything a recording's frames are rendered from, one row per frame."""
+
+    utterance: speech.Utterance
+    audio: np.ndarray  # [samples] float32, padded or cut to the frames' duration
+    angles: np.ndarray  # [N, 3] yaw, pitch, roll (rad) relative to the rest pose
+    translation: np.ndarray  # [N, 3] head offset (cm)
+    torso_shift: np.ndarray  # [N, 3] torso offset (cm), following the head (motion.torso_follow)
+    torso_yaw: np.ndarray  # [N] torso yaw (rad)
+    expression: np.ndarray  # [N, len(EXPRESSION_KEYS)] blendshape weights: visemes, blinks, the emotion
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.angles)
+
+
+def clip_inputs(cfg: SynthConfig, spec: ClipSpec) -> ClipInputs:
+    """The recording's speech, head motion and expression track, drawn from its own seeded generator (so a
+    clip can be re-rendered, or recombined with another clip's rows, exactly as the corpus rendered it)."""
     rng = np.random.default_rng([cfg.seed, spec.identity_index, spec.clip_index, 7])
     fps = cfg.fps if spec.kind == "clip" else cfg.video_fps
     utterance = _utterance(cfg, spec, rng)
@@ -235,6 +255,17 @@ def _render_spec(spec: ClipSpec) -> dict:
     if spec.emotion != "neutral":
         expression[:, EXPRESSION_KEYS.index(spec.emotion)] = emotion_intensity(
             n_frames, fps, rng, LEVEL_INTENSITY[spec.level])
+    return ClipInputs(utterance, audio, angles, translation, torso_shift, torso_yaw, expression)
+
+
+def _render_spec(spec: ClipSpec) -> dict:
+    cfg: SynthConfig = _WORKER["cfg"]
+    root: Path = _WORKER["root"]
+    fps = cfg.fps if spec.kind == "clip" else cfg.video_fps
+    inputs = clip_inputs(cfg, spec)
+    utterance, audio, n_frames = inputs.utterance, inputs.audio, inputs.n_frames
+    angles, translation, expression = inputs.angles, inputs.translation, inputs.expression
+    torso_shift, torso_yaw = inputs.torso_shift, inputs.torso_yaw
 
     renderer = _renderer(spec.identity_index)
     size = cfg.image_size
