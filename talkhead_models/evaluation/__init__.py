@@ -115,6 +115,10 @@ def evaluate_method(spec: MethodSpec, method_cfg: Any, cfg: EvaluationConfig, au
         scorer.expression_missing = expression
     else:
         scorer.expression = expression
+    if spec.expression_source or spec.family in REFERENCE_FAMILIES:
+        scorer.emotion, scorer.emotion_missing = _emotion_scorer(inputs)
+        clips = reader.clips()
+        scorer.clip_emotions = dict(zip(clips["clip"].astype(str), clips["emotion"].astype(str)))
     audio_kinds = (audio_cfg.kind,)
     summary = _training_summary(inputs.model_dir)
     settings = {}
@@ -192,6 +196,20 @@ def _sync_scorer(inputs: EvaluationInputs):
                     "LSE-D are n/a", checkpoint)
         return None
     return ExpertScorer(*load_expert(checkpoint))
+
+
+def _emotion_scorer(inputs: EvaluationInputs) -> tuple[Any, str]:
+    """The corpus emotion CNN for the cross-expression setting, or None and the reason it is unavailable."""
+    from talkhead_models.evaluation.emotion import EmotionScorer
+    from talkhead_models.pretrained.emotion import MODEL_FILE
+
+    folder = inputs.pretrained.get("emotion")
+    if folder is None:
+        return None, "no emotion network given (the pretrain_emotion stage's folder)"
+    try:
+        return EmotionScorer(Path(folder) / MODEL_FILE), ""
+    except (FileNotFoundError, ValueError) as error:  # missing, or EMOCA's features (no classifier to ask)
+        return None, str(error)
 
 
 def _expression_fitter(inputs: EvaluationInputs, reader: IdentityReader, image_size: int) -> ExpressionFitter | str:

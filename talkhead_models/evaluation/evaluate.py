@@ -15,7 +15,13 @@ from clip B, the same sentence in another emotion) has no ground-truth frame
 there: the lip-sync scores with A's audio, M-LMD against A's frames (the
 lips follow A), Exp-Diff against B's frames (the expression source, JEAN's
 Table 1) and "Exp-Diff to audio source" against A's frames, which a model
-that copies the audio clip's expression instead of B's scores low.
+that copies the audio clip's expression instead of B's scores low. The
+tracker's coefficients are dominated by the mouth, which follows A by design
+(a perfectly disentangled render of the synthetic corpus is nearer to A's:
+benchmarks/jean_disentanglement_oracle.py), so the setting also asks the
+corpus emotion CNN (``pretrain_emotion``, trained without test frames) for
+each frame's probability of B's emotion ("Emotion of expression source") and
+of A's ("Emotion of audio source").
 
 Per-frame metrics are averaged over all rendered frames of a role; the
 lip-sync scores are averaged over clips, as Wav2Lip's evaluation averages
@@ -32,7 +38,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 from tqdm import tqdm
@@ -58,9 +64,15 @@ SELF_ONLY = ("PSNR", "SSIM", "LPIPS", "FID", "M-LMD", "F-LMD", "AUE", "Exp-Diff"
 EXP_DIFF_AUDIO = "Exp-Diff to audio source"
 """Exp-Diff of the cross-expression renders against the audio source's frames (A's), lower is better: beside
 Exp-Diff against the expression source's (B's), it tells whether the expression follows B or leaks from A."""
-CROSS_EXPRESSION_METRICS = ("Sync", "LSE-C", "LSE-D", "M-LMD", "Exp-Diff", EXP_DIFF_AUDIO)
+EMOTION_EXPRESSION = "Emotion of expression source"
+"""Per frame, the emotion CNN's probability of the expression source's (B's) emotion, higher is better."""
+EMOTION_AUDIO = "Emotion of audio source"
+"""Per frame, its probability of the audio source's (A's) emotion: a render whose expression follows B, when A
+and B differ in emotion, shows little of it."""
+CROSS_EXPRESSION_METRICS = ("Sync", "LSE-C", "LSE-D", "M-LMD", "Exp-Diff", EXP_DIFF_AUDIO, EMOTION_EXPRESSION,
+                            EMOTION_AUDIO)
 """What the cross-expression setting scores (besides FPS): no image metric, for want of a ground-truth frame."""
-_DIRECTIONS = {EXP_DIFF_AUDIO: False}
+_DIRECTIONS = {EXP_DIFF_AUDIO: False, EMOTION_EXPRESSION: True, EMOTION_AUDIO: False}
 """Directions of metrics only this module makes (METRICS, the table metrics' registry, takes precedence)."""
 
 
@@ -200,6 +212,11 @@ class ClipScorer:
     weights: Path | None = None
     reference_frame: np.ndarray | None = None
     """A real (training) frame of the identity: cross-driven ACD compares rendered frames with it."""
+    emotion: Any = None
+    """The emotion CNN (``evaluation.emotion.EmotionScorer``) for the cross-expression emotion metrics."""
+    emotion_missing: str = "no emotion network (run the pretrain_emotion stage)"
+    clip_emotions: Mapping[str, str] = field(default_factory=dict)
+    """Emotion of each of the identity's recordings (clip name -> emotion): the audio source's emotion."""
 
     def __post_init__(self) -> None:
         # Metrics whose weights are missing are n/a for every clip: say so once, not once per clip.
@@ -248,7 +265,7 @@ class ClipScorer:
         values.update(sync_metrics(self.sync_scorer, (rendered, to_68(points)[..., :2]), driving.audio)
                       if detected.any() else _no_face(("Sync", "LSE-C", "LSE-D")))
         if not detected.any():
-            values.update(_no_face(("M-LMD", "Exp-Diff", EXP_DIFF_AUDIO)))
+            values.update(_no_face(("M-LMD", "Exp-Diff", EXP_DIFF_AUDIO, EMOTION_EXPRESSION, EMOTION_AUDIO)))
             return values
         audio_points, audio_detected = self.landmarks(audio_source)
         source_points, source_detected = self.landmarks(expression_source)
@@ -266,6 +283,30 @@ class ClipScorer:
                 values[name] = _no_face_in(name, what)
         if targets:
             values.update(self._exp_diffs(points, detected, targets))
+        values.update(self._emotions(rendered, points, driving))
+        return values
+
+    def _emotions(self, rendered: np.ndarray, points: np.ndarray, driving: Driving) -> dict[str, MetricValue]:
+        """:data:`EMOTION_EXPRESSION` and :data:`EMOTION_AUDIO` of one cross-expression clip."""
+        names = (EMOTION_EXPRESSION, EMOTION_AUDIO)
+        audio_emotion = self.clip_emotions.get(driving.clip)
+        reason = self.emotion_missing if self.emotion is None else (
+            f"the audio source {driving.clip!r} has no emotion label" if audio_emotion is None else "")
+        targets = (driving.emotion, audio_emotion)
+        if not reason:
+            unknown = [emotion for emotion in targets if emotion not in self.emotion.emotions]
+            if unknown:
+                reason = f"the emotion network does not know {', '.join(unknown)} (it knows {self.emotion.emotions})"
+        if reason:
+            return {name: MetricValue.not_available(name, reason, higher_is_better=higher_is_better(name))
+                    for name in names}
+        probabilities = self.emotion.probabilities(rendered, to_68(points)[..., :2])
+        values = {}
+        for name, emotion in zip(names, targets):
+            per_frame = probabilities[:, self.emotion.emotions.index(emotion)].astype(np.float64)
+            values[name] = MetricValue(name, float(per_frame.mean()), reference=self.emotion.source,
+                                       note=f"probability of {emotion!r}; {self.emotion.path}",
+                                       higher_is_better=higher_is_better(name), per_frame=per_frame)
         return values
 
     def _acd_to_reference(self, rendered: np.ndarray, points: np.ndarray) -> MetricValue:

@@ -67,6 +67,10 @@ JEAN_LMD_RATIO = 0.7
 EXP_DIFF_AUDIO = "Exp-Diff to audio source"
 """The evaluation's Exp-Diff of cross-expression renders against the audio source's frames
 (talkhead_models.evaluation.EXP_DIFF_AUDIO)."""
+EMOTION_EXPRESSION = "Emotion of expression source"
+EMOTION_AUDIO = "Emotion of audio source"
+"""The emotion CNN's per-frame probabilities of the expression source's and the audio source's emotions in the
+cross-expression setting (talkhead_models.evaluation.evaluate.EMOTION_EXPRESSION / EMOTION_AUDIO)."""
 
 
 @dataclass(frozen=True)
@@ -365,16 +369,22 @@ def beats_floor(floor: Key, metric: str = "PSNR", margin: float = 0.0) -> Callab
 
 
 def disentangles(run: Key, baseline: Key = STATIC) -> Callable[[Evidence], Verdict]:
-    """JEAN's disentanglement in the cross-expression setting: ``run``'s expression is closer to the expression
-    source (B) than to the audio source (A) -- Exp-Diff below Exp-Diff to audio source, paired over frames -- and
-    its lips still follow A's audio -- Sync above ``baseline``'s, paired over clips. Both must hold."""
+    """JEAN's disentanglement in the cross-expression setting: ``run``'s expression follows the expression source
+    (B), not the audio source (A) -- the emotion CNN gives its frames B's emotion more than A's, paired over
+    frames -- and its lips still follow A's audio -- Sync above ``baseline``'s, paired over clips. Both must hold.
+
+    The paper's Exp-Diff (to B below to A) is reported beside them but does not decide: the tracker's
+    coefficients are dominated by the mouth, which follows A by design, and on the synthetic corpus a perfectly
+    disentangled render fails it (benchmarks/jean_disentanglement_oracle.py, docs/HISTORY.md)."""
 
     def check(evidence: Evidence) -> Verdict:
         records = evidence.records
-        expression = within_run(records, run, "Exp-Diff", EXP_DIFF_AUDIO, CROSS_EXPRESSION)
+        expression = within_run(records, run, EMOTION_EXPRESSION, EMOTION_AUDIO, CROSS_EXPRESSION, lower=False)
         lips = difference(records, run, baseline, "Sync", CROSS_EXPRESSION)
+        paper = within_run(records, run, "Exp-Diff", EXP_DIFF_AUDIO, CROSS_EXPRESSION)
         text = (f"expression follows B [{expression.status}]: {expression.text} | lips follow A's audio "
-                f"[{lips.status}]: {lips.text}")
+                f"[{lips.status}]: {lips.text} | the paper's Exp-Diff, not decisive here [{paper.status}]: "
+                f"{paper.text}")
         return Verdict(every((expression.status, lips.status)), text, (run, baseline))
 
     return check
@@ -637,9 +647,12 @@ def default_claims(static_margin_db: float = STATIC_MARGIN_DB,
         Claim("jean_disentangles_expression_and_lips", "Expression and lip motion are disentangled: the expression "
               "follows the expression source, the lips the audio source", jean,
               "cross-expression setting (audio, cameras and landmarks of held-out clip A; expression frames of clip B, "
-              "the same sentence in another emotion, index-aligned): jean's Exp-Diff against B's frames below its "
-              "Exp-Diff against A's (paired interval over frames), and jean's Sync with A's audio above the static "
-              "row's (interval over clips); both must hold",
+              "the same sentence in another emotion, index-aligned): the corpus emotion CNN's probability of B's "
+              "emotion on jean's frames above its probability of A's (paired interval over frames), and jean's Sync "
+              "with A's audio above the static row's (interval over clips); both must hold. The paper's Exp-Diff "
+              "(to B below to A) is shown but does not decide: the tracker's expression is dominated by the mouth, "
+              "and a perfectly disentangled render of this corpus fails it "
+              "(benchmarks/jean_disentanglement_oracle.py)",
               disentangles((jean, ""))),
         Claim("jean_beats_static_psnr", f"JEAN's self-driven PSNR is >= {static_margin_db:g} dB above the static "
               "row's", "project", f"self-driven PSNR of jean minus the static row's, interval above "

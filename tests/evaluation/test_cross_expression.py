@@ -15,7 +15,8 @@ from talkhead_models.data.identity_reader import IdentityReader
 from talkhead_models.evaluation import (CROSS_EXPRESSION, EXP_DIFF_AUDIO, EvaluationConfig, EvaluationInputs,
                                         evaluate_method, evaluated_settings)
 from talkhead_models.evaluation.driving import FrameBudget, drivings, expression_partners
-from talkhead_models.evaluation.evaluate import CROSS_EXPRESSION_METRICS, ClipScorer, evaluate_role
+from talkhead_models.evaluation.evaluate import (CROSS_EXPRESSION_METRICS, EMOTION_AUDIO, EMOTION_EXPRESSION, ClipScorer,
+                                                 evaluate_role)
 from talkhead_models.media import probe
 from talkhead_models.methods import Driving, MethodSpec, UnsupportedDriving, get_method
 from talkhead_models.preprocess.audio_features import AudioConfig
@@ -218,6 +219,51 @@ def test_cross_expression_scores_exp_diff_against_each_source_and_lips_against_a
     # Rendering A's frames (the ground-truth row): the lips are A's, the expression too.
     assert copies_a.metrics["M-LMD"].value == 0.0 and copies_a.metrics[EXP_DIFF_AUDIO].value == 0.0
     assert copies_a.metrics["Exp-Diff"].value == pytest.approx(100.0 ** 2)
+
+
+class ValueEmotion:
+    """An emotion network that calls a frame "sad" when its fill value is 100 or more (clip B's frames here) and
+    "neutral" otherwise (clip A's), with certainty."""
+
+    emotions = ("neutral", "sad")
+    source = "substitute: test emotion network"
+    path = "test"
+
+    def __init__(self) -> None:
+        self.landmark_shapes = []
+
+    def probabilities(self, frames: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
+        self.landmark_shapes.append(landmarks68.shape)
+        sad = (frames.reshape(len(frames), -1)[:, 0] >= 100).astype(np.float64)
+        return np.stack([1.0 - sad, sad], axis=1)
+
+
+def test_cross_expression_asks_the_emotion_network_for_each_sources_emotion(tmp_path):
+    clip_emotions = {"neutral/level_1/002": "neutral", "neutral/level_1/003": "neutral"}
+    results = {}
+    for source in ("expression_frames", "frame_indices"):
+        emotion = ValueEmotion()
+        scorer = ClipScorer(sync_scorer=ClipLengthSync(), landmarks=ValueLandmarks(), expression=value_expression,
+                            weights=tmp_path / "no_weights", emotion=emotion, clip_emotions=clip_emotions)
+        results[source] = evaluate_role(CopyHead(source), [_crossed(10, 110, 30, "neutral/level_1/002"),
+                                                           _crossed(50, 150, 20, "neutral/level_1/003")],
+                                        scorer, _frames, EvaluationConfig(), role=CROSS_EXPRESSION).metrics
+        assert emotion.landmark_shapes == [(30, 68, 2), (20, 68, 2)]  # each clip's rendered frames, 68 points
+    # Rendering B's frames (the driving's emotion, "sad"): all of B's emotion, none of A's ("neutral").
+    copies_b, copies_a = results["expression_frames"], results["frame_indices"]
+    assert copies_b[EMOTION_EXPRESSION].value == 1.0 and copies_b[EMOTION_AUDIO].value == 0.0
+    assert copies_a[EMOTION_EXPRESSION].value == 0.0 and copies_a[EMOTION_AUDIO].value == 1.0
+    value = copies_b[EMOTION_EXPRESSION]
+    assert len(value.per_frame) == 50 and value.higher_is_better and not copies_b[EMOTION_AUDIO].higher_is_better
+    assert value.reference == "substitute: test emotion network" and "'sad'" in value.note
+    # An audio clip the network cannot label, or no network at all: n/a with the reason.
+    scorer = ClipScorer(sync_scorer=ClipLengthSync(), landmarks=ValueLandmarks(), expression=value_expression,
+                        weights=tmp_path / "no_weights", emotion=ValueEmotion(), clip_emotions={})
+    unlabelled = evaluate_role(CopyHead("expression_frames"), [_crossed(10, 110, 30, "neutral/level_1/002")],
+                               scorer, _frames, EvaluationConfig(), role=CROSS_EXPRESSION).metrics
+    assert not unlabelled[EMOTION_AUDIO].available and "no emotion label" in unlabelled[EMOTION_AUDIO].note
+    no_network = _scored(CopyHead("expression_frames"), tmp_path).metrics[EMOTION_EXPRESSION]
+    assert not no_network.available and "pretrain_emotion" in no_network.note
 
 
 def test_cross_expression_without_a_partner_or_a_willing_head_is_not_available(tmp_path):
