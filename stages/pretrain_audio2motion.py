@@ -27,16 +27,12 @@ from typing import Mapping
 
 from stages._stage import Stage, StageResult
 from talkhead_models.atomic import atomic_dir
-from talkhead_models.config import to_dict
-from talkhead_models.data.manifest import write_manifest
 from talkhead_models.pretrained.audio2motion import (
     Audio2MotionConfig, MetricLogger, evaluate_recordings, loader_frames, motion_data, save_model, summary_scores,
     train_audio2motion, video_adaptations,
 )
-from talkhead_models.pretrained.curves import write_curves
-from talkhead_models.pretrained.datasets import (
-    SEGMENT_COLUMNS, audit_totals, checked_audit, holdout_identity, load_corpus, segment_table,
-)
+from talkhead_models.pretrained.curves import write_model_folder
+from talkhead_models.pretrained.datasets import audit_totals, checked_audit, load_corpus, segment_table
 from talkhead_models.pretrained.sync_expert import torch_threads
 
 log = logging.getLogger(__name__)
@@ -87,18 +83,12 @@ def _train_and_write(cfg: Audio2MotionConfig, inputs: Mapping[str, Path], output
     names = [d.identity for d in identities]
     with atomic_dir(outputs["model"]) as tmp:
         save_model(trained.model, cfg, tmp / "model.pt")
-        (tmp / "config.json").write_text(json.dumps({**to_dict(cfg), "identities": names,
-                                                     "holdout_identity": holdout_identity(names, cfg.pretrain)},
-                                                    indent=1))
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
         (tmp / "neutral_shapes.json").write_text(json.dumps(
             {d.identity: {"shape": d.neutral.shape.tolist(), "pixels_per_unit": d.neutral.pixels_per_unit}
              for d in identities}))
-        write_curves(tmp, trained.history, trained.validation)
         scores.to_csv(tmp / "scores.csv", index=False)
-        segments[list(SEGMENT_COLUMNS)].to_csv(tmp / "segments.csv", index=False)
-        audit.to_csv(tmp / "data_audit.csv", index=False)
-        write_manifest(tmp, to_dict(cfg), "pretrain_audio2motion")
+        write_model_folder(tmp, cfg, "pretrain_audio2motion", names, metrics, trained.history, trained.validation,
+                           segments, audit)
     folder = outputs["model"]
     return StageResult(metrics=metrics, artifacts=[folder / name for name in (
         "model.pt", "config.json", "metrics.json", "curves.csv", "validation.csv", "scores.csv", "segments.csv",

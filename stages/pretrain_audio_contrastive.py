@@ -16,7 +16,6 @@ read: 0, or the stage fails before training).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -26,15 +25,12 @@ import pandas as pd
 
 from stages._stage import Stage, StageResult
 from talkhead_models.atomic import atomic_dir
-from talkhead_models.config import to_dict
-from talkhead_models.data.manifest import write_manifest
 from talkhead_models.pretrained.audio_contrastive import (
     AudioContrastiveConfig, contrastive_data, loader_frames, save_audio_encoder, train_audio_encoder,
 )
-from talkhead_models.pretrained.curves import write_curves
-from talkhead_models.pretrained.datasets import (
-    SEGMENT_COLUMNS, PretrainDataError, audit_totals, checked_audit, holdout_identity, load_corpus, segment_table,
-)
+from talkhead_models.pretrained.curves import write_model_folder
+from talkhead_models.pretrained.datasets import (PretrainDataError, audit_totals, checked_audit, load_corpus,
+                                                 segment_table)
 from talkhead_models.pretrained.landmark_ae import load_landmark_ae
 from talkhead_models.pretrained.sync_expert import MetricLogger, torch_threads
 
@@ -85,14 +81,8 @@ def _train_and_write(cfg: AudioContrastiveConfig, inputs: Mapping[str, Path], ou
     names = [d.identity for d in identities]
     with atomic_dir(outputs["model"]) as tmp:
         save_audio_encoder(trained.encoder, cfg, tmp / "model.pt")
-        (tmp / "config.json").write_text(json.dumps({**to_dict(cfg), "identities": names,
-                                                     "holdout_identity": holdout_identity(names, cfg.pretrain)},
-                                                    indent=1))
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        write_curves(tmp, trained.history, trained.validation)
-        segments[list(SEGMENT_COLUMNS)].to_csv(tmp / "segments.csv", index=False)
-        audit.to_csv(tmp / "data_audit.csv", index=False)
-        write_manifest(tmp, to_dict(cfg), "pretrain_audio_contrastive")
+        write_model_folder(tmp, cfg, "pretrain_audio_contrastive", names, metrics, trained.history,
+                           trained.validation, segments, audit)
     folder = outputs["model"]
     return StageResult(metrics=metrics, artifacts=[folder / name for name in (
         "model.pt", "config.json", "metrics.json", "curves.csv", "validation.csv", "segments.csv",

@@ -23,19 +23,14 @@ fails before training).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Mapping
 
 from stages._stage import Stage, StageResult
 from talkhead_models.atomic import atomic_dir
-from talkhead_models.config import to_dict
-from talkhead_models.data.manifest import write_manifest
-from talkhead_models.pretrained.curves import write_curves
-from talkhead_models.pretrained.datasets import (
-    SEGMENT_COLUMNS, audit_totals, checked_audit, holdout_identity, load_corpus, segment_table,
-)
+from talkhead_models.pretrained.curves import write_model_folder
+from talkhead_models.pretrained.datasets import audit_totals, checked_audit, load_corpus, segment_table
 from talkhead_models.pretrained.emotion import (
     FEATURES_INFO, MODEL_FILE, EmotionConfig, MetricLogger, emotion_features, loader_frames,
     save_model, summary, write_features,
@@ -64,17 +59,10 @@ def _train_and_write(cfg: EmotionConfig, inputs: Mapping[str, Path], outputs: Ma
     with atomic_dir(outputs["model"]) as tmp:
         write_features(tmp, result)
         save_model(result, tmp / MODEL_FILE)
-        (tmp / "config.json").write_text(json.dumps({**to_dict(cfg), "identities": names,
-                                                     "holdout_identity": holdout_identity(names, cfg.pretrain),
-                                                     "emotions": list(result.emotions), "source": result.source},
-                                                    indent=1))
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        write_curves(tmp, result.history, result.validation)
         result.confusion.to_csv(tmp / "confusion.csv", index=False)
         result.clips.to_csv(tmp / "clips.csv", index=False)
-        segments[list(SEGMENT_COLUMNS)].to_csv(tmp / "segments.csv", index=False)
-        audit.to_csv(tmp / "data_audit.csv", index=False)
-        write_manifest(tmp, to_dict(cfg), "pretrain_emotion")
+        write_model_folder(tmp, cfg, "pretrain_emotion", names, metrics, result.history, result.validation,
+                           segments, audit, extra_config={"emotions": list(result.emotions), "source": result.source})
     folder = outputs["model"]
     return StageResult(metrics=metrics, artifacts=[folder / name for name in (
         MODEL_FILE, FEATURES_INFO, "config.json", "metrics.json", "curves.csv", "validation.csv", "confusion.csv",

@@ -14,7 +14,6 @@ frames training and validation read: 0, or the stage fails before training).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -22,12 +21,8 @@ from typing import Mapping
 
 from stages._stage import Stage, StageResult
 from talkhead_models.atomic import atomic_dir
-from talkhead_models.config import to_dict
-from talkhead_models.data.manifest import write_manifest
-from talkhead_models.pretrained.curves import write_curves
-from talkhead_models.pretrained.datasets import (
-    SEGMENT_COLUMNS, audit_totals, checked_audit, holdout_identity, load_corpus, segment_table,
-)
+from talkhead_models.pretrained.curves import write_model_folder
+from talkhead_models.pretrained.datasets import audit_totals, checked_audit, load_corpus, segment_table
 from talkhead_models.pretrained.report import sync_summary
 from talkhead_models.pretrained.sync_expert import (
     MetricLogger, SyncExpertConfig, loader_frames, save_expert, score_recordings, sync_data, torch_threads,
@@ -63,15 +58,9 @@ def _train_and_write(cfg: SyncExpertConfig, inputs: Mapping[str, Path], outputs:
     names = [d.identity for d in identities]
     with atomic_dir(outputs["model"]) as tmp:
         save_expert(trained.expert, cfg, tmp / "model.pt")
-        (tmp / "config.json").write_text(json.dumps({**to_dict(cfg), "identities": names,
-                                                     "holdout_identity": holdout_identity(names, cfg.pretrain)},
-                                                    indent=1))
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        write_curves(tmp, trained.history, trained.validation)
         scores.to_csv(tmp / "scores.csv", index=False)
-        segments[list(SEGMENT_COLUMNS)].to_csv(tmp / "segments.csv", index=False)
-        audit.to_csv(tmp / "data_audit.csv", index=False)
-        write_manifest(tmp, to_dict(cfg), "pretrain_sync")
+        write_model_folder(tmp, cfg, "pretrain_sync", names, metrics, trained.history, trained.validation,
+                           segments, audit)
     folder = outputs["model"]
     return StageResult(metrics=metrics, artifacts=[folder / name for name in (
         "model.pt", "config.json", "metrics.json", "curves.csv", "validation.csv", "scores.csv", "segments.csv",
