@@ -43,12 +43,24 @@ class MLP(nn.Module):
         self.activation = activation()
         self.output_activation = output_activation() if output_activation is not None else None
 
-    def forward(self, inputs: Tensor) -> Tensor:
+    def forward(self, inputs: Tensor, shared: Tensor | None = None) -> Tensor:
+        """``inputs`` [..., D]; ``shared``: the network input's last features when many rows share them (a ray's
+        condition over its samples, [..., 1, C] or [C], broadcast against ``inputs``). The result is that of
+        the concatenated input [..., D + C], with the shared part of the input layers computed once per
+        shared row instead of once per row."""
         hidden = inputs
         for index, layer in enumerate(self.layers):
-            if index in self.skips:
-                hidden = torch.cat([hidden, inputs], dim=-1)
-            hidden = layer(hidden)
+            if shared is None:
+                if index in self.skips:
+                    hidden = torch.cat([hidden, inputs], dim=-1)
+                hidden = layer(hidden)
+            elif index == 0 or index in self.skips:
+                own = torch.cat([hidden, inputs], dim=-1) if index else inputs
+                width = own.shape[-1]
+                hidden = nn.functional.linear(own, layer.weight[:, :width]) \
+                    + nn.functional.linear(shared, layer.weight[:, width:], layer.bias)
+            else:
+                hidden = layer(hidden)
             if index < len(self.layers) - 1:
                 hidden = self.activation(hidden)
         return self.output_activation(hidden) if self.output_activation is not None else hidden

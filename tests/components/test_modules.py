@@ -32,6 +32,30 @@ def test_mlp_layers_and_skip_connection():
         MLP(4, 4, skips=(0,))
 
 
+def _numpy_mlp(mlp: MLP, inputs: np.ndarray) -> np.ndarray:
+    """The MLP in float64 numpy from its weights: ReLU between layers, the input re-entering at each skip."""
+    hidden = inputs.astype(np.float64)
+    for index, layer in enumerate(mlp.layers):
+        if index in mlp.skips:
+            hidden = np.concatenate([hidden, inputs], -1)
+        hidden = hidden @ layer.weight.detach().double().numpy().T + layer.bias.detach().double().numpy()
+        if index < len(mlp.layers) - 1:
+            hidden = np.maximum(hidden, 0.0)
+    return hidden
+
+
+@pytest.mark.parametrize("shared_shape", [(5, 1, 6), (6,)])
+def test_mlp_with_a_shared_input_is_the_mlp_of_the_concatenated_input(shared_shape):
+    torch.manual_seed(0)
+    mlp = MLP(input_dim=4 + 6, output_dim=3, hidden_dim=16, num_layers=5, skips=(3,))
+    own = torch.randn(5, 7, 4)  # 5 rays of 7 samples; 4 features of each sample, 6 shared by a ray's samples
+    shared = torch.randn(*shared_shape)
+    concatenated = torch.cat([own, shared.expand(5, 7, 6)], -1).numpy()
+    expected = _numpy_mlp(mlp, concatenated)
+    np.testing.assert_allclose(mlp(own, shared=shared).detach().numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mlp(torch.as_tensor(concatenated)).detach().numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
 def _numpy_maglo(mlp: AffineConditionedMLP, inputs: np.ndarray, condition: np.ndarray) -> np.ndarray:
     """M-AGLO in float64 numpy from the module's weights: each hidden FC output normalised over its features
     (mean, biased variance, eps 1e-5), scaled by 1 + gamma and shifted by beta from the bypass MLP, then ReLU."""

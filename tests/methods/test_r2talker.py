@@ -19,8 +19,8 @@ from talkhead_models.methods.r2talker import R2TalkerConfig
 from talkhead_models.methods.r2talker.fields import HeadField
 from talkhead_models.methods.r2talker.model import MODEL_FILE, R2TalkerModel
 from talkhead_models.methods.r2talker.render import march_and_composite
-from talkhead_models.methods.r2talker.data import IdentityData, scene_frame, triangulate
-from talkhead_models.methods.r2talker.trainer import ShapePrior, Trainer
+from talkhead_models.methods.r2talker.data import IdentityData, scene_frame
+from talkhead_models.methods.r2talker.trainer import Trainer
 from tests.methods.r2talker_fixtures import IDENTITY, TINY
 from tests.methods.resume_fixtures import Killed, kill_at, ticking_clock
 
@@ -231,44 +231,6 @@ def trained(tracked_root, tmp_path_factory):
     spec = get_method("r2talker")
     summary = spec.train(tiny_config("r2talker"), tracked_root / IDENTITY, {}, folder)
     return folder, summary
-
-
-def look_at(eye: np.ndarray) -> np.ndarray:
-    """OpenGL camera-to-world at ``eye`` looking at the origin (y up)."""
-    back = eye / np.linalg.norm(eye)
-    right = np.cross([0.0, 1.0, 0.0], back)
-    right /= np.linalg.norm(right)
-    c2w = np.eye(4)
-    c2w[:3, :3] = np.stack([right, np.cross(back, right), back], axis=1)
-    c2w[:3, 3] = eye
-    return c2w
-
-
-def test_triangulation_recovers_the_points_the_cameras_saw():
-    rng = np.random.default_rng(0)
-    points = rng.uniform(-0.08, 0.08, (20, 3))
-    angles = np.radians(rng.uniform(-8, 8, (12, 2)))
-    c2w = np.stack([look_at(0.5 * np.array([np.sin(a) * np.cos(b), np.sin(b), np.cos(a) * np.cos(b)]))
-                    for a, b in angles])
-    focal, cx, cy = 600.0, 128.0, 120.0
-    camera = np.einsum("fji,fpj->fpi", c2w[:, :3, :3], points[None] - c2w[:, None, :3, 3])
-    pixels = np.stack([-focal * camera[..., 0] / camera[..., 2] + cx, focal * camera[..., 1] / camera[..., 2] + cy],
-                      axis=-1)
-    np.testing.assert_allclose(triangulate(c2w, pixels, focal, cx, cy), points, atol=1e-8)
-
-
-def test_shape_prior_is_the_ellipsoid_cut_by_the_face_depth():
-    box = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
-    depth = torch.full((8, 8), float("nan"))
-    depth[2:6, 2:6] = 0.2  # a flat face at z = 0.2 over the middle of the box
-    prior = ShapePrior(torch.zeros(3), torch.full((3,), 0.9), depth, box)
-    points = torch.tensor([[0.0, 0.0, 0.1], [0.0, 0.0, 0.3], [0.0, 0.8, 0.3], [0.0, 0.0, -0.95]])
-    assert prior.inside(points).tolist() == [True, False, True, False]
-    front = prior.front(points)
-    assert torch.allclose(front[:2], torch.tensor([0.2, 0.2]))  # the face, in front of the ellipsoid's 0.9
-    assert torch.allclose(front[2], torch.tensor(0.9 * (1 - (0.8 / 0.9) ** 2) ** 0.5))  # the ellipsoid
-    assert torch.isinf(ShapePrior(torch.zeros(3), torch.full((3,), 0.5), None, box).front(
-        torch.tensor([[0.9, 0.9, 0.0]]))).all()
 
 
 def test_the_face_is_triangulated_inside_the_head_box_and_nothing_in_front_of_it_stays_occupied(tracked_root,

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from talkhead_models.components.schedule import window_indices
+from talkhead_models.components.head_prior import triangulated_face
 from talkhead_models.components.scene import SceneFrame, head_scene_frame
 from talkhead_models.data.identity_reader import IdentityError, IdentityReader
 from talkhead_models.data.processed import ProcessedIdentity
@@ -47,26 +48,6 @@ FRAME_CACHE = 512
 """Decoded training frames kept in memory (about 0.6 MB each at 256 px)."""
 TRIANGULATION_FRAMES = 240
 """Training frames whose landmarks are triangulated into the face's 3D points."""
-
-
-
-
-def triangulate(c2w: np.ndarray, pixels: np.ndarray, focal: float, cx: float, cy: float) -> np.ndarray:
-    """[P, 3] world points whose projections best match ``pixels`` [F, P, 2] in cameras ``c2w`` [F, 4, 4].
-
-    Linear least squares (DLT) in the peers' projection ``u = -f x / z + cx``,
-    ``v = f y / z + cy`` of the camera point ``(x, y, z) = R^T (X - o)``: each
-    view gives two planes through the point, ``row . (X - o) = 0``.
-    """
-    to_camera = np.swapaxes(c2w[:, :3, :3], 1, 2)  # [F, 3, 3] world -> camera
-    origins = c2w[:, :3, 3]
-    axis_x, axis_y, axis_z = to_camera[:, 0], to_camera[:, 1], to_camera[:, 2]  # [F, 3]
-    u, v = pixels[..., 0] - cx, pixels[..., 1] - cy  # [F, P]
-    rows = np.concatenate([u[..., None] * axis_z[:, None] + focal * axis_x[:, None],
-                           v[..., None] * axis_z[:, None] - focal * axis_y[:, None]])  # [2F, P, 3]
-    targets = np.einsum("fpk,fk->fp", rows, np.concatenate([origins, origins]))
-    normal = np.einsum("fpi,fpj->pij", rows, rows)
-    return np.linalg.solve(normal, np.einsum("fpi,fp->pi", rows, targets)[..., None])[..., 0]
 
 
 def scene_frame(identity: "IdentityData", margin: float) -> SceneFrame:
@@ -166,12 +147,8 @@ class IdentityData:
         points = self.reader.landmarks().points478  # NaN/inf in a frame with a face is refused, naming the file
         frames = self.training_frames[np.linspace(0, len(self.training_frames) - 1,
                                                   min(TRIANGULATION_FRAMES, len(self.training_frames))).astype(int)]
-        pixels = np.asarray(points[frames][..., :2], np.float64)
-        usable = np.isfinite(pixels).all(axis=(1, 2))
-        if usable.sum() < 2:
-            return None
         cameras = self.cameras
-        return triangulate(cameras.c2w[frames[usable]], pixels[usable], cameras.focal, cameras.cx, cameras.cy)
+        return triangulated_face(cameras.c2w[frames], points[frames], cameras.focal, cameras.cx, cameras.cy)
 
     def lips_box(self, labels: np.ndarray) -> tuple[int, int, int, int] | None:
         """(x0, y0, x1, y1) of the lips and mouth interior, or None when the frame shows none."""

@@ -52,6 +52,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from talkhead_models.checkpoints import CURVE_FILE, Checkpoints, CurveRow, write_curve
+from talkhead_models.components.head_prior import ShapePrior
 from talkhead_models.components.rays import sample_patch
 from talkhead_models.config import ConfigError, from_dict
 from talkhead_models.methods.base import MetricLogger
@@ -142,52 +143,6 @@ def lip_loss_function(kind: str) -> tuple[Callable[[Tensor, Tensor], Tensor], st
 
         return lpips, "lpips"
     return dssim, "dssim"
-
-
-def face_depth_map(face: np.ndarray, box: Tensor, resolution: int) -> Tensor:
-    """[R, R] (rows y, columns x) the face's depth z over the box's x-y extent, linearly interpolated between
-    the face points [P, 3] (scene frame); NaN outside their outline."""
-    from scipy.interpolate import LinearNDInterpolator
-
-    low, high = box[:2].cpu().numpy(), box[3:5].cpu().numpy()
-    xs = np.linspace(low[0], high[0], resolution)
-    ys = np.linspace(low[1], high[1], resolution)
-    grid_x, grid_y = np.meshgrid(xs, ys)
-    depth = LinearNDInterpolator(face[:, :2], face[:, 2])(grid_x, grid_y)
-    return torch.as_tensor(depth, dtype=torch.float32, device=box.device)
-
-
-@dataclass(frozen=True)
-class ShapePrior:
-    """A solid head: an ellipsoid, cut at the front by the face's depth map where there is one."""
-
-    centre: Tensor  # [3] scene frame
-    radii: Tensor  # [3]
-    depth: Tensor | None  # [R, R] face_depth_map over the box's x-y extent
-    box: Tensor  # [6]
-
-    def _face_depth(self, points: Tensor) -> Tensor:
-        """[M] the face's depth above each point's (x, y); +inf outside the face or without a depth map."""
-        if self.depth is None:
-            return torch.full_like(points[:, 0], math.inf)
-        resolution = self.depth.shape[0]
-        unit = (points[:, :2] - self.box[:2]) / (self.box[3:5] - self.box[:2])
-        index = (unit * (resolution - 1)).round().long().clamp(0, resolution - 1)
-        depth = self.depth[index[:, 1], index[:, 0]]
-        return torch.where(torch.isnan(depth), torch.full_like(depth, math.inf), depth)
-
-    def inside(self, points: Tensor) -> Tensor:
-        """[M] whether points [M, 3] lie in the solid head."""
-        in_ellipsoid = (((points - self.centre) / self.radii) ** 2).sum(-1) <= 1.0
-        return in_ellipsoid & (points[:, 2] <= self._face_depth(points))
-
-    def front(self, points: Tensor) -> Tensor:
-        """[M] depth of the solid's front surface above each point's (x, y); +inf where the ellipsoid has none."""
-        offset = (points[:, :2] - self.centre[:2]) / self.radii[:2]
-        left = 1.0 - (offset ** 2).sum(-1)
-        ellipsoid = torch.where(left > 0, self.centre[2] + self.radii[2] * left.clamp_min(0).sqrt(),
-                                torch.full_like(left, math.inf))
-        return torch.minimum(ellipsoid, self._face_depth(points))
 
 
 def evenly_spaced(frames: np.ndarray, count: int) -> np.ndarray:
@@ -351,27 +306,14 @@ class Trainer:
                  100 * keep.mean())
 
     def shape_prior(self) -> ShapePrior:
-        """The solid head the density starts from: the hull's cells inside an ellipsoid spanning the hull,
-        behind the face's triangulated landmarks (when there are landmarks).
-
-        The ellipsoid's x and y radii are the hull's half extents and its depth
-        radius the x radius (a head about as deep as wide). Its front is put at
-        the face's most forward landmark, and inside the face's outline the
-        surface is the landmarks' own depth. Without landmarks the ellipsoid is
-        centred in the hull. The silhouette always comes from the masks.
-        """
-        hull = self.model.hull
-        centres = self.model.grid.cell_centres(hull.nonzero().squeeze(-1))
-        low, high = centres.amin(0), centres.amax(0)
-        centre, radii = 0.5 * (low + high), 0.5 * (high - low)
-        radii[2] = radii[0]
+        """The solid head the density starts from (``ShapePrior.spanning``): an ellipsoid spanning the hull's
+        cells, behind the face's triangulated landmarks (when there are landmarks). The silhouette always comes
+        from the masks."""
+        centres = self.model.grid.cell_centres(self.model.hull.nonzero().squeeze(-1))
         face = self.data.face_points()
-        depth = None
         if face is not None:
             face = (face - self.scene.centre) * self.scene.scale
-            centre[2] = float(face[:, 2].max()) - radii[2]
-            depth = face_depth_map(face, self.model.box, FACE_DEPTH_RESOLUTION)
-        return ShapePrior(centre, radii, depth, self.model.box)
+        return ShapePrior.spanning(centres.amin(0), centres.amax(0), face, self.model.box, FACE_DEPTH_RESOLUTION)
 
     def fit_shape_prior(self, prior: ShapePrior) -> None:
         """Fit the density to ``prior``'s solid head, as Neuralangelo / NeuS start from a sphere.
