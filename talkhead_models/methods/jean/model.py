@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from talkhead_models.components.audio import AudioAttNet
 from talkhead_models.components.encodings import FrequencyEncoding
+from talkhead_models.components.head_prior import ShapePrior
 from talkhead_models.components.hashgrid import HashGridConfig, HashGridEncoding
 from talkhead_models.components.mlp import MLP
 from talkhead_models.components.rays import get_rays, intersect_aabb
@@ -36,6 +37,8 @@ from talkhead_models.methods.jean.config import JeanConfig
 from talkhead_models.pretrained.audio_contrastive import ContrastiveAudioNet
 
 MODEL_FILE = "model.pt"
+PRIOR_DEPTH_RESOLUTION = 128
+"""Cells per side of the solid-head prior's face depth map (R2-Talker's)."""
 
 
 class JeanField(nn.Module):
@@ -68,8 +71,8 @@ class JeanField(nn.Module):
         density [R, S], colour [R, S, 3]."""
         shape = positions.shape[:-1]
         encoded = self.position_encoding(positions.reshape(-1, 3)).view(*shape, -1)
-        inputs = torch.cat([encoded, condition.expand(*encoded.shape[:-1], condition.shape[-1])], dim=-1)
-        hidden = self.trunk(inputs)
+        # The condition is the trunk's input after x's encoding (as concatenated), computed once per ray.
+        hidden = self.trunk(encoded, shared=condition)
         raw = self.density(hidden).squeeze(-1)
         # AD-NeRF's ReLU; with the hash grid's near-zero initial features a ReLU starts (and stays) dead on
         # most samples, so that aid takes Mip-NeRF's shifted softplus, which always passes a gradient.
@@ -101,6 +104,25 @@ class JeanModel(nn.Module):
             self.expression_map = nn.Linear(expression_input_dim, cfg.expression_condition_dim)
         self.coarse = JeanField(cfg)
         self.fine = JeanField(cfg)
+        if cfg.surface_band > 0:
+            # The solid-head prior travels with the weights (set by the trainer, loaded with the state dict).
+            self.register_buffer("prior_centre", torch.zeros(3))
+            self.register_buffer("prior_radii", torch.ones(3))
+            self.register_buffer("prior_depth", torch.full((PRIOR_DEPTH_RESOLUTION,) * 2, float("nan")))
+
+    def set_prior(self, prior: ShapePrior) -> None:
+        """Keep ``prior`` (built over this model's box) for :meth:`render_rays`' ray bounds."""
+        self.prior_centre.copy_(prior.centre)
+        self.prior_radii.copy_(prior.radii)
+        # Without a depth map (no landmarks) NaN everywhere: the ellipsoid alone is the head.
+        self.prior_depth.copy_(prior.depth if prior.depth is not None else torch.full_like(self.prior_depth,
+                                                                                          float("nan")))
+
+    def prior(self) -> ShapePrior | None:
+        """The solid-head prior the rays are bounded around, or None (``surface_band`` 0: the whole box)."""
+        if self.cfg.surface_band <= 0:
+            return None
+        return ShapePrior(self.prior_centre, self.prior_radii, self.prior_depth, self.box)
 
     def audio_code(self, windows: Tensor) -> Tensor:
         """[B, frames, 16, D] feature windows of each frame's neighbours -> e_a [B, audio_dim]."""
@@ -122,8 +144,13 @@ class JeanModel(nn.Module):
         """(coarse, fine, hit) for rays in the scene frame under one frame's ``condition`` [C].
 
         Colours are premultiplied (no backdrop): the caller composites. Rays that miss the box get nothing.
+        With ``surface_band``, rays that meet the solid-head prior are sampled only in its band.
         """
         near, far, hit = intersect_aabb(origins, directions, self.box)
+        prior = self.prior()
+        if prior is not None:
+            near, far = prior.surface_bounds(origins, directions, near, far, self.cfg.surface_band,
+                                             self.cfg.surface_band_behind)
         coarse, fine = render_hierarchical(
             lambda x, d: self.coarse(x, d, condition), lambda x, d: self.fine(x, d, condition),
             origins, directions, near, far, self.cfg.coarse_samples, self.cfg.fine_samples, perturb=perturb,

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from talkhead_models.checkpoints import CURVE_FILE, Checkpoints, CurveRow, write_curve
 from talkhead_models.components.backends import resolve_device
+from talkhead_models.components.head_prior import ShapePrior, triangulated_face
 from talkhead_models.components.schedule import exponential_lr, window_indices
 from talkhead_models.components.scene import head_scene_frame
 from talkhead_models.config import from_dict
@@ -46,11 +47,14 @@ from talkhead_models.methods.jean.config import JeanConfig
 from talkhead_models.methods.jean.data import (BOX_FRAMES, HEAD_LABELS, LIP_LABELS, backdrop, expression_inputs,
                                                recording_bounds, resized, training_pairs, training_sequence_frames,
                                                validation_frames)
-from talkhead_models.methods.jean.model import (MODEL_FILE, JeanModel, camera_rays, render_frame,
-                                                save_model)
+from talkhead_models.methods.jean.model import (MODEL_FILE, PRIOR_DEPTH_RESOLUTION, JeanModel, camera_rays,
+                                                render_frame, save_model)
 from talkhead_models.preprocess.frames import read_image
 
 log = logging.getLogger(__name__)
+
+TRIANGULATION_FRAMES = 240
+"""Training frames whose landmarks are triangulated into the solid-head prior's face (R2-Talker's count)."""
 
 
 class Normaliser:
@@ -113,6 +117,8 @@ class JeanTrainer:
         self._expression_setup(pretrained)
         self._scene_setup()
         self.model = JeanModel(cfg, self.scene.box, self.audio_dim_in, self.expression_dim_in).to(device)
+        if cfg.surface_band > 0:
+            self.model.set_prior(self._shape_prior())
         if self.pretrained_audio is not None:
             self.model.audio_net.load_state_dict(self.pretrained_audio.state_dict())
         elif self.model.audio_net is not None:
@@ -213,6 +219,26 @@ class JeanTrainer:
             raise IdentityError(f"{self.reader.layout.path('semantic')}: no head pixels in the training frames; "
                                 "re-run the parse stage")
         self.scene = scene
+
+    def _shape_prior(self) -> ShapePrior:
+        """R2-Talker's solid head over this model's box: an ellipsoid spanning the box (without its margin),
+        its front the training frames' landmarks triangulated with their cameras (the ellipsoid alone when the
+        identity has no landmarks)."""
+        face = None
+        if any(self.reader.layout.path(name).is_file() for name in ("landmarks478", "landmarks68")):
+            frames = self.frames[np.linspace(0, len(self.frames) - 1,
+                                             min(TRIANGULATION_FRAMES, len(self.frames))).astype(int)]
+            points = self.reader.landmarks().points478[frames]
+            face = triangulated_face(self.cameras.c2w[frames], points, self.cameras.focal, self.cameras.cx,
+                                     self.cameras.cy)
+        if face is None:
+            log.warning("%s: no landmarks to triangulate; the solid-head prior is the ellipsoid alone",
+                        self.reader.root)
+        else:
+            face = (face - self.scene.centre) * self.scene.scale
+        box = torch.as_tensor(np.asarray(self.scene.box, np.float32))
+        extent = box[3:] / (1.0 + self.cfg.box_margin)
+        return ShapePrior.spanning(-extent, extent.clone(), face, box, PRIOR_DEPTH_RESOLUTION)
 
     def _load_images(self) -> None:
         """Every training frame's target, backdrop and face / lip pixels at the rendering size, as uint8."""
