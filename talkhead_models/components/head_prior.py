@@ -13,10 +13,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from talkhead_models.data.identity_reader import IdentityReader
+
+TRIANGULATION_FRAMES = 240
+"""Training frames whose landmarks are triangulated into the face's 3D points."""
 
 
 def triangulate(c2w: np.ndarray, pixels: np.ndarray, focal: float, cx: float, cy: float) -> np.ndarray:
@@ -46,6 +53,23 @@ def triangulated_face(c2w: np.ndarray, landmarks: np.ndarray, focal: float, cx: 
     if usable.sum() < 2:
         return None
     return triangulate(np.asarray(c2w)[usable], pixels[usable], focal, cx, cy)
+
+
+def identity_face_points(reader: "IdentityReader", frames: np.ndarray,
+                         count: int = TRIANGULATION_FRAMES) -> np.ndarray | None:
+    """[P, 3] an identity's face in the head frame (metres): the 478 FaceMesh landmarks of ``count`` of its
+    ``frames`` (evenly spread) triangulated with their tracked cameras; None without landmarks.
+
+    They are where the tracker's own cameras put the face, so a density
+    prior built on them agrees with the poses the rays come from.
+    """
+    if not any(reader.layout.path(name).is_file() for name in ("landmarks478", "landmarks68")):
+        return None
+    frames = np.asarray(frames)
+    picked = frames[np.linspace(0, len(frames) - 1, min(count, len(frames))).astype(int)]
+    points = reader.landmarks().points478  # NaN/inf in a frame with a face is refused, naming the file
+    cameras = reader.cameras()
+    return triangulated_face(cameras.c2w[picked], points[picked], cameras.focal, cameras.cx, cameras.cy)
 
 
 def face_depth_map(face: np.ndarray, box: Tensor, resolution: int) -> Tensor:

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from talkhead_models.checkpoints import CURVE_FILE, Checkpoints, CurveRow, write_curve
 from talkhead_models.components.backends import resolve_device
-from talkhead_models.components.head_prior import ShapePrior, triangulated_face
+from talkhead_models.components.head_prior import ShapePrior, identity_face_points
 from talkhead_models.components.schedule import exponential_lr, window_indices
 from talkhead_models.components.scene import head_scene_frame
 from talkhead_models.config import from_dict
@@ -53,8 +53,6 @@ from talkhead_models.preprocess.frames import read_image
 
 log = logging.getLogger(__name__)
 
-TRIANGULATION_FRAMES = 240
-"""Training frames whose landmarks are triangulated into the solid-head prior's face (R2-Talker's count)."""
 
 
 class Normaliser:
@@ -224,13 +222,7 @@ class JeanTrainer:
         """R2-Talker's solid head over this model's box: an ellipsoid spanning the box (without its margin),
         its front the training frames' landmarks triangulated with their cameras (the ellipsoid alone when the
         identity has no landmarks)."""
-        face = None
-        if any(self.reader.layout.path(name).is_file() for name in ("landmarks478", "landmarks68")):
-            frames = self.frames[np.linspace(0, len(self.frames) - 1,
-                                             min(TRIANGULATION_FRAMES, len(self.frames))).astype(int)]
-            points = self.reader.landmarks().points478[frames]
-            face = triangulated_face(self.cameras.c2w[frames], points, self.cameras.focal, self.cameras.cx,
-                                     self.cameras.cy)
+        face = identity_face_points(self.reader, self.frames)
         if face is None:
             log.warning("%s: no landmarks to triangulate; the solid-head prior is the ellipsoid alone",
                         self.reader.root)
@@ -238,7 +230,7 @@ class JeanTrainer:
             face = (face - self.scene.centre) * self.scene.scale
         box = torch.as_tensor(np.asarray(self.scene.box, np.float32))
         extent = box[3:] / (1.0 + self.cfg.box_margin)
-        return ShapePrior.spanning(-extent, extent.clone(), face, box, PRIOR_DEPTH_RESOLUTION)
+        return ShapePrior.spanning(-extent, extent, face, box, PRIOR_DEPTH_RESOLUTION)
 
     def _load_images(self) -> None:
         """Every training frame's target, backdrop and face / lip pixels at the rendering size, as uint8."""

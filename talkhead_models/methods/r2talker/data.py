@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from talkhead_models.components.schedule import window_indices
-from talkhead_models.components.head_prior import triangulated_face
+from talkhead_models.components.head_prior import identity_face_points
 from talkhead_models.components.scene import SceneFrame, head_scene_frame
 from talkhead_models.data.identity_reader import IdentityError, IdentityReader
 from talkhead_models.data.processed import ProcessedIdentity
@@ -46,8 +46,6 @@ BOX_FRAMES = 48
 """Training frames whose masks bound the head box."""
 FRAME_CACHE = 512
 """Decoded training frames kept in memory (about 0.6 MB each at 256 px)."""
-TRIANGULATION_FRAMES = 240
-"""Training frames whose landmarks are triangulated into the face's 3D points."""
 
 
 def scene_frame(identity: "IdentityData", margin: float) -> SceneFrame:
@@ -137,18 +135,8 @@ class IdentityData:
 
     def face_points(self) -> np.ndarray | None:
         """[P, 3] the face's landmarks in the head frame (metres), triangulated from the training frames'
-        tracked cameras and detected landmarks (the 478 FaceMesh points); None without landmarks.
-
-        They are where the tracker's own cameras put the face, so a density
-        prior built on them agrees with the poses the rays come from.
-        """
-        if not any(self.layout.path(name).is_file() for name in ("landmarks478", "landmarks68")):
-            return None
-        points = self.reader.landmarks().points478  # NaN/inf in a frame with a face is refused, naming the file
-        frames = self.training_frames[np.linspace(0, len(self.training_frames) - 1,
-                                                  min(TRIANGULATION_FRAMES, len(self.training_frames))).astype(int)]
-        cameras = self.cameras
-        return triangulated_face(cameras.c2w[frames], points[frames], cameras.focal, cameras.cx, cameras.cy)
+        tracked cameras (``components.head_prior.identity_face_points``); None without landmarks."""
+        return identity_face_points(self.reader, self.training_frames)
 
     def lips_box(self, labels: np.ndarray) -> tuple[int, int, int, int] | None:
         """(x0, y0, x1, y1) of the lips and mouth interior, or None when the frame shows none."""
