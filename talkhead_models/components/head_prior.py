@@ -136,6 +136,16 @@ class ShapePrior:
                                 torch.full_like(left, math.inf))
         return torch.minimum(ellipsoid, self._face_depth(points))
 
+    def meets_ellipsoid(self, origins: Tensor, directions: Tensor, grow: float = 1.0) -> Tensor:
+        """[R] whether rays [R, 3] pass through the ellipsoid grown by ``grow`` ahead of their origin."""
+        # In the frame where the grown ellipsoid is the unit sphere: |o + t d|^2 = 1 has a root with t > 0.
+        radii = self.radii * grow
+        o, d = (origins - self.centre) / radii, directions / radii
+        a, b, c = (d * d).sum(-1), 2.0 * (o * d).sum(-1), (o * o).sum(-1) - 1.0
+        discriminant = b * b - 4.0 * a * c
+        exit_t = (-b + discriminant.clamp_min(0).sqrt()) / (2.0 * a)
+        return (discriminant >= 0) & (exit_t > 0)
+
     def surface_bounds(self, origins: Tensor, directions: Tensor, near: Tensor, far: Tensor, before: float,
                        behind: float, steps: int = 32, refinements: int = 10) -> tuple[Tensor, Tensor]:
         """(near, far) [R] of rays [R, 3] narrowed to ``before`` in front of and ``behind`` behind the point

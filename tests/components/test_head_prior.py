@@ -117,3 +117,22 @@ def test_surface_bounds_are_a_band_around_where_the_ray_meets_the_front():
         assert abs(float(narrow_near[i]) - max(1.5, crossing - before)) < 0.01, i
         assert abs(float(narrow_far[i]) - min(4.5, crossing + behind)) < 0.01, i
     assert checked > count // 2
+
+
+def test_meets_ellipsoid_agrees_with_a_dense_march_of_the_grown_ellipsoid():
+    box = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
+    prior = ShapePrior(torch.tensor([0.1, -0.05, -0.2]), torch.tensor([0.5, 0.7, 0.4]), None, box)
+    generator = torch.Generator().manual_seed(1)
+    count = 400
+    origins = torch.tensor([0.0, 0.0, 3.0]) + 0.3 * torch.randn(count, 3, generator=generator)
+    targets = torch.rand(count, 3, generator=generator) * 2.4 - 1.2
+    directions = torch.nn.functional.normalize(targets - origins, dim=-1)
+    # Half the rays point away from the head: a sphere behind the origin is not met.
+    directions[::2] = -directions[::2]
+    t = torch.linspace(0.0, 6.0, 20_000)
+    for grow in (1.0, 1.2):
+        met = prior.meets_ellipsoid(origins, directions, grow)
+        points = origins[:, None] + t[None, :, None] * directions[:, None]
+        inside = ((((points - prior.centre) / (prior.radii * grow)) ** 2).sum(-1) <= 1.0).any(-1)
+        assert met.tolist() == inside.tolist(), grow
+        assert 0 < int(met.sum()) < count // 2

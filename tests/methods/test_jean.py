@@ -16,6 +16,7 @@ from talkhead_models.config import ConfigError, demo_aids
 from talkhead_models.methods import Driving, get_method
 from talkhead_models.methods.base import UnsupportedDriving
 from talkhead_models.methods.jean import VARIANTS, JeanConfig
+from talkhead_models.components.rays import intersect_aabb
 from talkhead_models.components.schedule import exponential_lr, window_indices
 from talkhead_models.methods.jean.data import training_pairs, training_sequence_frames
 from talkhead_models.methods.jean.model import JeanModel
@@ -193,6 +194,35 @@ def test_surface_band_samples_only_around_the_prior_surface(band, expected_opaci
     # Without the band the rays march the box and reach the slab; with it they stop 0.1 behind the front.
     assert hit.all()
     torch.testing.assert_close(fine.opacity, torch.full((2,), expected_opacity), atol=1e-3, rtol=0)
+
+
+def test_rays_outside_the_envelope_are_empty_and_render_frame_skips_only_those():
+    from talkhead_models.components.head_prior import ShapePrior
+    from talkhead_models.methods.jean.model import camera_rays, render_frame
+
+    cfg = tiny_config(surface_band=0.1, surface_band_behind=0.1, surface_envelope=1.2)
+    box = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
+    torch.manual_seed(0)
+    model = JeanModel(cfg, box.numpy(), 10, 8).eval()
+    model.set_prior(ShapePrior(torch.zeros(3), torch.full((3,), 0.5), None, box))
+    # A camera 3 units in front of the head box looking at it, 24 px: the box fills most of the frame.
+    c2w = torch.eye(4)
+    c2w[2, 3] = 3.0
+    size, condition = 24, torch.randn(cfg.condition_dim)
+    origins, directions = camera_rays(c2w, 30.0, 12.0, 12.0, size, torch.arange(size * size), size)
+    near, far, hit = model.ray_bounds(origins, directions)
+    assert (directions[:, 2] < 0).all()  # towards the head
+    in_box = intersect_aabb(origins, directions, box)[2]
+    # Some rays meet the box but pass outside the grown ellipsoid (radius 0.6): they are empty.
+    lateral = torch.linalg.norm(origins + 3.0 * directions, dim=-1)  # distance from the head's centre at z = 0
+    assert (in_box & ~hit).any() and hit.any()
+    assert not hit[lateral > 0.75].any() and hit[lateral < 0.55].all()
+    with torch.no_grad():
+        _, fine, _ = model.render_rays(condition, origins, directions, perturb=False)
+    assert float(fine.opacity[~hit].abs().max()) == 0.0
+    colour, opacity = render_frame(model, condition, c2w, (30.0, 12.0, 12.0), size, size)
+    torch.testing.assert_close(opacity.reshape(-1), fine.opacity)
+    torch.testing.assert_close(colour.reshape(-1, 3), fine.color)
 
 
 def test_training_reads_no_test_frame_and_pairs_only_training_sentences(jean_root):

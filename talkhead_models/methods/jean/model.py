@@ -139,18 +139,33 @@ class JeanModel(nn.Module):
             parts.append(self.expression_map(expression))
         return torch.cat(parts, dim=-1)
 
-    def render_rays(self, condition: Tensor, origins: Tensor, directions: Tensor, perturb: bool,
-                    generator: torch.Generator | None = None) -> tuple[RenderResult, RenderResult, Tensor]:
-        """(coarse, fine, hit) for rays in the scene frame under one frame's ``condition`` [C].
+    def ray_bounds(self, origins: Tensor, directions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(near, far, hit) [R] of where rays in the scene frame are sampled; ``hit`` False: the ray is empty.
 
-        Colours are premultiplied (no backdrop): the caller composites. Rays that miss the box get nothing.
-        With ``surface_band``, rays that meet the solid-head prior are sampled only in its band.
+        The head box; with ``surface_band``, only rays that meet the solid-head prior's ellipsoid grown by
+        ``surface_envelope``, and those that meet the prior itself only in its band.
         """
         near, far, hit = intersect_aabb(origins, directions, self.box)
         prior = self.prior()
-        if prior is not None:
-            near, far = prior.surface_bounds(origins, directions, near, far, self.cfg.surface_band,
-                                             self.cfg.surface_band_behind)
+        if prior is None:
+            return near, far, hit
+        hit = hit & prior.meets_ellipsoid(origins, directions, self.cfg.surface_envelope)
+        far = torch.where(hit, far, near)  # zero length: no matter, as for rays that miss the box
+        inside = torch.nonzero(hit).squeeze(-1)
+        near[inside], far[inside] = prior.surface_bounds(origins[inside], directions[inside], near[inside],
+                                                         far[inside], self.cfg.surface_band,
+                                                         self.cfg.surface_band_behind)
+        return near, far, hit
+
+    def render_rays(self, condition: Tensor, origins: Tensor, directions: Tensor, perturb: bool,
+                    generator: torch.Generator | None = None,
+                    bounds: tuple[Tensor, Tensor, Tensor] | None = None) -> tuple[RenderResult, RenderResult, Tensor]:
+        """(coarse, fine, hit) for rays in the scene frame under one frame's ``condition`` [C].
+
+        Colours are premultiplied (no backdrop): the caller composites. Rays outside :meth:`ray_bounds` get
+        nothing; ``bounds`` are those rays' :meth:`ray_bounds` when the caller has them already.
+        """
+        near, far, hit = bounds if bounds is not None else self.ray_bounds(origins, directions)
         coarse, fine = render_hierarchical(
             lambda x, d: self.coarse(x, d, condition), lambda x, d: self.fine(x, d, condition),
             origins, directions, near, far, self.cfg.coarse_samples, self.cfg.fine_samples, perturb=perturb,
@@ -171,18 +186,19 @@ def render_frame(model: JeanModel, condition: Tensor, c2w_scene: Tensor, intrins
                  size: int, source_size: int, chunk: int = 4096) -> tuple[Tensor, Tensor]:
     """The fine network's premultiplied colour [size, size, 3] and opacity [size, size] of a whole frame.
 
-    Only rays that meet the head box are marched (the others are empty).
+    Only rays :meth:`JeanModel.ray_bounds` hits are marched (the others are empty).
     """
     focal, cx, cy = intrinsics
     pixels = torch.arange(size * size, device=c2w_scene.device)
     origins, directions = camera_rays(c2w_scene, focal, cx, cy, size, pixels, source_size)
-    _, _, hit = intersect_aabb(origins, directions, model.box)
+    near, far, hit = model.ray_bounds(origins, directions)
     colour = torch.zeros(size * size, 3, device=c2w_scene.device)
     opacity = torch.zeros(size * size, device=c2w_scene.device)
     inside = torch.nonzero(hit).squeeze(-1)
     for start in range(0, len(inside), chunk):
         index = inside[start:start + chunk]
-        _, fine, _ = model.render_rays(condition, origins[index], directions[index], perturb=False)
+        _, fine, _ = model.render_rays(condition, origins[index], directions[index], perturb=False,
+                                       bounds=(near[index], far[index], hit[index]))
         colour[index] = fine.color
         opacity[index] = fine.opacity
     return colour.view(size, size, 3), opacity.view(size, size)
