@@ -29,13 +29,14 @@ from talkhead_models.methods import get_method
 from talkhead_models.methods.base import TalkingHead
 from talkhead_models.methods.ground_truth.model import GroundTruthConfig
 from talkhead_models.methods.gstalker import GSTalkerConfig
+from talkhead_models.methods.jean import JeanConfig
 from talkhead_models.methods.r2talker import R2TalkerConfig
 from talkhead_models.methods.static.model import StaticConfig
 from talkhead_models.preprocess.audio_features import AudioConfig
 
 log = logging.getLogger(__name__)
 
-PRETRAINED = ("audio2motion", "sync_expert")
+PRETRAINED = ("audio2motion", "sync_expert", "emotion")
 """Corpus-level model folders under data/models a method may read at render time (as the evaluate stage passes)."""
 
 
@@ -55,9 +56,11 @@ class SpeedStageConfig(SpeedConfig):
     """Shared params section ``r2talker`` (every R2-Talker ladder variant renders with it)."""
     gstalker: GSTalkerConfig = field(default_factory=GSTalkerConfig)
     """Shared params section ``gstalker``."""
+    jean: JeanConfig = field(default_factory=JeanConfig)
+    """Shared params section ``jean`` (rendering reads its backdrop; the rest comes with the trained model)."""
 
 
-FAMILIES = ("ground_truth", "static", "r2talker", "gstalker")
+FAMILIES = ("ground_truth", "static", "r2talker", "gstalker", "jean")
 """Method families whose params sections the config embeds (a pair may name any of their methods)."""
 
 

@@ -184,3 +184,8 @@ def test_dvc_speed_stage_depends_on_the_models_and_params_the_configured_pairs_u
             assert {family, f"profiles.${{profile}}.{family}"} <= set(entry["params"]), family
         covered += 1
     assert covered == len(cfg.pairs)  # the demo's runs train every default pair
+    # The corpus-level models a loaded head may read (JEAN its emotion features) are deps too.
+    from stages.speed import PRETRAINED
+
+    for name in PRETRAINED:
+        assert any(dep.startswith(f"data/models/{name}/") for dep in deps), name
