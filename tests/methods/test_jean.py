@@ -210,11 +210,12 @@ def test_rays_outside_the_envelope_are_empty_and_render_frame_skips_only_those()
     c2w[2, 3] = 3.0
     size, condition = 24, torch.randn(cfg.condition_dim)
     origins, directions = camera_rays(c2w, 30.0, 12.0, 12.0, size, torch.arange(size * size), size)
-    near, far, hit = model.ray_bounds(origins, directions)
+    _, _, hit = model.ray_bounds(origins, directions)
     assert (directions[:, 2] < 0).all()  # towards the head
     in_box = intersect_aabb(origins, directions, box)[2]
     # Some rays meet the box but pass outside the grown ellipsoid (radius 0.6): they are empty.
-    lateral = torch.linalg.norm(origins + 3.0 * directions, dim=-1)  # distance from the head's centre at z = 0
+    crossing = origins + (3.0 / -directions[:, 2:]) * directions  # where each ray crosses z = 0
+    lateral = torch.linalg.norm(crossing, dim=-1)  # its distance from the head's centre
     assert (in_box & ~hit).any() and hit.any()
     assert not hit[lateral > 0.75].any() and hit[lateral < 0.55].all()
     with torch.no_grad():

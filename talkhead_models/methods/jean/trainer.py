@@ -54,7 +54,6 @@ from talkhead_models.preprocess.frames import read_image
 log = logging.getLogger(__name__)
 
 
-
 class Normaliser:
     """Per-feature mean and standard deviation of the training frames' expression inputs."""
 
