@@ -3,7 +3,7 @@
 ``runs`` maps ``<method>-<identity>`` to ``{method, family, identity}``:
 the rows of the papers' comparison tables, which ``make demo`` fills.
 ``ablation_runs`` has the same form: the variants only the ablation tables
-show, trained when ``tables_scope`` is ``full`` (``make tables-full``;
+show (and S3D-NeRF's runs until the demo has room for them), trained when ``tables_scope`` is ``full`` (``make tables-full``;
 docs/BUDGET.md says why the demo leaves them out).
 ``seeds`` lists the training seeds (``[0]`` in the demo). Every run whose
 method takes a seed (its config has a ``seed`` field) is trained once per
@@ -55,6 +55,9 @@ class Run:
     family: str
     identity: str
     seed: int = 0
+    across_identities: bool = False
+    """The method trains across identities (``MethodSpec.across_identities``): its stages read every processed
+    identity."""
 
     @property
     def key(self) -> str:
@@ -67,8 +70,9 @@ class Run:
 
     def item(self) -> dict[str, Any]:
         """The run as dvc.yaml's ``foreach`` item sees it (``${item.method}`` ...)."""
+        processed = "data/processed" if self.across_identities else f"data/processed/{self.identity}"
         return {"method": self.method, "family": self.family, "identity": self.identity, "seed": self.seed,
-                "suffix": self.suffix}
+                "suffix": self.suffix, "processed": processed}
 
 
 def parse_seeds(params: Mapping[str, Any]) -> tuple[int, ...]:
@@ -145,5 +149,5 @@ def expand_runs(params: Mapping[str, Any], sections: tuple[str, ...] | None = No
             raise ConfigError(f"params.yaml {section}.{key}: {method} belongs to family {spec.family!r}, "
                               f"not {entry['family']!r}")
         for seed in seeds if takes_seed(spec.config) else (0,):
-            expanded.append(Run(method, spec.family, identity, seed))
+            expanded.append(Run(method, spec.family, identity, seed, spec.across_identities))
     return expanded

@@ -91,6 +91,7 @@ DEMO_AIDS = {
                  "carved 0.03 in front of the face"],
     "gstalker": ["a2m audio", "audio smoother lr 0.0005", "tri-plane init ±0.1", "mouth-motion prior"],
     "gstalker_paper_audio": ["audio smoother lr 0.0005", "tri-plane init ±0.1", "mouth-motion prior"],
+    "s3dnerf": ["perceptual loss on the discriminator's features, not ImageNet VGG"],
 }
 
 

@@ -147,6 +147,10 @@ def _check_per_method_stage(stage, entry) -> None:
     for name, path in {**stage.inputs, **stage.outputs}.items():
         assert given.get(f"--{name.replace('_', '-')}") == _dvc_path(path, RUN_SPELLING), (stage.name, name)
     deps = _entries(entry["deps"])
+    # The processed identity is the item's ``processed`` folder: the identity's own, or all of data/processed for
+    # a method trained across identities (talkhead_models.runs.Run.item).
+    assert "${item.processed}" in deps and "data/processed/${item.identity}" not in deps, stage.name
+    deps |= {"data/processed/${item.identity}"}
     for path in (_dvc_path(p, RUN_SPELLING) for p in stage.inputs.values()):
         # An input folder is a dep itself, or through the files the stage reads in it (the corpus-level
         # models' weights: their scores and reports beside them must not retrain every method).

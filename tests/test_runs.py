@@ -52,13 +52,22 @@ def test_dvc_runs_yaml_is_checked_against_the_params(tmp_path):
     (tmp_path / "dvc.runs.yaml").write_text(render(stage_runs(params)))
     items = yaml.safe_load((tmp_path / "dvc.runs.yaml").read_text())[VARS_KEY]
     assert items["gstalker-S002-s0"] == {"method": "gstalker", "family": "gstalker", "identity": "S002", "seed": 0,
-                                         "suffix": ""}
+                                         "suffix": "", "processed": "data/processed/S002"}
     check(tmp_path, params)
     with pytest.raises(ConfigError, match=r"lacks: \['gstalker-S002-s1', 'r2talker_maglo-S001-s1'\].*stages._runs"):
         check(tmp_path, {**params, "seeds": [0, 1]})
     (tmp_path / "dvc.runs.yaml").unlink()
     with pytest.raises(ConfigError, match="missing"):
         check(tmp_path, params)
+
+
+def test_a_method_trained_across_identities_depends_on_every_processed_identity():
+    runs = expand_runs({"runs": {**RUNS, "s3dnerf-S003": {"method": "s3dnerf", "family": "s3dnerf",
+                                                          "identity": "S003"}}, "seeds": [0]})
+    processed = {run.key: run.item()["processed"] for run in runs}
+    # trained on every identity but S003, evaluated on S003: its stages read the whole processed folder
+    assert processed["s3dnerf-S003-s0"] == "data/processed"
+    assert processed["gstalker-S002-s0"] == "data/processed/S002"
 
 
 ABLATIONS = {"r2talker_landmark_encoding-S001": {"method": "r2talker_landmark_encoding", "family": "r2talker",

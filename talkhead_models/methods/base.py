@@ -157,6 +157,10 @@ class MethodSpec:
     expression_source: bool = False
     """It takes a second, expression-source video (``Driving.expression_frames``), as JEAN does: the evaluation
     then also renders the cross-expression setting (audio from one clip, expression from another)."""
+    across_identities: bool = False
+    """It is trained once across identities, not per identity (S3D-NeRF): its run's identity is the one it is
+    evaluated on, which its training holds out; ``train`` gets that identity's folder and reads the others beside
+    it, so its DVC stage depends on every processed identity (``Run.item``'s ``processed``)."""
 
     def resolve_config(self, section: Mapping[str, Any]) -> Any:
         """The family's params section, then this variant's overrides, as the config dataclass."""
@@ -204,6 +208,7 @@ def _load_builtin_methods() -> None:
     import talkhead_models.methods.r2talker  # noqa: F401
     import talkhead_models.methods.gstalker  # noqa: F401
     import talkhead_models.methods.jean  # noqa: F401
+    import talkhead_models.methods.s3dnerf  # noqa: F401
 
 
 

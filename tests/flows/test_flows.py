@@ -28,7 +28,7 @@ def _params(runs: dict, profile: dict) -> dict:
     params["profile"] = "test"
     params["data"] = {"source": "synthetic", "identities": ["S001", "S002"]}
     params["profiles"]["test"] = {**params["profiles"]["demo"], **profile}
-    params["runs"] = runs
+    params["runs"], params["ablation_runs"] = runs, {}
     params["seeds"] = [0]
     return params
 

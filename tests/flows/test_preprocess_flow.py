@@ -24,7 +24,7 @@ def _params() -> dict:
     params["data"] = {"source": "synthetic", "identities": ["S001", "S002"]}
     params["describe"] = {"detection_stride": 4}
     params["profiles"]["test"] = {**params["profiles"]["demo"], "synth": tiny, "crop": {"image_size": tiny["image_size"]}}
-    params["runs"] = {}
+    params["runs"], params["ablation_runs"] = {}, {}
     return params
 
 

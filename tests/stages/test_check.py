@@ -65,12 +65,14 @@ def test_a_stale_runs_file_is_reported_and_write_runs_brings_it_in_step(checkout
     assert {"r2talker-S001-s1", "gstalker_paper_audio-S001-s1", "static-S001-s0"} <= set(written)
     assert "static-S001-s1" not in written and "gstalker_no_perceptual-S001-s0" not in written
     assert check.main(["--params", str(path)]) == 0
-    # tables_scope: full adds the 11 ablation runs (5 of R2-Talker and GSTalker, 6 of JEAN)
+    # tables_scope: full adds the 11 ablation runs (5 of R2-Talker and GSTalker, 6 of JEAN), S3D-NeRF's 5 and the
+    # 3 reference rows of its held-out identity
     path = edit(checkout, lambda params: params.update(tables_scope="full"))
     assert check.main(["--params", str(path), "--write-runs"]) == 0
     written = yaml.safe_load((checkout / RUNS_FILE).read_text())["stage_runs"]
-    assert len(written) == 3 + 16 * 2 and "gstalker_no_perceptual-S001-s1" in written
-    assert "jean_transformer_on_params-S001-s1" in written
+    assert len(written) == 3 + 16 * 2 + 3 + 5 * 2 and "gstalker_no_perceptual-S001-s1" in written
+    assert {"jean_transformer_on_params-S001-s1", "s3dnerf-S003-s1", "static-S003-s0"} <= set(written)
+    assert written["s3dnerf-S003-s0"]["processed"] == "data/processed"
 
 
 def test_write_runs_leaves_the_runs_file_alone_when_the_params_are_refused(checkout):
@@ -133,7 +135,7 @@ def test_a_family_section_is_wanted_under_the_profile_when_runs_train_that_famil
     assert check.problems(params, checkout_with_dvc) == [
         "profiles.demo: missing section 'nearest_pose' (dvc.yaml's stages read it; add `nearest_pose: {}`, empty "
         "for the defaults)"]
-    del params["runs"]["nearest_pose-S001"]
+    del params["runs"]["nearest_pose-S001"], params["ablation_runs"]["nearest_pose-S003"]
     assert check.main(["--params", str(edit(checkout_with_dvc, lambda p: p.update(params))),
                        "--write-runs"]) == 0
 

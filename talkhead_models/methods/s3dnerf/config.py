@@ -1,0 +1,157 @@
+"""S3D-NeRF's hyper-parameters (params.yaml section ``s3dnerf``); the defaults are the paper's.
+
+The paper (ECCV 2024, Sec. 3) gives the architecture and the loss weights;
+it gives no layer widths, plane sizes, sample counts or optimiser settings.
+Where it is silent the value is EG3D's (the tri-plane generator whose
+neural rendering + super-resolution design it follows) or, for slot
+attention, Locatello et al.'s, and the field says so.
+
+The ablation table's rows are one switch, ``deformation``: "cross_attention"
+(the full model), "concat" (feature-concatenation deformation), "naive"
+(displacement from position and audio only) and "none" (no deformation);
+``sync_weight`` 0 is the row without the lip-sync discriminator.
+
+Demo aids (``talkhead_models.config.demo_aid``): the perceptual loss's
+network (ImageNet VGG in the paper; with no ImageNet weights here, feature
+matching on the adversarial discriminator's activations). Budget reductions
+(image size, planes, samples, widths, iterations) are plain fields.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Literal
+
+from talkhead_models.config import (ConfigError, Device, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+                                    PositiveInt, demo_aid)
+
+Deformation = Literal["cross_attention", "concat", "naive", "none"]
+PerceptualNetwork = Literal["vgg", "discriminator_features"]
+DEFORMATIONS = typing.get_args(Deformation)
+
+
+@dataclass(frozen=True)
+class S3DNeRFConfig:
+    """The appearance encoder, the cross-modal deformation field, the renderer and their training."""
+
+    # --- Ablation switches -----------------------------------------------------------------------------------
+    deformation: Deformation = "cross_attention"
+    """How the displacement of a 3D point is predicted (Sec. 3.2 and the ablation table): "cross_attention"
+    (slot-aggregated visual features attend to the audio, U-Net on position, audio and the cross-modal
+    feature), "concat" (the same U-Net on position, audio and the aggregated visual feature concatenated:
+    Feat-Concatenate Deform), "naive" (position and audio only: Naive Deform) or "none" (w/o Deform)."""
+
+    # --- Departures from the paper ---------------------------------------------------------------------------
+    perceptual_network: PerceptualNetwork = demo_aid(
+        "vgg", "perceptual loss on the discriminator's features, not ImageNet VGG")
+    """Network of the perceptual term: "vgg" (the paper; needs ImageNet VGG-16 weights in the weights folder) or
+    "discriminator_features" (L1 between the adversarial discriminator's activations of the render and of the
+    real frame, pix2pixHD's feature matching; needs no pre-trained network)."""
+
+    # --- Images and rendering --------------------------------------------------------------------------------
+    image_size: PositiveInt = 512
+    """Side of the output image in pixels (HDTF at 512 in the paper); frames are resized to it."""
+    render_size: PositiveInt = 128
+    """Side of the neural rendering before super-resolution (paper silent; EG3D renders 128 for 512)."""
+    feature_channels: PositiveInt = 32
+    """Channels of the rendered feature image; the first three are the coarse RGB (EG3D: 32)."""
+    samples_coarse: PositiveInt = 48
+    """Stratified samples per ray (paper silent; EG3D's 48)."""
+    samples_fine: NonNegativeInt = 48
+    """Importance samples per ray on top (EG3D's 48)."""
+    box_half_extent: PositiveFloat = 0.16
+    """Half side in metres of the cube around the head frame's origin that rays are cut to and the tri-plane's
+    depth axis spans (the tracker's head frame; a head is about 0.2 m wide)."""
+    box_centre_z: float = -0.04
+    """Depth of that cube's centre in the head frame, metres (the frame's origin lies on the face plane)."""
+
+    # --- Hierarchical appearance encoder (Sec. 3.1) ----------------------------------------------------------
+    encoder_channels: tuple[PositiveInt, ...] = (64, 128, 256, 512)
+    """Channels of the four downsampling stages D_0..D_3 (paper: four scales; widths silent, ResNet's)."""
+    plane_channels: PositiveInt = 32
+    """Channels of each of the three planes of a scale (EG3D: 32); the FPN output of a scale has 3x this."""
+
+    # --- Cross-modal deformation field (Sec. 3.2) ------------------------------------------------------------
+    num_slots: PositiveInt = 7
+    """Slots aggregating the visual features (paper silent; Locatello et al.'s 7)."""
+    slot_iterations: PositiveInt = 3
+    """Slot-attention iterations (Locatello et al.'s 3)."""
+    token_grid: PositiveInt = 8
+    """Each scale's features are pooled to token_grid x token_grid tokens before slot attention (paper silent)."""
+    embed_dim: PositiveInt = 128
+    """Width of the slots, the audio tokens and the cross-modal feature (paper silent)."""
+    attention_heads: PositiveInt = 4
+    """Heads of the multi-head cross-attention (paper silent)."""
+    audio_feature: str = "mel"
+    """Audio feature windows ([16, D] per frame) the 1D fully convolutional audio encoder reads (paper: the
+    speech signal; the stored features of the audio stage here)."""
+    position_frequencies: PositiveInt = 6
+    """Frequencies of the positional encoding of x fed to the deformation U-Net (paper silent)."""
+    deform_widths: tuple[PositiveInt, ...] = (256, 128, 64)
+    """Encoder widths of the U-Net-shaped deformation MLP; the decoder mirrors them with skip connections."""
+
+    # --- Decoder and super-resolution -------------------------------------------------------------------------
+    decoder_hidden: PositiveInt = 64
+    """Hidden width of the tri-plane decoder MLP (EG3D: one hidden layer of 64)."""
+    sr_channels: PositiveInt = 64
+    """Channels of the super-resolution network's convolutions (paper silent)."""
+
+    # --- Discriminator -----------------------------------------------------------------------------------------
+    disc_channels: tuple[PositiveInt, ...] = (64, 128, 256, 256)
+    """Channels of the StyleGAN-style discriminator's residual downsampling blocks (paper: a StyleGAN
+    discriminator trained from scratch; widths follow the image size)."""
+    r1_gamma: NonNegativeFloat = 1.0
+    """Weight of the R1 gradient penalty on real images (StyleGAN2; paper silent)."""
+
+    # --- Loss (Sec. 3.4) ------------------------------------------------------------------------------------
+    pixel_weight: NonNegativeFloat = 1.0
+    """L2 pixel loss."""
+    perceptual_weight: NonNegativeFloat = 0.01
+    """Perceptual loss."""
+    adversarial_weight: NonNegativeFloat = 1.0
+    """Non-saturating adversarial loss of the generator."""
+    sync_weight: NonNegativeFloat = 0.5
+    """Lip-sync loss from the frozen sync expert (0: the "w/o Lip Sync" row)."""
+    deform_weight: NonNegativeFloat = 0.001
+    """Mean squared displacement (deformation regulariser)."""
+    sync_frames: PositiveInt = 5
+    """Consecutive target frames per sample, the sync expert's window (Wav2Lip's 5)."""
+
+    # --- Optimisation (paper silent) ---------------------------------------------------------------------------
+    iterations: PositiveInt = 200_000
+    """Generator steps across the training identities (paper silent)."""
+    batch_size: PositiveInt = 4
+    """Source images per step, each with ``sync_frames`` targets of its identity."""
+    learning_rate: PositiveFloat = 2e-4
+    """Adam learning rate of the generator (paper silent)."""
+    disc_learning_rate: PositiveFloat = 2e-4
+    """Adam learning rate of the discriminator."""
+    warmup_steps: NonNegativeInt = 0
+    """Steps of pixel and deformation loss alone before the adversarial, perceptual and lip-sync terms switch on
+    (paper silent; Wav2Lip switches its sync loss on late; 0 = every term from the start)."""
+    seed: NonNegativeInt = 0
+    """Seed of the initial weights and of the frames drawn."""
+    threads: NonNegativeInt = 0
+    """torch CPU threads (0 = torch's default)."""
+    device: Device = "auto"
+    """Torch device."""
+    checkpoint_seconds: PositiveFloat = 60.0
+    """Wall time between checkpoints (resume)."""
+    log_every: PositiveInt = 50
+    """Steps between logged losses."""
+
+    def __post_init__(self) -> None:
+        if len(self.encoder_channels) != 4:
+            raise ConfigError(f"s3dnerf.encoder_channels: the encoder has four scales (Sec. 3.1), got "
+                              f"{list(self.encoder_channels)}")
+        if self.image_size % self.render_size:
+            raise ConfigError(f"s3dnerf.image_size {self.image_size} must be a multiple of render_size "
+                              f"{self.render_size} (the super-resolution upsamples by an integer factor)")
+        if self.feature_channels < 3:
+            raise ConfigError("s3dnerf.feature_channels must be at least 3 (the first three are RGB)")
+        if self.embed_dim % self.attention_heads:
+            raise ConfigError(f"s3dnerf.embed_dim {self.embed_dim} must be divisible by attention_heads "
+                              f"{self.attention_heads}")
+        if not self.deform_widths:
+            raise ConfigError("s3dnerf.deform_widths: at least one width")

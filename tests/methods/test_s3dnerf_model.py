@@ -1,0 +1,194 @@
+"""S3D-NeRF's generator and discriminator against independent computations: the pinhole rays of
+components/rays.py, a hand-written bilinear lookup, permutation symmetries of slot attention, the concatenated
+form of the factorised U-Net input, finite differences for R1."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from talkhead_models.components.rays import get_rays
+from talkhead_models.config import ConfigError
+from talkhead_models.methods.s3dnerf.config import S3DNeRFConfig
+from talkhead_models.methods.s3dnerf.discriminator import Discriminator, minibatch_stddev, r1_penalty
+from talkhead_models.methods.s3dnerf.model import (Cameras, CrossModalDeformation, S3DNeRF, SlotAttention, UNetMLP,
+                                                   plane_coordinates, project, sample_triplanes)
+
+TINY = S3DNeRFConfig(image_size=32, render_size=8, feature_channels=8, samples_coarse=6, samples_fine=4,
+                     encoder_channels=(8, 8, 16, 16), plane_channels=4, embed_dim=16, attention_heads=2,
+                     num_slots=3, token_grid=2, deform_widths=(16, 8), decoder_hidden=16, sr_channels=8,
+                     disc_channels=(8, 8), position_frequencies=2)
+AUDIO_DIM = 12
+
+
+def look_at(eye: np.ndarray, target: np.ndarray = np.zeros(3)) -> np.ndarray:
+    """OpenGL camera-to-world of a camera at ``eye`` looking at ``target`` (+y up)."""
+    back = (eye - target) / np.linalg.norm(eye - target)
+    right = np.cross([0.0, 1.0, 0.0], back)
+    right /= np.linalg.norm(right)
+    up = np.cross(back, right)
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, up, back, eye
+    return c2w
+
+
+def cameras(eyes: list[list[float]], size: int = 64, focal: float = 140.0) -> Cameras:
+    c2w = torch.tensor(np.stack([look_at(np.asarray(e, float)) for e in eyes]), dtype=torch.float32)
+    n = len(eyes)
+    return Cameras(c2w, torch.full((n,), focal), torch.full((n,), size / 2), torch.full((n,), size / 2), size)
+
+
+def test_paper_values_and_refusals():
+    cfg = S3DNeRFConfig()
+    assert (cfg.pixel_weight, cfg.perceptual_weight, cfg.adversarial_weight, cfg.sync_weight,
+            cfg.deform_weight) == (1.0, 0.01, 1.0, 0.5, 0.001)
+    assert len(cfg.encoder_channels) == 4 and cfg.deformation == "cross_attention"
+    with pytest.raises(ConfigError, match="four scales"):
+        S3DNeRFConfig(encoder_channels=(8, 16, 32))
+    with pytest.raises(ConfigError, match="multiple of render_size"):
+        S3DNeRFConfig(image_size=100, render_size=32)
+
+
+def test_a_point_on_a_pixel_ray_projects_to_that_pixel():
+    cams = cameras([[0.1, -0.05, 0.6]], size=64)
+    pixels = torch.tensor([0, 63, 64 * 20 + 7, 64 * 64 - 1])
+    rays = get_rays(cams.c2w[0], 140.0, 32.0, 32.0, 64, 64, pixels)
+    points = rays.origins + 0.45 * rays.directions
+    xy, depth = project(points[None], cams)
+    columns, rows = (pixels % 64).float(), (pixels // 64).float()
+    expected = torch.stack([(columns + 0.5) / 64 * 2 - 1, (rows + 0.5) / 64 * 2 - 1], -1)
+    torch.testing.assert_close(xy[0], expected, atol=1e-5, rtol=0)
+    # depth along the viewing axis: t times the cosine between the ray and the axis
+    axis = -cams.c2w[0, :3, 2]
+    torch.testing.assert_close(depth[0], 0.45 * (rays.directions @ axis), atol=1e-6, rtol=0)
+
+
+def bilinear_zero_padded(plane: np.ndarray, u: float, v: float) -> np.ndarray:
+    """Hand-written bilinear lookup of plane [C, H, W] at normalised (u, v), pixel centres at (i + 0.5) / W."""
+    channels, height, width = plane.shape
+    x, y = (u + 1) * width / 2 - 0.5, (v + 1) * height / 2 - 0.5
+    x0, y0 = int(np.floor(x)), int(np.floor(y))
+    out = np.zeros(channels)
+    for xi, wx in ((x0, 1 - (x - x0)), (x0 + 1, x - x0)):
+        for yi, wy in ((y0, 1 - (y - y0)), (y0 + 1, y - y0)):
+            if 0 <= xi < width and 0 <= yi < height:
+                out += wx * wy * plane[:, yi, xi]
+    return out
+
+
+def test_triplane_lookup_matches_a_hand_written_bilinear_average_of_the_three_planes():
+    generator = torch.Generator().manual_seed(0)
+    planes = [torch.randn(1, 3, 2, 6 // s + 1, 8 // s, generator=generator) for s in (1, 2, 3, 4)]
+    xy = torch.tensor([[[0.3, -0.7], [-0.95, 0.99], [1.2, 0.0]]])
+    depth = torch.tensor([[0.1, -0.5, 0.8]])
+    sampled = sample_triplanes(planes, plane_coordinates(xy, depth))[0].numpy()
+    for p in range(3):
+        x, y, z = float(xy[0, p, 0]), float(xy[0, p, 1]), float(depth[0, p])
+        expected = np.concatenate([
+            (bilinear_zero_padded(scale[0, 0].numpy(), x, y) + bilinear_zero_padded(scale[0, 1].numpy(), x, z)
+             + bilinear_zero_padded(scale[0, 2].numpy(), z, y)) / 3 for scale in planes])
+        np.testing.assert_allclose(sampled[p], expected, atol=1e-5)
+
+
+def test_slot_attention_ignores_the_token_order_and_follows_the_slot_order():
+    torch.manual_seed(0)
+    slots = SlotAttention(num_slots=4, dim=8, iterations=3)
+    tokens, noise = torch.randn(2, 10, 8), torch.randn(2, 4, 8)
+    out, attention = slots(tokens, noise)
+    order = torch.randperm(10)
+    out_perm, attention_perm = slots(tokens[:, order], noise)
+    torch.testing.assert_close(out_perm, out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(attention_perm, attention[:, :, order], atol=1e-5, rtol=1e-5)
+    swap = torch.tensor([2, 0, 3, 1])
+    out_swapped, _ = slots(tokens, noise[:, swap])
+    # slots start at one shared mean, so permuting their noise permutes them
+    torch.testing.assert_close(out_swapped, out[:, swap], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(attention.sum(1), torch.ones(2, 10), atol=1e-5, rtol=0)
+
+
+def test_the_factorised_unet_input_equals_concatenating_every_input_per_point():
+    torch.manual_seed(0)
+    net = UNetMLP(point_dim=5, slot_dim=6, frame_dim=4, widths=(16, 8, 4))
+    torch.nn.init.normal_(net.out.weight)
+    point, slot, frame = torch.randn(2, 7, 5), torch.randn(2, 3, 6), torch.randn(2, 4)
+    routes = torch.rand(2, 7, 3).softmax(-1)
+    per_point = torch.cat([point, routes @ slot, frame[:, None].expand(-1, 7, -1)], dim=-1)
+    weight = torch.cat([net.point_in.weight, net.slot_in.weight, net.frame_in.weight], dim=1)
+    first = torch.nn.functional.leaky_relu(per_point @ weight.T + net.point_in.bias, 0.2)
+    h1 = torch.nn.functional.leaky_relu(net.encoder[0](first), 0.2)
+    h2 = torch.nn.functional.leaky_relu(net.encoder[1](h1), 0.2)
+    d1 = torch.nn.functional.leaky_relu(net.decoder[0](torch.cat([h2, h1], -1)), 0.2)
+    d0 = torch.nn.functional.leaky_relu(net.decoder[1](torch.cat([d1, first], -1)), 0.2)
+    torch.testing.assert_close(net(point, slot, routes, frame), net.out(d0), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["cross_attention", "concat", "naive", "none"])
+def test_each_deformation_reads_what_its_ablation_row_says(kind):
+    torch.manual_seed(0)
+    field = CrossModalDeformation(dataclasses.replace(TINY, deformation=kind), AUDIO_DIM)
+    for module in field.modules():
+        if isinstance(module, UNetMLP):
+            torch.nn.init.normal_(module.out.weight, std=0.1)
+    planes = [torch.randn(1, 3, 4, s, s) for s in (16, 8, 4, 2)]
+    other_planes = [torch.randn_like(p) for p in planes]
+    audio, other_audio = torch.randn(1, 16, AUDIO_DIM), torch.randn(1, 16, AUDIO_DIM)
+    points, xy = torch.randn(1, 5, 3) * 0.05, torch.rand(1, 5, 2) * 2 - 1
+
+    def displacement(p, a):
+        return field(points, xy, field.context(p, a))
+
+    base = displacement(planes, audio)
+    moved_by_audio = not torch.allclose(displacement(planes, other_audio), base)
+    moved_by_image = not torch.allclose(displacement(other_planes, audio), base)
+    assert (moved_by_audio, moved_by_image) == {"cross_attention": (True, True), "concat": (True, True),
+                                                "naive": (True, False), "none": (False, False)}[kind]
+    if kind == "none":
+        assert torch.count_nonzero(base) == 0
+
+
+def test_untrained_renders_are_the_source_where_rays_miss_the_head_and_differentiable_everywhere():
+    torch.manual_seed(0)
+    model = S3DNeRF(TINY, AUDIO_DIM)
+    source = torch.rand(2, 3, 32, 32, requires_grad=True)
+    src_cams = cameras([[0.0, 0.0, 0.6], [0.0, 0.0, 0.6]])
+    # the first target looks at the head, the second one looks away from it
+    target = cameras([[0.05, 0.0, 0.6], [0.0, 0.0, 0.6]])
+    target.c2w[1] = torch.tensor(look_at(np.array([0.0, 0.0, 0.6]), np.array([0.0, 0.0, 2.0])), dtype=torch.float32)
+    rendered = model(model.encode(source), source, src_cams, target, torch.randn(2, 16, AUDIO_DIM))
+    assert rendered.image.shape == (2, 3, 32, 32) and rendered.opacity.shape == (2, 1, 8, 8)
+    assert float(rendered.opacity[1].detach().max()) == 0.0
+    torch.testing.assert_close(rendered.image[1], source[1], atol=1e-6, rtol=0)
+    assert float(rendered.opacity[0].detach().max()) > 0.0
+    rendered.image[0].sum().backward()
+    assert source.grad is not None and float(source.grad[0].abs().sum()) > 0
+    assert all(p.grad is not None for p in model.decoder.parameters())
+
+
+def test_minibatch_stddev_matches_numpy():
+    x = torch.randn(8, 3, 2, 2, dtype=torch.float64)
+    out = minibatch_stddev(x, group_size=4)
+    groups = x.numpy().reshape(4, 2, 3, 2, 2)
+    std = np.sqrt(groups.var(axis=0) + 1e-8).mean(axis=(1, 2, 3))  # per column of the group
+    for sample in range(8):
+        np.testing.assert_allclose(out[sample, 3].numpy(), std[sample % 2], atol=1e-12)
+
+
+def test_r1_penalty_matches_finite_differences():
+    torch.manual_seed(0)
+    disc = Discriminator(8, (4, 4)).double()
+    real = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    penalty = float(r1_penalty(disc, real).detach())
+    eps, squares = 1e-6, []
+    for sample in range(2):
+        grad = np.zeros(real[sample].numel())
+        for i in range(grad.size):
+            delta = torch.zeros(real.numel(), dtype=torch.float64)
+            delta[sample * grad.size + i] = eps
+            up, _ = disc(real + delta.reshape(real.shape))
+            down, _ = disc(real - delta.reshape(real.shape))
+            grad[i] = float((up.sum() - down.sum()) / (2 * eps))
+        squares.append((grad ** 2).sum())
+    assert penalty == pytest.approx(np.mean(squares), rel=1e-5)

@@ -1,0 +1,80 @@
+"""S3D-NeRF's training across identities: the frames it reads (against the split tables read independently),
+the held-out identity never opened, resume, and single-shot rendering of an identity from one image."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from talkhead_models.methods.s3dnerf import trainer as s3d_trainer
+from talkhead_models.methods.s3dnerf.trainer import S3DNeRFHead, train_s3dnerf, training_windows
+from talkhead_models.pretrained.datasets import SplitConfig
+from talkhead_models.pretrained.sync_expert import SyncExpert, SyncExpertConfig, save_expert
+from tests.methods.resume_fixtures import Killed, kill_at, ticking_clock
+from tests.methods.test_s3dnerf_model import TINY
+from tests.pretrained.test_leak import held_out_frames
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+CFG = dataclasses.replace(TINY, perceptual_network="discriminator_features", iterations=4, batch_size=2,
+                          sync_frames=5, warmup_steps=1, log_every=2, checkpoint_seconds=1.0)
+IDENTITIES = ["S001", "S002"]
+
+
+@pytest.fixture(scope="module")
+def untrained_expert(tmp_path_factory):
+    cfg = SyncExpertConfig(crop_height=32, crop_width=64, n_mels=40, channels=(8, 16, 32, 64), embedding_dim=16)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("sync_expert")
+    save_expert(SyncExpert(cfg.crop_height, cfg.crop_width, cfg.n_mels, cfg.channels, cfg.embedding_dim), cfg,
+                folder / "model.pt")
+    return folder
+
+
+def test_training_reads_train_frames_of_the_training_identities_only(tracked_root):
+    frames, windows = training_windows(tracked_root, IDENTITIES, SplitConfig(), CFG)
+    # S002, the corpus-level held-out identity (the last one), is not even opened: it lacks the track stage here
+    assert [f.name for f in frames] == ["S001"] and windows.holdout == "S002" and set(windows.starts) == {"S001"}
+    read = np.union1d((windows.starts["S001"][:, None] + np.arange(CFG.sync_frames)).ravel(),
+                      windows.sources["S001"])
+    test = held_out_frames(tracked_root)["S001"]
+    assert len(read) > 50 and len(test) > 0
+    assert len(np.intersect1d(read, test)) == 0
+    # every window's frames are consecutive frames of one recording
+    clips = frames[0].reader.clips()
+    for start in windows.starts["S001"]:
+        owner = clips[(clips.first_frame <= start) & (clips.last_frame >= start)].iloc[0]
+        assert start + CFG.sync_frames - 1 <= owner.last_frame
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_weights_and_renders_an_identity_from_one_image(
+        tracked_root, untrained_expert, tmp_path, monkeypatch):
+    pretrained = {"sync_expert": untrained_expert}
+    whole = train_s3dnerf(CFG, tracked_root, IDENTITIES, SplitConfig(), pretrained, tmp_path / "whole")
+    assert whole["identities"] == ["S001"] and whole["held_out"] == "S002" and whole["iterations"] == 4
+    ticking_clock(monkeypatch, s3d_trainer)
+    with pytest.raises(Killed):
+        train_s3dnerf(CFG, tracked_root, IDENTITIES, SplitConfig(), pretrained, tmp_path / "resumed",
+                      log_metric=kill_at(2))
+    train_s3dnerf(CFG, tracked_root, IDENTITIES, SplitConfig(), pretrained, tmp_path / "resumed")
+    first = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["model"]
+    second = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["model"]
+    assert first.keys() == second.keys()
+    for key in first:
+        torch.testing.assert_close(second[key], first[key], atol=0, rtol=0, msg=key)
+
+    head = S3DNeRFHead(tmp_path / "whole", tracked_root / "S001")
+    assert head.source_frame == int(head.data.reader.training_frames()[0])
+    frames = np.arange(10, 19)
+    driving = type("Driving", (), {"frame_indices": frames,
+                                   "audio_features": {"mel": head.data.audio[frames]}})()
+    images = list(head.render(driving, batch=4))
+    # rendered at CFG.image_size, handed out at the identity's frame size for scoring against its frames
+    size = head.data.reader.frame(0).shape[0]
+    assert len(images) == 9 and images[0].shape == (size, size, 3) and head.image_size == size
+    assert images[0].dtype == np.uint8
+    again = list(head.render(driving, batch=9))
+    np.testing.assert_array_equal(np.stack(again), np.stack(images))
