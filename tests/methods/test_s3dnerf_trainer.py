@@ -78,3 +78,13 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights_and_renders_an_identi
     assert images[0].dtype == np.uint8
     again = list(head.render(driving, batch=9))
     np.testing.assert_array_equal(np.stack(again), np.stack(images))
+
+
+def test_the_mouth_weights_cover_the_lip_box_grown_by_half():
+    from talkhead_models.methods.s3dnerf.trainer import mouth_weights
+
+    lips = np.array([[[10.0, 20.0], [14.0, 24.0]]])  # a 4 x 4 px box: grown by 2 px on every side, 8..16 x 18..26
+    weights = mouth_weights(lips, 32, 5.0, torch.device("cpu"))[0, 0].numpy()
+    expected = np.ones((32, 32))
+    expected[18:26, 8:16] = 5.0  # pixel centres 8.5..15.5 (columns) and 18.5..25.5 (rows)
+    np.testing.assert_array_equal(weights, expected)

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from talkhead_models.components.backends import resolve_device
 from talkhead_models.methods.base import MethodSpec, MetricLogger, register
 from talkhead_models.methods.s3dnerf.config import S3DNeRFConfig
 from talkhead_models.methods.s3dnerf.trainer import S3DNeRFHead, train_s3dnerf
@@ -55,7 +56,7 @@ def train(cfg: S3DNeRFConfig, identity_root: Path, pretrained: Mapping[str, Path
 
 
 def load(cfg: S3DNeRFConfig, identity_root: Path, pretrained: Mapping[str, Path], model_dir: Path) -> S3DNeRFHead:
-    return S3DNeRFHead(model_dir, identity_root, device="cpu" if cfg.device == "auto" else cfg.device)
+    return S3DNeRFHead(model_dir, identity_root, device=str(resolve_device(cfg.device, "s3dnerf")))
 
 
 SPECS = {name: register(MethodSpec(name=name, family="s3dnerf", config=S3DNeRFConfig, train=train, load=load,

@@ -49,6 +49,10 @@ class S3DNeRFConfig:
     "discriminator_features" (L1 between the adversarial discriminator's activations of the render and of the
     real frame, pix2pixHD's feature matching; needs no pre-trained network)."""
 
+    mouth_weight: PositiveFloat = demo_aid(1.0, "pixel loss x{value} on the mouth")
+    """Weight of the pixel loss inside each target frame's mouth box (the tracked lips' box, grown by half; the
+    paper weighs every pixel alike: 1). Training only; the renders never read landmarks."""
+
     # --- Images and rendering --------------------------------------------------------------------------------
     image_size: PositiveInt = 512
     """Side of the output image in pixels (HDTF at 512 in the paper); frames are resized to it."""

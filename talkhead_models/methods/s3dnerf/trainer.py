@@ -168,7 +168,7 @@ class S3DNeRFTrainer:
             raise ConfigError("s3dnerf.perceptual_network vgg needs ImageNet VGG-16 weights, which this pipeline "
                               "does not load yet; set perceptual_network: discriminator_features")
         self.rng = np.random.default_rng(cfg.seed)
-        self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
         self.iteration, self.seconds = 0, 0.0
         self.curve: list[CurveRow] = []
         self.pending: list[float] = []
@@ -182,7 +182,7 @@ class S3DNeRFTrainer:
     def step(self) -> dict[str, float]:
         cfg, device, window = self.cfg, self.device, self.cfg.sync_frames
         draws = [self.draw() for _ in range(cfg.batch_size)]
-        sources, targets, audio, source_cams, target_cams, boxes = [], [], [], [], [], []
+        sources, targets, audio, source_cams, target_cams, boxes, lips = [], [], [], [], [], [], []
         for name, start, source in draws:
             data = self.identities[name]
             frames = np.arange(start, start + window)
@@ -191,6 +191,7 @@ class S3DNeRFTrainer:
             audio.append(np.asarray(data.audio[frames], np.float32))
             source_cams.append(data.cameras(np.full(window, source), device))
             target_cams.append(data.cameras(frames, device))
+            lips.append(data.points68[frames, 48:68] * (cfg.image_size / data.stored_size))
             if self.expert is not None:
                 lms = data.points68[frames] * (cfg.image_size / data.stored_size)
                 boxes.append(mouth_boxes(lms, [(0, window)], self.expert_config["crop_scale"],
@@ -199,12 +200,17 @@ class S3DNeRFTrainer:
         target = images_tensor(targets, device)
         src_cams, tgt_cams = concat_cameras(source_cams), concat_cameras(target_cams)
         planes = [p.repeat_interleave(window, 0) for p in self.model.encode(images_tensor(sources, device))]
-        noise = torch.randn(len(target), cfg.num_slots, cfg.embed_dim, generator=self.generator).to(device)
+        noise = torch.randn(len(target), cfg.num_slots, cfg.embed_dim, generator=self.generator, device=device)
         rendered = self.model(planes, source, src_cams, tgt_cams, torch.as_tensor(np.concatenate(audio),
                                                                                    device=device),
                               perturb=True, generator=self.generator, slot_noise=noise)
         adversarial = self.iteration >= cfg.warmup_steps
-        losses = {"pixel": (rendered.image - target).square().mean()}
+        squared = (rendered.image - target).square()
+        if cfg.mouth_weight != 1.0:
+            weights_map = mouth_weights(np.concatenate(lips), cfg.image_size, cfg.mouth_weight, device)
+            losses = {"pixel": (weights_map * squared).mean() / weights_map.mean()}
+        else:
+            losses = {"pixel": squared.mean()}
         losses["deform"] = rendered.displacement.mean()
         real_logits = None
         if adversarial and (cfg.adversarial_weight > 0 or cfg.perceptual_weight > 0):
@@ -259,6 +265,19 @@ class S3DNeRFTrainer:
         self.iteration, self.seconds = int(record["iteration"]), float(record["seconds"])
         self.curve = [CurveRow.from_list(row) for row in record["curve"]]
         self.pending = list(record["pending"])
+
+
+def mouth_weights(lips: np.ndarray, size: int, weight: float, device: torch.device) -> torch.Tensor:
+    """[F, 1, size, size] pixel-loss weights: ``weight`` inside each frame's lip box ([F, 20, 2] points, the box
+    grown by half its size on every side), 1 elsewhere."""
+    low, high = np.nanmin(lips, axis=1), np.nanmax(lips, axis=1)
+    margin = 0.5 * (high - low)
+    low, high = torch.as_tensor(low - margin, device=device), torch.as_tensor(high + margin, device=device)
+    centres = torch.arange(size, device=device, dtype=torch.float32) + 0.5
+    inside_x = (centres[None] >= low[:, :1]) & (centres[None] <= high[:, :1])  # [F, size] columns
+    inside_y = (centres[None] >= low[:, 1:]) & (centres[None] <= high[:, 1:])  # [F, size] rows
+    inside = inside_y[:, :, None] & inside_x[:, None, :]
+    return (1.0 + (weight - 1.0) * inside.float())[:, None]
 
 
 def concat_cameras(parts: Sequence[Cameras]) -> Cameras:
