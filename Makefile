@@ -50,7 +50,7 @@ demo: setup
 	@echo "Reports: $(CURDIR)/reports (index.html: tables, claims, videos; dataset.md, preprocess_accuracy.md, pretrain.md)"
 	@echo "MLflow:  .venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1"
 
-# The ablation tables and S3D-NeRF too: tables_scope: full in params.yaml, then the DAG (docs/BUDGET.md: about 85
+# The ablation tables and S3D-NeRF too: tables_scope: full in params.yaml, then the DAG (docs/BUDGET.md: about 120
 # minutes more than the demo on 2 cores). `python -m stages._runs --scope demo` goes back to the demo's runs.
 tables-full: setup
 	$(PYTHON) -m stages._runs --scope full
