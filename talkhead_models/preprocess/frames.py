@@ -103,6 +103,13 @@ def read_clips(path: Path, n_frames: int) -> pd.DataFrame:
     return clips
 
 
+def resized(image: np.ndarray, size: int) -> np.ndarray:
+    """A square image at ``size`` px (area averaging when shrinking)."""
+    if image.shape[0] == size:
+        return image
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
 def decode_image(data: Any, flags: int = cv2.IMREAD_COLOR, rgb: bool = True, name: object = "image") -> np.ndarray:
     """Encoded JPEG/PNG bytes (any buffer) as stored (cv2 order) or converted to RGB; ``name`` is for the error."""
     image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)

@@ -302,7 +302,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(jean_root, monkeypatch
 
 def test_nerf_training_lowers_the_photometric_loss(jean_root):
     from talkhead_models.data.identity_reader import IdentityReader
-    from talkhead_models.methods.jean.data import resized
+    from talkhead_models.preprocess.frames import resized
 
     cfg = tiny_config("jean_expression_params", iterations=150, rays_per_step=256, hidden=16, learning_rate=1e-2,
                       final_learning_rate=1e-2, frames_per_step=1, opacity_weight=0.0, surface_band=0.0)

@@ -21,7 +21,6 @@ import logging
 from pathlib import Path
 from typing import Mapping
 
-import cv2
 import numpy as np
 import pandas as pd
 
@@ -129,13 +128,6 @@ def expression_inputs(cfg: JeanConfig, reader: IdentityReader, pretrained: Mappi
                          f"{source!r} features; set jean.emotion_network to "
                          f"{'corpus_cnn' if substitute else 'emoca'} or re-run pretrain_emotion")
     return np.asarray(features, np.float32)
-
-
-def resized(image: np.ndarray, size: int) -> np.ndarray:
-    """An image at ``size`` px (area averaging when shrinking)."""
-    if image.shape[0] == size:
-        return image
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def backdrop(reader: IdentityReader, index: int, background: np.ndarray) -> np.ndarray:

@@ -45,11 +45,11 @@ from talkhead_models.data.identity_reader import IdentityError, IdentityReader
 from talkhead_models.methods.base import SAMPLES_DIR, MetricLogger
 from talkhead_models.methods.jean.config import JeanConfig
 from talkhead_models.methods.jean.data import (BOX_FRAMES, HEAD_LABELS, LIP_LABELS, backdrop, expression_inputs,
-                                               recording_bounds, resized, training_pairs, training_sequence_frames,
+                                               recording_bounds, training_pairs, training_sequence_frames,
                                                validation_frames)
 from talkhead_models.methods.jean.model import (MODEL_FILE, PRIOR_DEPTH_RESOLUTION, JeanModel, camera_rays,
                                                 render_frame, save_model)
-from talkhead_models.preprocess.frames import read_image
+from talkhead_models.preprocess.frames import read_image, resized
 
 log = logging.getLogger(__name__)
 

@@ -344,7 +344,6 @@ class Rendered:
     """A batch of rendered frames."""
 
     image: Tensor  # [B, 3, S, S] (not clamped while training)
-    coarse: Tensor  # [B, 3, r, r] the volume-rendered RGB
     opacity: Tensor  # [B, 1, r, r]
     displacement: Tensor  # [B, P] squared displacement at every sample, in units of the cube's half side
 
@@ -408,5 +407,5 @@ class S3DNeRF(nn.Module):
         features = result.color.reshape(batch, size, size, -1).permute(0, 3, 1, 2)
         opacity = result.opacity.reshape(batch, 1, size, size)
         image = self.super_resolution(features, opacity, source)
-        return Rendered(image=image, coarse=features[:, :3], opacity=opacity, displacement=squared_shift[-1])
+        return Rendered(image=image, opacity=opacity, displacement=squared_shift[-1])
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -34,11 +35,12 @@ from talkhead_models.checkpoints import CURVE_FILE, Checkpoints, CurveRow, write
 from talkhead_models.components.backends import resolve_device
 from talkhead_models.config import ConfigError, from_dict
 from talkhead_models.data.identity_reader import IdentityError, IdentityReader
-from talkhead_models.methods.base import SAMPLES_DIR, Driving, MetricLogger, UnsupportedDriving
+from talkhead_models.methods.base import Driving, MetricLogger, UnsupportedDriving
 from talkhead_models.methods.s3dnerf.config import S3DNeRFConfig
 from talkhead_models.methods.s3dnerf.discriminator import (Discriminator, discriminator_loss, feature_matching,
                                                            generator_loss, r1_penalty)
 from talkhead_models.methods.s3dnerf.model import Cameras, S3DNeRF
+from talkhead_models.preprocess.frames import resized
 from talkhead_models.pretrained.datasets import TRAIN, SplitConfig, checked_audit, load_corpus, segment_table
 from talkhead_models.pretrained.sync_expert import (audio_windows, crop_mouths, frozen, load_expert, log_mel,
                                                     mouth_boxes)
@@ -48,12 +50,6 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
 R1_INTERVAL = 4
 """StyleGAN2's lazy regularisation: R1 every 4 discriminator steps, scaled by 4."""
-
-
-def resized(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
 
 
 @dataclass
@@ -69,7 +65,6 @@ class IdentityFrames:
     stored_size: int
     audio: np.ndarray  # [N, 16, D] feature windows
     size: int
-    points68: np.ndarray  # [N, 68, 2] the landmarks stage's points, stored pixels (the sync expert's mouth boxes)
 
     @classmethod
     def open(cls, root: Path, cfg: S3DNeRFConfig) -> "IdentityFrames":
@@ -84,7 +79,12 @@ class IdentityFrames:
         stored = reader.frame(0).shape[0]
         return cls(reader.root.name, reader, cameras.c2w.astype(np.float32), float(cameras.focal),
                    float(cameras.cx), float(cameras.cy), stored, reader.audio_features(cfg.audio_feature),
-                   cfg.image_size, np.asarray(reader.landmarks().points68, np.float32))
+                   cfg.image_size)
+
+    @cached_property
+    def points68(self) -> np.ndarray:
+        """[N, 68, 2] the landmarks stage's points at ``size`` px (the training losses' mouth boxes)."""
+        return np.asarray(self.reader.landmarks().points68, np.float32) * (self.size / self.stored_size)
 
     def image(self, index: int) -> np.ndarray:
         return resized(self.reader.frame(int(index)), self.size)
@@ -111,7 +111,6 @@ class TrainingWindows:
     starts: dict[str, np.ndarray]
     sources: dict[str, np.ndarray]
     holdout: str
-    audit: Any
 
 
 def training_windows(processed_root: Path, identities: Sequence[str], split: SplitConfig, cfg: S3DNeRFConfig
@@ -136,8 +135,9 @@ def training_windows(processed_root: Path, identities: Sequence[str], split: Spl
             first.append(span[:len(run)][run])
             used.append(row.start + np.flatnonzero(tracked))
         starts[str(name)], sources[str(name)] = np.concatenate(first), np.concatenate(local)
-    audit = checked_audit(corpus, segments, {"s3dnerf_train": np.concatenate(used) if used else np.zeros(0, int)})
-    return frames, TrainingWindows(starts, sources, ",".join(held), audit)
+    # raises, listing the segments, if any frame read here is a test frame
+    checked_audit(corpus, segments, {"s3dnerf_train": np.concatenate(used) if used else np.zeros(0, int)})
+    return frames, TrainingWindows(starts, sources, ",".join(held))
 
 
 class S3DNeRFTrainer:
@@ -191,15 +191,16 @@ class S3DNeRFTrainer:
             audio.append(np.asarray(data.audio[frames], np.float32))
             source_cams.append(data.cameras(np.full(window, source), device))
             target_cams.append(data.cameras(frames, device))
-            lips.append(data.points68[frames, 48:68] * (cfg.image_size / data.stored_size))
+            if cfg.mouth_weight != 1.0:
+                lips.append(data.points68[frames, 48:68])
             if self.expert is not None:
-                lms = data.points68[frames] * (cfg.image_size / data.stored_size)
-                boxes.append(mouth_boxes(lms, [(0, window)], self.expert_config["crop_scale"],
+                boxes.append(mouth_boxes(data.points68[frames], [(0, window)], self.expert_config["crop_scale"],
                                          self.expert_config["smooth_frames"]))
-        source = images_tensor(sources, device).repeat_interleave(window, 0)
+        source_images = images_tensor(sources, device)
+        source = source_images.repeat_interleave(window, 0)
         target = images_tensor(targets, device)
         src_cams, tgt_cams = concat_cameras(source_cams), concat_cameras(target_cams)
-        planes = [p.repeat_interleave(window, 0) for p in self.model.encode(images_tensor(sources, device))]
+        planes = [p.repeat_interleave(window, 0) for p in self.model.encode(source_images)]
         noise = torch.randn(len(target), cfg.num_slots, cfg.embed_dim, generator=self.generator, device=device)
         rendered = self.model(planes, source, src_cams, tgt_cams, torch.as_tensor(np.concatenate(audio),
                                                                                    device=device),
@@ -348,8 +349,6 @@ def train_s3dnerf(cfg: S3DNeRFConfig, processed_root: Path, identities: Sequence
     record = {"config": asdict(cfg), "audio_dim": trainer.audio_dim, "identities": trainer.names,
               "held_out": windows.holdout, "model": trainer.model.state_dict()}
     torch.save(record, model_dir / MODEL_FILE)
-    samples = model_dir / SAMPLES_DIR
-    samples.mkdir(exist_ok=True)
     checkpoints.save(trainer.checkpoint())
     checkpoints.finish()
     return {"seconds": trainer.seconds, "iterations": trainer.iteration, "identities": trainer.names,
