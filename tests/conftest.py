@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,44 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 from talkhead_models.data.synthetic.corpus import SynthConfig, generate  # noqa: E402
+
+
+def _this_machine(address) -> bool:
+    """Whether a socket address is this machine (loopback), where the Prefect and MLflow tests talk to servers."""
+    host = address[0] if isinstance(address, tuple) else address
+    if not isinstance(host, str):
+        return False
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def refuse_network():
+    """Nothing may download at run time: in the test process a connection to any other machine fails the test
+    that makes it (loopback stays open for the local Prefect and MLflow servers)."""
+    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def check(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _this_machine(address):
+            raise OSError(f"the test suite refuses network connections (to {address!r}): nothing may download at "
+                          "run time")
+
+    def guarded_connect(sock, address):
+        check(sock, address)
+        return connect(sock, address)
+
+    def guarded_connect_ex(sock, address):
+        check(sock, address)
+        return connect_ex(sock, address)
+
+    socket.socket.connect, socket.socket.connect_ex = guarded_connect, guarded_connect_ex
+    yield
+    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+
 
 # Small enough for CI, large enough that FaceMesh sees the faces.
 TINY = dict(n_identities=2, image_size=192, fps=25.0, n_sentences=2, emotions=("neutral", "sad"),

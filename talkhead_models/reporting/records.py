@@ -289,7 +289,8 @@ def average(name: str, values: Mapping[str, MetricValue | None]) -> Aggregate:
     notes = _distinct(v.note for v in chosen if v.substituted)
     value = MetricValue(name=name, value=float(np.mean([v.value for v in chosen])), unit=unit,
                         reference=substitutes[0] if substitutes else REFERENCE, note="; ".join(notes),
-                        higher_is_better=higher, hardware=" / ".join(_distinct(v.hardware for v in chosen)))
+                        higher_is_better=higher, hardware=" / ".join(_distinct(v.hardware for v in chosen)),
+                        measured_with=" / ".join(_distinct(v.measured_with for v in chosen)))
     return Aggregate(value, identities, tuple(missing))
 
 

@@ -16,7 +16,7 @@ from talkhead_models.evaluation import (CROSS_EXPRESSION, EXP_DIFF_AUDIO, Evalua
                                         evaluate_method, evaluated_settings)
 from talkhead_models.evaluation.driving import FrameBudget, drivings, expression_partners
 from talkhead_models.evaluation.evaluate import (CROSS_EXPRESSION_METRICS, EMOTION_AUDIO, EMOTION_EXPRESSION, ClipScorer,
-                                                 evaluate_role)
+                                                 LandmarkFinder, evaluate_role)
 from talkhead_models.media import probe
 from talkhead_models.methods import Driving, MethodSpec, UnsupportedDriving, get_method
 from talkhead_models.preprocess.audio_features import AudioConfig
@@ -147,9 +147,13 @@ SHAPE = np.random.default_rng(0).uniform(0.5, 1.5, (478, 3)).astype(np.float32)
 SHAPE[0] = 1.0
 
 
-class ValueLandmarks:
+class ValueLandmarks(LandmarkFinder):
     """One face shape scaled by the frame's fill value: frames of different values have different mouths (LMD
-    centres each set, so a mere shift would not count), and the first point's x is the value itself."""
+    centres each set, so a mere shift would not count), and the first point's x is the value itself. LMD reads
+    these points mapped to the 68, as the evaluation does without dlib."""
+
+    def __init__(self) -> None:
+        self.dlib, self.detector, self._label = None, "test landmarks", {}
 
     def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         values = frames.reshape(len(frames), -1)[:, 0].astype(np.float32)

@@ -13,7 +13,7 @@ import pytest
 from stages import preprocess_report
 from stages.preprocess_report import PreprocessReportConfig
 from talkhead_models.data import DataConfig
-from talkhead_models.preprocess import tracking_accuracy
+from talkhead_models.preprocess import dlib_face, tracking_accuracy
 from talkhead_models.preprocess.accuracy import RecordingTruth, iter_npz_frames, recording_truths
 
 
@@ -81,6 +81,26 @@ def test_wrong_landmarks_fail_the_target(processed_root, parse_done, tiny_corpus
     assert 0.09 < nme < 0.13
     assert not next(t for t in result["json"]["targets"] if t["target"].startswith("nme68"))["met"]
     assert "**no**" in result["markdown"]
+
+
+@pytest.mark.skipif(bool(dlib_face.unavailable()), reason=dlib_face.unavailable() or "")
+def test_dlib_section_scores_dlib_and_facemesh_on_the_same_frames(processed_root, parse_done, tiny_corpus, tmp_path):
+    """FaceMesh points moved by a tenth of the inter-ocular distance show in FaceMesh's column only; dlib's own
+    points, found on the frames, stay within the 5% bar the landmarks stage is held to."""
+    source = processed_root / "S001"
+    lms68 = np.load(source / "landmarks" / "lms68.npy")
+    ocular = np.linalg.norm(lms68[:, 36] - lms68[:, 45], axis=1)
+    shifted = lms68 + np.stack([0.1 * ocular, np.zeros_like(ocular)], axis=1)[:, None, :]
+    linked_identity(source, tmp_path / "processed" / "S001", lms68=shifted)
+    plain = run_report(tmp_path / "plain", processed_root, tiny_corpus, identities=("S001",))
+    moved = run_report(tmp_path / "moved", tmp_path / "processed", tiny_corpus, identities=("S001",))
+    before = plain["json"]["sections"]["Landmarks: dlib beside FaceMesh"]["S001"]
+    after = moved["json"]["sections"]["Landmarks: dlib beside FaceMesh"]["S001"]
+    assert before["frames"] >= 4 and before["dlib_detection_rate"] == 1.0
+    assert before["dlib_nme51"] < 0.05 and before["dlib_nme68"] < 0.08
+    assert after["dlib_nme68"] == before["dlib_nme68"]
+    assert 0.09 < after["facemesh_nme68"] < 0.13 and before["facemesh_nme68"] < 0.05
+    assert "| S001 |" in plain["markdown"] and "Landmarks: dlib beside FaceMesh" in plain["markdown"]
 
 
 def test_truth_mapping_follows_crop_box_and_frame_rate(tmp_path):
