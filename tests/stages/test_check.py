@@ -60,13 +60,13 @@ def test_a_stale_runs_file_is_reported_and_write_runs_brings_it_in_step(checkout
     assert "dvc.runs.yaml is out of date" in problem_lines(caplog)[0]
     assert check.main(["--params", str(path), "--write-runs"]) == 0
     written = yaml.safe_load((checkout / RUNS_FILE).read_text())["stage_runs"]
-    # the committed demo runs: 3 reference rows (no seed) + 5 trained runs, now each with seeds 0 and 1
-    assert len(written) == 3 + 5 * 2
+    # the committed demo runs: 3 reference rows (no seed) + 4 trained runs, now each with seeds 0 and 1
+    assert len(written) == 3 + 4 * 2
     assert {"r2talker-S001-s1", "gstalker_paper_audio-S001-s1", "static-S001-s0"} <= set(written)
     assert "static-S001-s1" not in written and "gstalker_no_perceptual-S001-s0" not in written
     assert check.main(["--params", str(path)]) == 0
-    # tables_scope: full adds the 11 ablation runs (5 of R2-Talker and GSTalker, 6 of JEAN), S3D-NeRF's 5 and the
-    # 3 reference rows of its held-out identity
+    # tables_scope: full adds the 12 ablation runs (R2-Talker's RAD-NeRF baseline, 5 of R2-Talker and GSTalker, 6 of
+    # JEAN), S3D-NeRF's 5 and the 3 reference rows of its held-out identity
     path = edit(checkout, lambda params: params.update(tables_scope="full"))
     assert check.main(["--params", str(path), "--write-runs"]) == 0
     written = yaml.safe_load((checkout / RUNS_FILE).read_text())["stage_runs"]
