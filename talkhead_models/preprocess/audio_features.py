@@ -214,9 +214,9 @@ def _whisper_encoder():
 
 def whisper_features(audio: np.ndarray) -> np.ndarray:
     """[2n, 384] 50 Hz Whisper encoder features of ``n`` video frames of audio, in 30 s windows."""
+    encoder = _whisper_encoder()  # says what to install when ctranslate2 or the model is missing
     import ctranslate2
 
-    encoder = _whisper_encoder()
     n_features = PER_FRAME * (len(audio) // SAMPLES_PER_FRAME)
     window = WHISPER_SECONDS * SAMPLE_RATE
     outputs = []
