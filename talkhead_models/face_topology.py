@@ -22,6 +22,8 @@ MP68 = np.array(
      78, 81, 13, 311, 308, 402, 14, 178],
     dtype=np.int64,
 )
+IBUG_MOUTH = np.arange(48, 68)
+"""The iBUG-68 mouth: outer lips 48-59 and inner lips 60-67 (M-LMD's points)."""
 
 LIPS_UPPER_OUTER = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291]
 LIPS_LOWER_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291]

@@ -185,8 +185,6 @@ def acd(generated: Tensor | np.ndarray, reference: Tensor | np.ndarray,
     return MetricValue("ACD", float(per_frame.mean()), higher_is_better=False, note=note, per_frame=per_frame)
 
 
-
-
 def acd_from_descriptors(generated: np.ndarray, reference: np.ndarray, network: str,
                          same_person_distance: float | None = None, detail: str = "") -> dict[str, MetricValue]:
     """ACD from face descriptors another network computed (the evaluation's stand-in when ArcFace's weights are

@@ -5,7 +5,8 @@ As the talking-head papers compute them: in each frame, each landmark set
 centred on its own mean, so a global shift of the face does not count; the
 distance is the mean Euclidean distance per point in pixels, averaged over
 frames. Landmarks come from the same detector on both videos (the
-landmarks stage's 68 points).
+evaluation's: dlib's 68-point shape predictor, or FaceMesh's points mapped
+to the 68 where dlib is not installed).
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
+from talkhead_models.face_topology import IBUG_MOUTH
 from talkhead_models.metrics.base import MetricValue, as_points
 
 LANDMARK_COUNT = 68
-MOUTH = np.arange(48, 68)
+MOUTH = IBUG_MOUTH
 FACE = np.arange(LANDMARK_COUNT)
 
 

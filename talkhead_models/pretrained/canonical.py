@@ -29,11 +29,12 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from talkhead_models import geometry
+from talkhead_models.face_topology import IBUG_MOUTH
 from talkhead_models.geometry import Similarity
 
 # Points that move with the skull only: nose bridge 27-30, nostrils 31-35, outer and inner eye corners.
 RIGID_ANCHORS = np.array([27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45], dtype=np.int64)
-MOUTH = np.arange(48, 68)
+MOUTH = IBUG_MOUTH
 MIN_POSE_FRAMES = 100  # frames an identity needs before remove_pose_dependence fits its 6 pose terms
 
 
