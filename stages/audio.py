@@ -1,7 +1,7 @@
 """DVC stage ``audio@<ID>``: per-frame audio features and the per-frame eye openness.
 
-Writes ``data/processed/<ID>/features/``: ``aud_<kind>.npy`` [N, 16, D]
-(``talkhead_models/preprocess/audio_features.py`` documents each kind and D),
+Writes ``data/processed/<ID>/features/``: ``aud_<kind>.npy`` [N, 16, D] for ``audio.kind`` and each of
+``audio.extra_kinds`` (``talkhead_models/preprocess/audio_features.py`` documents each kind and D),
 ``eye.npy`` [N] (open-eye area ratio from the landmarks stage's 478 points,
 frames outside its ``usable.npy`` interpolated; ``talkhead_models/preprocess/eye.py``)
 and ``manifest.json``. NaN/inf in the landmarks' usable frames or in
@@ -24,7 +24,8 @@ from talkhead_models.data.arrays import require_finite_audio
 from talkhead_models.data.landmark_arrays import read_landmarks
 from talkhead_models.data.manifest import write_manifest
 from talkhead_models.data.processed import SAMPLE_RATE, SAMPLES_PER_FRAME
-from talkhead_models.preprocess.audio_features import AudioConfig, check_kind, compute_features, feature_dim
+from talkhead_models.preprocess.audio_features import (AudioConfig, AudioFeatureError, check_kind, compute_features,
+                                                       feature_dim, for_kind, kinds)
 from talkhead_models.preprocess.eye import eye_openness
 from talkhead_models.preprocess.frames import read_clips
 
@@ -54,17 +55,32 @@ def run(cfg: AudioConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path
             return require_finite_audio(samples, audio_path, f"the crop stage (`dvc repro crop@{identity}`)",
                                         SAMPLES_PER_FRAME, first_sample=start)
 
-        features = np.lib.format.open_memmap(tmp / f"aud_{cfg.kind}.npy", mode="w+", dtype=np.float32,
-                                             shape=(n_frames, cfg.window, feature_dim(cfg)))
-        compute_features(read_samples, ranges, cfg, features)
-        features.flush()
-        del features
+        written = []
+        for kind in kinds(cfg):
+            kind_cfg = for_kind(cfg, kind)
+            path = tmp / f"aud_{kind}.npy"
+            features = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                                 shape=(n_frames, cfg.window, feature_dim(kind_cfg)))
+            try:
+                compute_features(read_samples, ranges, kind_cfg, features)
+            except AudioFeatureError as error:
+                if kind == cfg.kind:
+                    raise
+                # An extra kind serves one comparison row; its run says what is missing when it is trained.
+                log.warning("audio %s: no aud_%s.npy (%s)", identity, kind, error)
+                del features
+                path.unlink()
+                continue
+            features.flush()
+            del features
+            written.append(kind)
         eye = eye_openness(landmarks.points478, landmarks.usable)
         np.save(tmp / "eye.npy", eye)
         write_manifest(tmp, {"identity": identity, **to_dict(cfg)}, stage="audio")
     blink_frames = float(np.mean(eye < 0.5))
-    log.info("audio %s: aud_%s.npy [%d, %d, %d], eyes closed (ratio < 0.5) in %.1f%% of frames", identity,
-             cfg.kind, n_frames, cfg.window, feature_dim(cfg), 100 * blink_frames)
+    log.info("audio %s: %s [%d frames, window %d], eyes closed (ratio < 0.5) in %.1f%% of frames", identity,
+             ", ".join(f"aud_{kind}.npy (D={feature_dim(for_kind(cfg, kind))})" for kind in written), n_frames,
+             cfg.window, 100 * blink_frames)
     return StageResult(metrics={"frames": float(n_frames), "feature_dim": float(feature_dim(cfg)),
                                 "eye_closed_fraction": blink_frames})
 

@@ -218,7 +218,7 @@ class IdentityReader:
         return audio
 
     def feature_kinds(self) -> list[str]:
-        """Kinds with an ``aud_<kind>.npy`` here (ours: mel, hubert, wav2vec2; ER-NeRF's: ds, hu, eo)."""
+        """Kinds with an ``aud_<kind>.npy`` here (ours: mel, whisper, hubert, wav2vec2; ER-NeRF's: ds, hu, eo)."""
         folder = self.layout.path("features_dir")
         return sorted(p.stem[len("aud_"):] for p in folder.glob("aud_*.npy"))
 
@@ -228,7 +228,8 @@ class IdentityReader:
         if not path.is_file():
             available = self.feature_kinds()
             raise IdentityError(f"{path} not found (present: {available or 'none'}); run the audio stage with "
-                                f"audio.kind={kind}")
+                                f"{kind} in audio.extra_kinds (or audio.kind={kind}); its log says why a kind in "
+                                "extra_kinds was left out")
         features = require_finite(np.load(path, mmap_mode="r"), path, self.layout.producer("features_dir"))
         if len(features) != self.num_frames:
             log.warning("%s: %d feature rows for %d frames; index with min(i, len - 1) as ER-NeRF does",

@@ -38,7 +38,8 @@ import torch
 
 from talkhead_models.config import demo_aids
 from talkhead_models.data.identity_reader import IdentityReader
-from talkhead_models.evaluation.driving import CROSS_EXPRESSION, SETTINGS, FrameBudget, SplitError, drivings
+from talkhead_models.evaluation.driving import (CROSS_EXPRESSION, SETTINGS, FrameBudget, SplitError, driving_kinds,
+                                                drivings)
 from talkhead_models.evaluation.evaluate import (EXP_DIFF_AUDIO, FACE_MODEL_FILE, ClipScorer, EvaluationConfig,
                                                  ExpressionFitter, LandmarkFinder, RoleResult, evaluate_role,
                                                  training_metric)
@@ -120,7 +121,7 @@ def evaluate_method(spec: MethodSpec, method_cfg: Any, cfg: EvaluationConfig, au
         scorer.emotion, scorer.emotion_missing = _emotion_scorer(inputs)
         clips = reader.clips()
         scorer.clip_emotions = dict(zip(clips["clip"].astype(str), clips["emotion"].astype(str)))
-    audio_kinds = (audio_cfg.kind,)
+    audio_kinds = driving_kinds(reader, audio_cfg)
     summary = _training_summary(inputs.model_dir)
     settings = {}
     try:

@@ -41,7 +41,7 @@ from talkhead_models.data.identity_reader import IdentityReader
 from talkhead_models.data.processed import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from talkhead_models.media import read_audio
 from talkhead_models.methods.base import Driving, Role
-from talkhead_models.preprocess.audio_features import AudioConfig, waveform_features
+from talkhead_models.preprocess.audio_features import AudioConfig, for_kind, kinds, waveform_features
 
 log = logging.getLogger(__name__)
 
@@ -200,10 +200,7 @@ def cross_drivings(reader: IdentityReader, table: pd.DataFrame, budget: FrameBud
         audio = np.pad(audio, (0, max(0, count * SAMPLES_PER_FRAME - len(audio))))
         features = {}
         for kind in audio_kinds:
-            if kind != audio_cfg.kind:
-                raise SplitError(f"evaluation asks for {kind} features but the audio stage computes "
-                                 f"{audio_cfg.kind}; set audio.kind={kind} or evaluate with {audio_cfg.kind}")
-            features[kind] = waveform_features(audio, count, audio_cfg, weights)
+            features[kind] = waveform_features(audio, count, for_kind(audio_cfg, kind), weights)
         frames = ping_pong(own_frames, count)
         drivings.append(Driving(
             identity=reader.root.name, role="cross", audio=audio, audio_features=features,
@@ -212,6 +209,14 @@ def cross_drivings(reader: IdentityReader, table: pd.DataFrame, budget: FrameBud
             expression_frames=frames,
         ))
     return drivings
+
+
+def driving_kinds(reader: IdentityReader, audio_cfg: AudioConfig) -> tuple[str, ...]:
+    """The audio feature kinds drivings carry: ``audio.kind``, and each of ``audio.extra_kinds`` the audio stage
+    wrote for this identity. An extra kind it could not compute (its package missing) is left out: only a run
+    trained on it reads it, and that run's training already stopped saying what to install."""
+    present = set(reader.feature_kinds())
+    return tuple(kind for kind in kinds(audio_cfg) if kind == audio_cfg.kind or kind in present)
 
 
 def ping_pong(frames: np.ndarray, count: int) -> np.ndarray:

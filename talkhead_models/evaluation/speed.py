@@ -31,7 +31,7 @@ import torch
 
 from talkhead_models.config import ConfigError, PositiveInt, validate_name
 from talkhead_models.data.identity_reader import IdentityReader
-from talkhead_models.evaluation.driving import FrameBudget, drivings
+from talkhead_models.evaluation.driving import FrameBudget, driving_kinds, drivings
 from talkhead_models.methods.base import Driving, TalkingHead
 from talkhead_models.metrics.speed import device_description
 from talkhead_models.preprocess.audio_features import AudioConfig
@@ -80,7 +80,7 @@ def speed_driving(identity_root: Path, frames: int, audio_cfg: AudioConfig) -> D
     """``frames`` frames of the identity's first self-driven held-out clip that is at least that long."""
     reader = IdentityReader(identity_root)
     # Self-driven rows read the identity's own audio, never the raw corpus: raw_root is not used.
-    clips = drivings(reader, "self", FrameBudget(), Path(identity_root), audio_cfg, (audio_cfg.kind,))
+    clips = drivings(reader, "self", FrameBudget(), Path(identity_root), audio_cfg, driving_kinds(reader, audio_cfg))
     for driving in clips:
         if driving.num_frames >= frames:
             return driving.slice(0, frames)

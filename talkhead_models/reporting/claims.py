@@ -641,6 +641,11 @@ def default_claims(static_margin_db: float = STATIC_MARGIN_DB,
         Claim("gstalker_hubert_raises_sync", "Self-supervised audio features (HuBERT) give higher Sync than "
               "DeepSpeech", gs, "Sync of gstalker_audio_hubert above gstalker_audio_deepspeech (Table 5); interval "
               "over clips", compare((gs, "audio_hubert"), (gs, "audio_deepspeech"), "Sync")),
+        Claim("gstalker_whisper_raises_sync", "Pretrained speech features (Whisper tiny.en's encoder) give higher "
+              "Sync than mel features", "project", "Sync of gstalker_audio_whisper above gstalker_paper_audio (the "
+              "question of Table 5, on the speech features computed offline); the comparison tables' GSTalker row "
+              "moves to Whisper only when this holds; interval over clips",
+              compare((gs, "audio_whisper"), (gs, "paper_audio"), "Sync")),
         Claim("jean_joint_expression_lowers_exp_diff", "JEAN's joint expression lowers Exp-Diff / LMD vs audio-only",
               jean, "Exp-Diff of jean below jean_audio_only (Table 1, AD-NeRF); M-LMD when Exp-Diff is n/a",
               compare_first((jean, ""), (jean, "audio_only"), ("Exp-Diff", "M-LMD"))),

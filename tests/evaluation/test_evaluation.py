@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from talkhead_models.evaluation import EvaluationConfig, EvaluationInputs, evaluate_method
-from talkhead_models.evaluation.driving import FrameBudget, drivings, ping_pong
+from talkhead_models.evaluation.driving import FrameBudget, driving_kinds, drivings, ping_pong
 from talkhead_models.evaluation.evaluate import combine
 from talkhead_models.data.identity_reader import IdentityReader
 from talkhead_models.media import probe
@@ -144,6 +144,27 @@ def test_cross_drivings_use_the_other_identity_audio_and_own_cameras(evaluation_
         assert set(driving.frame_indices.tolist()) <= validation
         assert driving.audio_features["mel"].shape == (driving.num_frames, 16, 95)
         assert len(driving.audio) == 640 * driving.num_frames and driving.landmarks is None
+
+
+def test_drivings_carry_the_extra_kinds_the_audio_stage_wrote(evaluation_root, tiny_corpus, tmp_path):
+    import shutil
+
+    # The shared identity has mel only: an extra kind never written (its package missing) is left out.
+    reader = IdentityReader(evaluation_root / "S001")
+    audio_cfg = AudioConfig(extra_kinds=("wav2vec2",))
+    assert driving_kinds(reader, audio_cfg) == ("mel",)
+    # Written, it rides along: self-driven from its file, cross-driven computed from the other identity's audio.
+    copy = tmp_path / "S001"
+    shutil.copytree(evaluation_root / "S001", copy)
+    mel = np.load(copy / "features" / "aud_mel.npy")
+    np.save(copy / "features" / "aud_wav2vec2.npy", mel[..., :44] * 2)
+    reader = IdentityReader(copy)
+    assert driving_kinds(reader, audio_cfg) == ("mel", "wav2vec2")
+    own = drivings(reader, "self", FrameBudget(max_frames=10), tiny_corpus, audio_cfg, driving_kinds(reader, audio_cfg))
+    np.testing.assert_array_equal(own[0].audio_features["wav2vec2"], 2 * own[0].audio_features["mel"][..., :44])
+    with pytest.raises(Exception, match="wav2vec2-large-xlsr-53-esperanto"):
+        drivings(reader, "cross", FrameBudget(max_frames=10), tiny_corpus, audio_cfg, ("mel", "wav2vec2"),
+                 weights=tmp_path / "no_weights")
 
 
 def test_driving_rejects_mismatched_lengths():

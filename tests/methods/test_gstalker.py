@@ -20,7 +20,7 @@ from talkhead_models.methods.gstalker.motion import centred_windows, training_fe
 from tests.methods.gstalker_fixtures import IDENTITY, TINY
 from tests.methods.resume_fixtures import Killed, kill_at, ticking_clock
 
-VARIANTS = ("gstalker", "gstalker_paper_audio", "gstalker_no_static_init", "gstalker_no_hash_grid",
+VARIANTS = ("gstalker", "gstalker_paper_audio", "gstalker_audio_whisper", "gstalker_no_static_init", "gstalker_no_hash_grid",
             "gstalker_no_perceptual")
 
 
@@ -43,8 +43,8 @@ def test_paper_values_are_the_defaults():
 def test_variants_are_registered_and_differ_as_table_4_states():
     specs = {name: get_method(name) for name in VARIANTS}
     assert {spec.family for spec in specs.values()} == {"gstalker"}
-    assert [spec.variant for spec in specs.values()] == ["", "paper_audio", "no_static_init", "no_hash_grid",
-                                                         "no_perceptual"]
+    assert [spec.variant for spec in specs.values()] == ["", "paper_audio", "audio_whisper", "no_static_init",
+                                                         "no_hash_grid", "no_perceptual"]
     configs = {name: spec.resolve_config({"static_iterations": 7, "perceptual_weight": 0.3, "audio_feature": "a2m"})
                for name, spec in specs.items()}
     full = configs["gstalker"]
@@ -52,6 +52,7 @@ def test_variants_are_registered_and_differ_as_table_4_states():
     assert full.audio_feature == "a2m"
     # The paper's audio path (the audio stage's mel features through the smoother), whatever params.yaml says.
     assert configs["gstalker_paper_audio"] == GSTalkerConfig(**{**full.__dict__, "audio_feature": "mel"})
+    assert configs["gstalker_audio_whisper"] == GSTalkerConfig(**{**full.__dict__, "audio_feature": "whisper"})
     # Each ablation changes exactly its own switch, whatever params.yaml says.
     assert configs["gstalker_no_static_init"] == GSTalkerConfig(**{**full.__dict__, "static_iterations": 0})
     assert configs["gstalker_no_hash_grid"] == GSTalkerConfig(**{**full.__dict__, "spatial_encoding": "coordinates"})
@@ -207,7 +208,7 @@ def test_train_resume_checkpoint_and_render(tracked_root, tmp_path):
     # Measured 7.7-8.0 of 255 on each frame (a few Gaussians reach the corner); against the background's
     # opposite corner 28, over black about 146.
     assert np.abs(rendered[0][:8, :8].astype(float) - background[:8, :8]).mean() < 12
-    with pytest.raises(ValueError, match="audio.kind"):
+    with pytest.raises(ValueError, match="add mel to audio.extra_kinds"):
         list(head.render(Driving(identity=IDENTITY, role="self", audio=np.zeros(640, np.float32),
                                  audio_features={"hubert": np.zeros((1, 16, 1024), np.float32)},
                                  eye=np.ones(1), frame_indices=frames[:1])))
@@ -297,7 +298,7 @@ def test_a2m_train_and_render(tracked_root, untrained_audio2motion, tmp_path):
                           audio_identity=voice)
         rendered = list(head.render(driving))
         assert len(rendered) == 3 and rendered[0].shape == (head.image_size, head.image_size, 3)
-    with pytest.raises(ValueError, match="audio.kind=mel"):
+    with pytest.raises(ValueError, match="add mel to audio.extra_kinds"):
         list(head.render(Driving(identity=IDENTITY, role="self", audio=np.zeros(640, np.float32),
                                  audio_features={"hubert": np.zeros((1, 16, 8), np.float32)},
                                  eye=np.ones(1), frame_indices=frames[:1])))

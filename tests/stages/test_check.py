@@ -65,12 +65,12 @@ def test_a_stale_runs_file_is_reported_and_write_runs_brings_it_in_step(checkout
     assert {"r2talker-S001-s1", "gstalker_paper_audio-S001-s1", "static-S001-s0"} <= set(written)
     assert "static-S001-s1" not in written and "gstalker_no_perceptual-S001-s0" not in written
     assert check.main(["--params", str(path)]) == 0
-    # tables_scope: full adds the 12 ablation runs (R2-Talker's RAD-NeRF baseline, 5 of R2-Talker and GSTalker, 6 of
+    # tables_scope: full adds the 13 ablation runs (R2-Talker's RAD-NeRF baseline, 6 of R2-Talker and GSTalker, 6 of
     # JEAN), S3D-NeRF's 5 and the 3 reference rows of its held-out identity
     path = edit(checkout, lambda params: params.update(tables_scope="full"))
     assert check.main(["--params", str(path), "--write-runs"]) == 0
     written = yaml.safe_load((checkout / RUNS_FILE).read_text())["stage_runs"]
-    assert len(written) == 3 + 16 * 2 + 3 + 5 * 2 and "gstalker_no_perceptual-S001-s1" in written
+    assert len(written) == 3 + 17 * 2 + 3 + 5 * 2 and "gstalker_no_perceptual-S001-s1" in written
     assert {"jean_transformer_on_params-S001-s1", "s3dnerf-S003-s1", "static-S003-s0"} <= set(written)
     assert written["s3dnerf-S003-s0"]["processed"] == "data/processed"
 

@@ -8,14 +8,18 @@ Registered names (family ``gstalker``, params section ``gstalker``):
   temporal smoother, not the audio-to-motion model's mouth displacements. It is the paper's GSTalker row in
   the comparison tables (``reporting/papers.py``), the ``a2m`` one a labelled variant beside it; the Table 4
   ablations stay ablations of ``gstalker``, trained with the same audio feature;
+* ``gstalker_audio_whisper``: the paper's audio path on Whisper tiny.en's encoder features (``whisper``, a real
+  pretrained ASR representation that runs offline) instead of mel: Table 5's question, which speech features
+  drive the deformation field best, asked of the features this project can compute;
 * ``gstalker_no_static_init``: no static initialisation (the random Gaussians go straight to the joint stage);
 * ``gstalker_no_hash_grid``: the deformation fields read the raw canonical coordinates instead of the tri-plane;
 * ``gstalker_no_perceptual``: no perceptual (LPIPS) term in the loss.
 
 Table 5's audio features are the config field ``audio_feature`` (see
-:class:`~talkhead_models.methods.gstalker.config.GSTalkerConfig`), not separate names: only ``mel`` is
-computed here without weights, and ``a2m`` (the audio-to-motion model's mouth displacements) stands in for
-DeepSpeech / HuBERT when their weights are absent.
+:class:`~talkhead_models.methods.gstalker.config.GSTalkerConfig`); the features computed here without any
+download are ``mel`` and ``whisper`` (the audio stage writes ``whisper`` when it is in ``audio.extra_kinds``),
+and ``a2m`` (the audio-to-motion model's mouth displacements) stands in for DeepSpeech / HuBERT when their
+weights are absent.
 """
 
 from talkhead_models.methods.base import MethodSpec, register
@@ -30,6 +34,9 @@ VARIANTS = {
     "paper_audio": ({"audio_feature": "mel"},
                     "GSTalker on its own audio encoder path (mel features through the temporal smoother), not the "
                     "audio-to-motion model's mouth displacements"),
+    "audio_whisper": ({"audio_feature": "whisper"},
+                      "GSTalker on its own audio encoder path over Whisper tiny.en's encoder features (Table 5's "
+                      "comparison of speech features, on a feature computed offline)"),
     "no_static_init": ({"static_iterations": 0}, "GSTalker without the static Gaussian initialisation (Table 4)"),
     "no_hash_grid": ({"spatial_encoding": "coordinates"},
                      "GSTalker with raw coordinates instead of the hash-grid tri-plane (Table 4)"),

@@ -50,13 +50,13 @@ class GSTalkerHead:
             if source not in driving.audio_features:
                 raise ValueError(f"GSTalker of {self.scene.reader.root.name} reads audio-to-motion features computed "
                                  f"from {source!r} audio features, but the driving signal has "
-                                 f"{sorted(driving.audio_features)}; set audio.kind={source}")
+                                 f"{sorted(driving.audio_features)}; add {source} to audio.extra_kinds")
             own_voice = driving.audio_identity in ("", driving.identity)
             return self.motion.recording(driving.audio_features[source], own_voice)
         if kind not in driving.audio_features:
             raise ValueError(f"GSTalker of {self.scene.reader.root.name} was trained on {kind!r} audio features but "
-                             f"the driving signal has {sorted(driving.audio_features)}; set audio.kind={kind} (or "
-                             f"retrain with gstalker.audio_feature set to the audio stage's kind)")
+                             f"the driving signal has {sorted(driving.audio_features)}; add {kind} to audio.extra_kinds "
+                             f"(or retrain with gstalker.audio_feature set to one of the audio stage's kinds)")
         features = np.asarray(driving.audio_features[kind], dtype=np.float32)
         if features.shape[1:] != self.model.feature_shape:
             raise ValueError(f"driving {kind} features have windows {features.shape[1:]}, the model was trained on "

@@ -224,7 +224,7 @@ class R2TalkerHead:
     def _features(driving: Driving, kind: str) -> np.ndarray:
         if kind not in driving.audio_features:
             raise ValueError(f"the driving signal has {sorted(driving.audio_features)} audio features but the model "
-                             f"needs {kind!r}; evaluate with audio.kind={kind}")
+                             f"needs {kind!r}; add {kind} to audio.extra_kinds")
         return np.asarray(driving.audio_features[kind], np.float32)
 
     def render(self, driving: Driving) -> Iterator[np.ndarray]:
