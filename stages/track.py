@@ -1,4 +1,5 @@
-"""DVC stage ``track@<ID>``: head pose, expression and focal length from the FaceMesh points.
+"""DVC stage ``track@<ID>``: head pose, expression and focal length from the FaceMesh points (their inner face
+averaged with dlib's, ``dlib_blend``).
 
 Writes, in the ER-NeRF / RAD-NeRF conventions (see
 talkhead_models.preprocess.cameras): ``track_params.pt`` ({id, exp, euler,
@@ -29,7 +30,7 @@ from talkhead_models.config import to_dict
 from talkhead_models.data.manifest import write_manifest
 from talkhead_models.preprocess.cameras import transform_matrix
 from talkhead_models.preprocess.face_model import FaceModel
-from talkhead_models.preprocess.landmark_inputs import read_landmark_inputs
+from talkhead_models.preprocess.landmark_inputs import blend_dlib, read_landmark_inputs
 from talkhead_models.preprocess.splits import SplitConfig, validation_mask
 from talkhead_models.preprocess.tracking import TrackConfig, TrackResult, track
 
@@ -44,6 +45,10 @@ class TrackStageConfig(TrackConfig):
 
     split: SplitConfig = field(default_factory=SplitConfig)
     """Shared params section ``split``: the validation frames written to transforms_val.json."""
+    dlib_blend: bool = True
+    """Fit the mean of FaceMesh's and dlib's points at the 51 inner iBUG points (``lms68_dlib.npy``,
+    :func:`~talkhead_models.preprocess.landmark_inputs.blend_dlib`) instead of FaceMesh's alone; FaceMesh's alone,
+    with a warning, where the landmarks stage wrote no dlib points."""
 
 
 def recording_labels(clips: pd.DataFrame, n_frames: int) -> np.ndarray:
@@ -86,9 +91,16 @@ def model_focal_status(face_model: Path, identity: str) -> tuple[str | None, flo
 
 
 def run(cfg: TrackStageConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path], identity: str) -> StageResult:
-    clips, points, detected, usable, image_size = read_landmark_inputs(inputs["crop"], inputs["landmarks"], identity)
+    clips, points, detected, usable, image_size, dlib68 = read_landmark_inputs(inputs["crop"], inputs["landmarks"],
+                                                                                identity)
+    landmark_source = "facemesh"
+    if cfg.dlib_blend and dlib68 is not None:
+        points, landmark_source = blend_dlib(points, dlib68), "facemesh+dlib"
+    elif cfg.dlib_blend:
+        log.warning("%s: no lms68_dlib.npy in %s (the landmarks stage ran without dlib): tracking FaceMesh's points "
+                    "alone", identity, inputs["landmarks"])
     model = FaceModel.load(inputs["face_model"] / MODEL_FILE)
-    tracker_cfg = TrackConfig(**{k: v for k, v in to_dict(cfg).items() if k != "split"})
+    tracker_cfg = TrackConfig(**{k: v for k, v in to_dict(cfg).items() if k not in ("split", "dlib_blend")})
     started = time.perf_counter()
     result = track(model, points, detected, recording_labels(clips, len(points)), image_size, tracker_cfg, identity)
     seconds = time.perf_counter() - started
@@ -117,12 +129,12 @@ def run(cfg: TrackStageConfig, inputs: Mapping[str, Path], outputs: Mapping[str,
             "frames_per_second": len(points) / max(seconds, 1e-9),
             "validation_frames": float(validation.sum()),
         }
-        params = {**to_dict(cfg), "face_model_source": model.source, "focal_status": result.focal_status,
-                  "face_model_focal_status": model_focal,
+        params = {**to_dict(cfg), "landmark_source": landmark_source, "face_model_source": model.source,
+                  "focal_status": result.focal_status, "face_model_focal_status": model_focal,
                   "focal_curve": result.focal_curve, "metrics": metrics}
         write_manifest(tmp, params, "track")
-    log.info("%s: tracked %d frames at %.0f frames/s, focal %.1f px (%s), median residual %.2f px", identity,
-             len(points), metrics["frames_per_second"], result.focal, result.focal_status,
+    log.info("%s: tracked %d frames (%s points) at %.0f frames/s, focal %.1f px (%s), median residual %.2f px",
+             identity, len(points), landmark_source, metrics["frames_per_second"], result.focal, result.focal_status,
              metrics["residual_median_px"])
     return StageResult(metrics=metrics, artifacts=[outputs["track"] / "manifest.json"])
 

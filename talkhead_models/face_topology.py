@@ -22,6 +22,8 @@ MP68 = np.array(
      78, 81, 13, 311, 308, 402, 14, 178],
     dtype=np.int64,
 )
+IBUG_INNER_51 = np.arange(17, 68)
+"""The iBUG-68 points without the jaw line: brows, nose, eyes and mouth."""
 IBUG_MOUTH = np.arange(48, 68)
 """The iBUG-68 mouth: outer lips 48-59 and inner lips 60-67 (M-LMD's points)."""
 

@@ -17,6 +17,8 @@ import numpy as np
 from talkhead_models.data.arrays import ArrayFileError, require_finite
 
 POINTS478_FILE, POINTS68_FILE, DETECTED_FILE, USABLE_FILE = "lms478.npy", "lms68.npy", "detected.npy", "usable.npy"
+DLIB68_FILE = "lms68_dlib.npy"
+"""[N, 68, 2] dlib's 68-point shape predictor on FaceMesh's face box (``landmarks.dlib_points``); optional."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,9 @@ class StoredLandmarks:
     usable: np.ndarray
     """[N] bool, False for frames no model may train on or be scored on (recordings without any face, gaps
     longer than ``landmarks.long_gap_frames``)."""
+    dlib68: np.ndarray | None = None
+    """[N, 68, 2] dlib's points on FaceMesh's face box (memory-mapped; NaN where ``points478`` is), or None where
+    the stage ran without dlib."""
 
 
 def read_landmarks(folder: str | Path, n_frames: int | None = None, producer: str | None = None) -> StoredLandmarks:
@@ -62,4 +67,11 @@ def read_landmarks(folder: str | Path, n_frames: int | None = None, producer: st
     usable = usable.astype(bool)
     for name, points in ((POINTS478_FILE, points478), (POINTS68_FILE, points68)):
         require_finite(points, folder / name, producer, allowed=~usable)
-    return StoredLandmarks(points478, points68, detected.astype(bool), usable)
+    dlib68 = None
+    if (folder / DLIB68_FILE).is_file():
+        dlib68 = np.load(folder / DLIB68_FILE, mmap_mode="r")
+        if dlib68.shape != (count, 68, 2):
+            raise ArrayFileError(f"{folder / DLIB68_FILE}: shape {list(dlib68.shape)}, expected {[count, 68, 2]}; "
+                                 f"re-run {producer}")
+        require_finite(dlib68, folder / DLIB68_FILE, producer, allowed=~usable)
+    return StoredLandmarks(points478, points68, detected.astype(bool), usable, dlib68)

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from talkhead_models import face_topology as topo
 from talkhead_models.data.processed import FPS, ProcessedIdentity
 from talkhead_models.data.synthetic.face import LABEL_BACKGROUND, LABEL_NECK, LABEL_TORSO
 from talkhead_models.preprocess.frames import read_clips
@@ -33,7 +34,7 @@ from talkhead_models.preprocess.parsing import HEAD_LABELS
 
 log = logging.getLogger(__name__)
 
-INNER_51 = np.arange(17, 68)  # brows, nose, eyes, mouth: the 68 points without the jaw line
+INNER_51 = topo.IBUG_INNER_51
 OUTER_EYE_CORNERS = (36, 45)  # inter-ocular normalisation of the 300W NME
 
 

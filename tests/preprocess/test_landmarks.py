@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from stages import landmarks
+from talkhead_models.preprocess import dlib_face
 from talkhead_models.preprocess.frames import FrameArchive, FrameArchiveWriter, FrameError, read_clips
 from talkhead_models.preprocess.landmarks import (
     FAN_WEIGHTS, LandmarkError, LandmarksConfig, LandmarkSummary, fill_gaps, heatmap_points, smooth,
@@ -56,8 +57,20 @@ def test_landmarks_match_ground_truth_and_er_nerf_layout(processed_root, landmar
     assert np.percentile(errors, 95) < 0.08
 
     # A fixed set of files, whatever the frame count (ER-NeRF's per-frame .lms come from stages.export_ernerf).
-    assert sorted(p.name for p in out.iterdir()) == ["detected.npy", "lms478.npy", "lms68.npy", "manifest.json",
-                                                      "report.json", "usable.npy"]
+    with_dlib = not dlib_face.unavailable()
+    assert sorted(p.name for p in out.iterdir()) == ["detected.npy", "lms478.npy", "lms68.npy"] + \
+        ["lms68_dlib.npy"] * with_dlib + ["manifest.json", "report.json", "usable.npy"]
+    assert landmarks_done[identity]["dlib_points"] == float(with_dlib)
+    if with_dlib:
+        # dlib's points on FaceMesh's face box: as close to the truth as FaceMesh's inner face (the truth's jaw
+        # line follows FaceMesh's topology, not iBUG's), and not FaceMesh's points copied.
+        dlib68 = np.load(out / "lms68_dlib.npy")
+        truth = truth_68(tiny_corpus, clips)
+        ocular = np.linalg.norm(truth[:, 36] - truth[:, 45], axis=1)
+        inner_errors = np.linalg.norm(dlib68[:, 17:] - truth[:, 17:], axis=2).mean(axis=1) / ocular
+        assert dlib68.shape == (n, 68, 2) and np.isfinite(dlib68).all()
+        assert inner_errors.mean() < 0.06, inner_errors.mean()
+        assert np.abs(dlib68 - points68).mean() > 0.2
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "landmarks" and manifest["files"]["lms478.npy"]["shape"] == [n, 478, 3]
     assert manifest["params"]["backend"] == "mediapipe"
