@@ -358,9 +358,10 @@ def _markdown(table: pd.DataFrame, pooled: dict[str, float], source: str, notes:
              "error after removing the best constant rotation between the tracker's head frame and the truth's "
              "(median over frames; overall: the median of the identities'); the landmark bound is that error for "
              "the true 3D face fitted by PnP with the true focal to the same FaceMesh points (what the landmarks "
-             "allow a rigid fit); focal error: worst identity; reprojection is the fit's distance to the observed "
-             "landmarks; the DTW warp error compares the pairs' alignment with the true time warp between the two "
-             "renditions. \"Model focal\" says whether the face model self-calibrated the focal or used its default.",
+             "allow a rigid fit); focal error: worst identity; reprojection is the fit's distance to the points it fitted "
+             "(\"tracker input\": FaceMesh's, or their inner face averaged with dlib's, facemesh+dlib); the DTW warp "
+             "error compares the pairs' alignment with the true time warp between the two renditions. \"Model "
+             "focal\" says whether the face model self-calibrated the focal or used its default.",
              "", shown.reset_index(names="identity").to_markdown(index=False)]
     if notes:
         lines += ["", *(f"- {name}: {note}" for name, note in notes.items())]
