@@ -15,8 +15,8 @@ input changed at the FaceMesh vertices of the 51 inner iBUG points
 * ``A_facemesh``: FaceMesh's points alone, the tracker's input before ``track.dlib_blend`` (it reproduced
   ``reports/preprocess_accuracy.md`` of 6dda8ca to 0.001 deg);
 * ``B_mean``: per-point mean of FaceMesh's and dlib's points (dlib's shape predictor on the
-  calibrated FaceMesh box, ``DlibFace.landmarks_in_box``, the ``dlib_meshbox`` variant; box ratios
-  from ``reports/bench/tracking_landmark_sources.json``);
+  calibrated FaceMesh box, ``DlibFace.landmarks_around``: the landmarks stage's ``lms68_dlib.npy``, box
+  offsets ``dlib_face.HOG_BOX_FROM_POINTS`` as calibrated by ``tracking_landmark_sources.py``);
 * ``C_dlib``: dlib's points alone there;
 * ``D_mean_inner51``: B with the tracker fitting only the 51 inner rows (``fitted_rows`` patched);
 * ``D_mean_inner51_x4``: B with the 51 inner rows repeated 4 times among the 128 (a 4x point weight;
@@ -54,7 +54,6 @@ import numpy as np
 import torch
 
 from benchmarks.bench_components import machine_info
-from benchmarks.tracking_landmark_sources import box_from_points
 from stages._stage import git_commit
 from stages.track import MODEL_FILE, recording_labels
 from talkhead_models.atomic import write_text
@@ -105,9 +104,10 @@ VARIANTS = {
 }
 
 
-def dlib_points(identity: str, processed: Path, points: np.ndarray, usable: np.ndarray, ratios: np.ndarray,
+def dlib_points(identity: str, processed: Path, points: np.ndarray, usable: np.ndarray,
                 face: dlib_face.DlibFace) -> tuple[np.ndarray, dict]:
-    """[N, 68, 2] dlib meshbox points on every usable frame (NaN elsewhere), with times."""
+    """[N, 68, 2] dlib's points on every usable frame, boxed as the landmarks stage boxes them
+    (``DlibFace.landmarks_around``; NaN elsewhere), with times."""
     cache = CACHE / f"{identity}_meshbox.npy"
     frames = ProcessedIdentity(processed / identity).frames("frames")
     if cache.is_file():
@@ -121,7 +121,7 @@ def dlib_points(identity: str, processed: Path, points: np.ndarray, usable: np.n
         image = frames.read(int(index))
         read_s.append(time.perf_counter() - start)
         start = time.perf_counter()
-        out[index] = face.landmarks_in_box(image, box_from_points(points[index, MP68, :2], ratios))
+        out[index] = face.landmarks_around(image, points[index, MP68, :2])
         dlib_s.append(time.perf_counter() - start)
     times = {"frames": int(len(dlib_s)), "read_total_s": float(np.sum(read_s)), "dlib_total_s": float(np.sum(dlib_s)),
              "dlib_median_ms": float(np.median(dlib_s) * 1e3), "dlib_mean_ms": float(np.mean(dlib_s) * 1e3)}
@@ -132,11 +132,11 @@ def dlib_points(identity: str, processed: Path, points: np.ndarray, usable: np.n
 
 
 def variant_points(points: np.ndarray, dlib: np.ndarray, source: str) -> np.ndarray:
-    changed = points.copy()
-    have = np.isfinite(dlib).all(axis=(1, 2))
     if source == "mean":
         return blend_dlib(points, dlib)  # the track stage's blend
+    changed = points.copy()
     if source == "dlib":
+        have = np.isfinite(dlib).all(axis=(1, 2))
         changed[np.ix_(have, INNER, [0, 1])] = dlib[have][:, INNER_51]
     return changed
 
@@ -179,13 +179,13 @@ def stage_config(processed: Path, identity: str) -> TrackConfig:
     return cfg
 
 
-def run_identity(identity: str, processed: Path, raw: Path, model: FaceModel, face, ratios, variants) -> dict:
+def run_identity(identity: str, processed: Path, raw: Path, model: FaceModel, face, variants) -> dict:
     root = processed / identity
     clips, points, detected, usable, image_size, _ = read_landmark_inputs(root / "crop", root / "landmarks", identity)
     truth = load_truth(raw, clips)
     cfg = stage_config(processed, identity)
     labels = recording_labels(clips, len(points))
-    dlib, dlib_times = dlib_points(identity, processed, points, usable, ratios, face)
+    dlib, dlib_times = dlib_points(identity, processed, points, usable, face)
     logger.info("%s: dlib on %d frames, %.1f s (%.2f ms median)", identity, dlib_times["frames"],
                 dlib_times["dlib_total_s"], dlib_times["dlib_median_ms"])
     vertices = model.landmarks
@@ -228,7 +228,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processed", type=Path, default=ROOT / "data/processed")
     parser.add_argument("--raw", type=Path, default=ROOT / "data/raw/synthetic")
     parser.add_argument("--face-model", type=Path, default=ROOT / "data/models/face_model")
-    parser.add_argument("--ratios", type=Path, default=ROOT / "reports/bench/tracking_landmark_sources.json")
     parser.add_argument("--output", type=Path, default=ROOT / "reports/bench/tracking_with_dlib.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -237,11 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     face = dlib_face.DlibFace()
     model = FaceModel.load(args.face_model / MODEL_FILE)
-    ratios = np.array(json.loads(args.ratios.read_text())["box_calibration"]["ratios_left_top_right_bottom"])
     per_identity, errors, segments = {}, {}, {}
     for identity in args.identities:
         per_identity[identity], errors[identity], segments[identity] = run_identity(
-            identity, args.processed, args.raw, model, face, ratios, args.variants)
+            identity, args.processed, args.raw, model, face, args.variants)
     comparisons = {}
     base = "A_facemesh"
     for name in args.variants:
@@ -265,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
               "commit": commit.removesuffix("-dirty"), "tree_dirty": commit.endswith("-dirty"),
               "machine": machine_info(),
               "settings": {"identities": args.identities, "variants": {v: VARIANTS[v] for v in args.variants},
-                           "box_ratios": ratios.tolist(), "threads": 1, "track_config": to_dict(TrackConfig())},
+                           "box_ratios": list(dlib_face.HOG_BOX_FROM_POINTS), "threads": 1,
+                           "track_config": to_dict(TrackConfig())},
               "per_identity": per_identity, "overall_rotation_median_of_identities": overall,
               "differences_vs_A": comparisons, "runtime_s": time.perf_counter() - started}
     write_text(args.output, json.dumps(report, indent=1, default=str) + "\n")

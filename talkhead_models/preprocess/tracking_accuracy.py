@@ -22,8 +22,8 @@ processed identities into a dict and a markdown section for
   pixels (``intrinsics[0, 0] * image_size / crop_size``), minus one.
 * **Reprojection error**: distance between the fitted model's projected
   points and the points the tracker fitted (FaceMesh's, blended with dlib's
-  where the track manifest's ``landmark_source`` says so: the fit's residual), and to the
-  true 2D landmarks of the same vertices; medians over points and frames,
+  where the track manifest's ``landmark_source`` says so: the fit's
+  residual), and to the true 2D landmarks of the same vertices; medians over points and frames,
   scaled to 512 px frames.
 * **DTW warp error**: for each frame of rendition a, the mean frame of b the
   path matches, against the true time warp between the renditions (exact,
@@ -324,8 +324,8 @@ def _explanation(table: pd.DataFrame, pooled: dict[str, float]) -> list[str]:
                 lines.append(
                     f"The tracker of {', '.join(blended)} fitted FaceMesh's inner face averaged with dlib's 68-point "
                     "predictor (`track.dlib_blend`; tracker input facemesh+dlib), whose errors follow the head's "
-                    "angle less: measured on this corpus it lowered the rotation error of every identity and the "
-                    "focal error from 8-10% to 1-4% (benchmarks/tracking_with_dlib.py), but not below the bar.")
+                    "angle less: on the demo's synthetic corpus it lowered every identity's rotation error, though "
+                    "not below the bar (benchmarks/tracking_with_dlib.py against FaceMesh's points alone).")
     if pooled["focal_error"] > BARS["focal_error"] and "focal_source" in table:
         defaults = table.index[table["focal_source"].str.startswith("default")].tolist()
         if defaults:
@@ -358,10 +358,10 @@ def _markdown(table: pd.DataFrame, pooled: dict[str, float], source: str, notes:
              "error after removing the best constant rotation between the tracker's head frame and the truth's "
              "(median over frames; overall: the median of the identities'); the landmark bound is that error for "
              "the true 3D face fitted by PnP with the true focal to the same FaceMesh points (what the landmarks "
-             "allow a rigid fit); focal error: worst identity; reprojection is the fit's distance to the points it fitted "
-             "(\"tracker input\": FaceMesh's, or their inner face averaged with dlib's, facemesh+dlib); the DTW warp "
-             "error compares the pairs' alignment with the true time warp between the two renditions. \"Model "
-             "focal\" says whether the face model self-calibrated the focal or used its default.",
+             "allow a rigid fit); focal error: worst identity; reprojection is the fit's distance to the points it "
+             "fitted (\"tracker input\": FaceMesh's, or their inner face averaged with dlib's, facemesh+dlib); the "
+             "DTW warp error compares the pairs' alignment with the true time warp between the two renditions. "
+             "\"Model focal\" says whether the face model self-calibrated the focal or used its default.",
              "", shown.reset_index(names="identity").to_markdown(index=False)]
     if notes:
         lines += ["", *(f"- {name}: {note}" for name, note in notes.items())]

