@@ -60,17 +60,20 @@ def test_a_stale_runs_file_is_reported_and_write_runs_brings_it_in_step(checkout
     assert "dvc.runs.yaml is out of date" in problem_lines(caplog)[0]
     assert check.main(["--params", str(path), "--write-runs"]) == 0
     written = yaml.safe_load((checkout / RUNS_FILE).read_text())["stage_runs"]
-    # the committed demo runs: 3 reference rows (no seed) + 4 trained runs, now each with seeds 0 and 1
-    assert len(written) == 3 + 4 * 2
-    assert {"r2talker-S001-s1", "gstalker_paper_audio-S001-s1", "static-S001-s0"} <= set(written)
+    # the committed demo runs: 3 reference rows (no seed) + 3 trained runs (each method's comparison-table row),
+    # now each with seeds 0 and 1
+    assert len(written) == 3 + 3 * 2
+    assert {"r2talker-S001-s1", "gstalker_paper_audio-S001-s1", "jean-S001-s1", "static-S001-s0"} <= set(written)
     assert "static-S001-s1" not in written and "gstalker_no_perceptual-S001-s0" not in written
+    assert "gstalker-S001-s0" not in written   # the a2m-aided GSTalker is an ablation table's row
     assert check.main(["--params", str(path)]) == 0
-    # tables_scope: full adds the 13 ablation runs (R2-Talker's RAD-NeRF baseline, 6 of R2-Talker and GSTalker, 6 of
-    # JEAN), S3D-NeRF's 5 and the 3 reference rows of its held-out identity
+    # tables_scope: full adds the 14 ablation runs on S001 (R2-Talker's 3 with its RAD-NeRF baseline, GSTalker's 5
+    # with the a2m-aided one, JEAN's 6), S3D-NeRF's 5 and the 3 reference rows of its held-out identity
     path = edit(checkout, lambda params: params.update(tables_scope="full"))
     assert check.main(["--params", str(path), "--write-runs"]) == 0
     written = yaml.safe_load((checkout / RUNS_FILE).read_text())["stage_runs"]
-    assert len(written) == 3 + 17 * 2 + 3 + 5 * 2 and "gstalker_no_perceptual-S001-s1" in written
+    assert len(written) == 3 + 17 * 2 + 3 + 5 * 2
+    assert {"gstalker_no_perceptual-S001-s1", "gstalker-S001-s0"} <= set(written)
     assert {"jean_transformer_on_params-S001-s1", "s3dnerf-S003-s1", "static-S003-s0"} <= set(written)
     assert written["s3dnerf-S003-s0"]["processed"] == "data/processed"
 
