@@ -101,7 +101,6 @@ CUDA_DEADLINE_S = 450.0
 CPU_DEADLINE_S = 1200.0
 TEST_TIMEOUT_S = 120.0
 METHODS = ("r2talker", "gstalker", "jean", "s3dnerf")
-CONFIGS = {"r2talker": R2TalkerConfig, "gstalker": GSTalkerConfig, "jean": JeanConfig, "s3dnerf": S3DNeRFConfig}
 SHARES = {"r2talker": 0.45, "gstalker": 0.2, "jean": 0.2, "s3dnerf": 0.15}
 """How the time left after the tests is shared between the methods still to run (R2-Talker and GSTalker alone:
 0.69 and 0.31, as before JEAN and S3D-NeRF were added)."""
@@ -282,7 +281,7 @@ def check_no_demo_aid(method: str, cfg: Any) -> list[str]:
     """``cfg``'s demo aids; an error unless each is one of the method's ``PAPER_DEPARTURES``."""
     aids = demo_aids(cfg)
     fields, _ = PAPER_DEPARTURES.get(method, ({}, ""))
-    allowed = demo_aids(dataclasses.replace(CONFIGS[method](), **fields))
+    allowed = demo_aids(dataclasses.replace(get_method(method).config(), **fields))
     extra = [aid for aid in aids if aid not in allowed]
     if extra:
         raise RuntimeError(f"{method}'s paper-profile config uses demo aids {extra}: the paper profile must use "
@@ -540,7 +539,7 @@ def main(argv: list[str] | None = None) -> None:
     for item in args.overrides:
         target, separator, value = item.partition("=")
         method, _, name = target.partition(".")
-        fields = CONFIGS.get(method)
+        fields = get_method(method).config if method in METHODS else None
         if not separator or fields is None or name not in {f.name for f in dataclasses.fields(fields)}:
             parser.error(f"--set {item}: expected METHOD.FIELD=VALUE with FIELD a field of the method's config")
         overrides.setdefault(method, {})[name] = yaml.safe_load(value)

@@ -600,7 +600,7 @@ def default_claims(static_margin_db: float = STATIC_MARGIN_DB,
                    nearest_pose_margin_db: float = NEAREST_POSE_MARGIN_DB) -> tuple[Claim, ...]:
     """The registry: every claim the report checks."""
     r2, gs, jean, s3d = "r2talker", "gstalker", "jean", "s3dnerf"
-    nerfs = ((r2, ""), (jean, ""), (s3d, ""))
+    nerfs = (PAPER_METHOD[r2], PAPER_METHOD[jean], PAPER_METHOD[s3d])
     # The claims about GSTalker as a whole are the paper's, so they are judged on the paper's method (its own
     # audio encoder), not on the a2m-aided run whose variants the ablation claims compare.
     paper_gs = PAPER_METHOD[gs]
@@ -609,7 +609,7 @@ def default_claims(static_margin_db: float = STATIC_MARGIN_DB,
         Claim("gstalker_trains_faster_than_nerfs", "GSTalker trains faster than the per-identity NeRF methods", gs,
               f"Training time of {paper_gs_name} below r2talker's and jean's, compared only where the iteration "
               "budgets (train.json iterations) and the hardware are equal; interval over (identity, seed) pairs",
-              trains_faster(paper_gs, ((r2, ""), (jean, "")))),
+              trains_faster(paper_gs, (PAPER_METHOD[r2], PAPER_METHOD[jean]))),
         Claim("gstalker_renders_faster_than_nerfs", "GSTalker renders faster than the NeRF methods", gs,
               f"FPS of {paper_gs_name} above r2talker's, jean's and s3dnerf's, from the speed stage's alternated "
               "timings in one process (reports/metrics/speed.json); interval over repetitions",
