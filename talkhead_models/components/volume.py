@@ -74,6 +74,21 @@ def sample_importance(
     deltas [R, S+Sf]), as AD-NeRF and JEAN feed them to the fine network.
     The new samples are detached: gradients do not flow into the sampling.
     """
+    t_fine = importance_samples(t_coarse, weights, near, far, num_samples, perturb, generator)
+    t_values, _ = torch.sort(torch.cat([t_coarse.detach(), t_fine], dim=-1), dim=-1)
+    return t_values, interval_widths(t_values, near, far)
+
+
+def importance_samples(
+    t_coarse: Tensor,
+    weights: Tensor,
+    near: Tensor,
+    far: Tensor,
+    num_samples: int,
+    perturb: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The new samples alone of :func:`sample_importance`: [R, Sf] depths, unsorted, detached."""
     with torch.no_grad():
         midpoints = 0.5 * (t_coarse[:, 1:] + t_coarse[:, :-1])
         edges = torch.cat([near[:, None], midpoints, far[:, None]], dim=-1)  # [R, S+1]
@@ -94,9 +109,7 @@ def sample_importance(
         cdf_low, cdf_high = cdf.gather(1, lower), cdf.gather(1, upper)
         edge_low, edge_high = edges.gather(1, lower), edges.gather(1, upper)
         fraction = (uniform - cdf_low) / (cdf_high - cdf_low).clamp_min(1e-12)
-        t_fine = edge_low + fraction.clamp(0.0, 1.0) * (edge_high - edge_low)
-        t_values, _ = torch.sort(torch.cat([t_coarse.detach(), t_fine], dim=-1), dim=-1)
-    return t_values, interval_widths(t_values, near, far)
+        return edge_low + fraction.clamp(0.0, 1.0) * (edge_high - edge_low)
 
 
 def composite(
@@ -125,6 +138,38 @@ def composite(
     return RenderResult(color=color, opacity=opacity, depth=depth, weights=weights)
 
 
+@dataclass
+class FieldSamples:
+    """A field's outputs at the samples of every ray."""
+
+    t_values: Tensor
+    """[R, S] sample depths."""
+    densities: Tensor
+    """[R, S]"""
+    colors: Tensor
+    """[R, S, C]"""
+
+
+def query_field(field: RadianceField, origins: Tensor, directions: Tensor, t_values: Tensor) -> FieldSamples:
+    """``field`` at depths ``t_values`` [R, S] of the rays ``origins``, ``directions`` [R, 3]."""
+    positions = origins[:, None, :] + t_values[..., None] * directions[:, None, :]
+    densities, colors = field(positions, directions[:, None, :].expand_as(positions))
+    return FieldSamples(t_values, densities, colors)
+
+
+def merge_samples(first: FieldSamples, second: FieldSamples) -> FieldSamples:
+    """Both sets of samples of the same rays, sorted by depth.
+
+    A one-network hierarchical renderer queries the field at the new fine samples only and merges them with the
+    coarse ones it already has: the same values, and gradients, as querying it again at every merged sample.
+    """
+    t_values, order = torch.sort(torch.cat([first.t_values, second.t_values], dim=-1), dim=-1)
+    densities = torch.cat([first.densities, second.densities], dim=-1).gather(-1, order)
+    colors = torch.cat([first.colors, second.colors], dim=-2)
+    colors = colors.gather(-2, order[..., None].expand(-1, -1, colors.shape[-1]))
+    return FieldSamples(t_values, densities, colors)
+
+
 def render_rays(
     field: RadianceField,
     origins: Tensor,
@@ -134,10 +179,8 @@ def render_rays(
     background: Tensor | None = None,
 ) -> RenderResult:
     """Query ``field`` at the samples of every ray and composite them."""
-    positions = origins[:, None, :] + t_values[..., None] * directions[:, None, :]
-    view_dirs = directions[:, None, :].expand_as(positions)
-    densities, colors = field(positions, view_dirs)
-    return composite(densities, colors, deltas, t_values, background)
+    samples = query_field(field, origins, directions, t_values)
+    return composite(samples.densities, samples.colors, deltas, t_values, background)
 
 
 def render_hierarchical(

@@ -9,6 +9,10 @@ from talkhead_models.components.occupancy import OccupancyGrid, OccupancyGridCon
 from talkhead_models.components.rays import get_rays, intersect_aabb, sample_patch, sample_pixels
 from talkhead_models.components.volume import (
     composite,
+    importance_samples,
+    interval_widths,
+    merge_samples,
+    query_field,
     render_hierarchical,
     render_rays,
     sample_importance,
@@ -127,6 +131,41 @@ def make_rays(count: int = 64):
     directions = torch.tensor([0.0, 0.0, -1.0]).expand(count, 3).contiguous()
     near, far, _ = intersect_aabb(origins, directions, AABB)
     return origins, directions, near, far
+
+
+def test_merging_the_fine_samples_equals_querying_every_sample_again():
+    """S3D-NeRF's one-network fine pass queries only the new samples; the image and the gradients must be those of
+    querying the field again at every merged sample (sample_importance + render_rays, AD-NeRF's two passes)."""
+    torch.manual_seed(0)
+    weight = torch.tensor([2.0, -1.0, 0.5], requires_grad=True)
+
+    def field(positions, directions):
+        # a smooth blob whose density and colour both depend on the parameter
+        density = torch.nn.functional.softplus(8.0 - 6.0 * positions.square().sum(-1) + positions @ weight)
+        return density, torch.sigmoid(positions * weight)
+
+    origins, directions = parallel_rays(torch.linspace(-0.8, 0.8, 9))
+    origins[:, 1] = 0.5 * origins[:, 0].flip(0)  # off the y = 0 plane, so every parameter has a gradient
+    near, far, _ = intersect_aabb(origins, directions, AABB)
+    t_coarse, deltas = sample_stratified(near, far, 6, perturb=True, generator=torch.Generator().manual_seed(1))
+    coarse = query_field(field, origins, directions, t_coarse)
+    weights = composite(coarse.densities, coarse.colors, deltas, t_coarse).weights
+    t_fine = importance_samples(t_coarse, weights, near, far, 5, perturb=True,
+                                generator=torch.Generator().manual_seed(2))
+    merged = merge_samples(coarse, query_field(field, origins, directions, t_fine))
+    reused = composite(merged.densities, merged.colors, interval_widths(merged.t_values, near, far), merged.t_values)
+    (grad_reused,) = torch.autograd.grad(reused.color.sum() + reused.depth.sum(), weight)
+
+    t_all, deltas_all = sample_importance(t_coarse, weights, near, far, 5, perturb=True,
+                                          generator=torch.Generator().manual_seed(2))
+    again = render_rays(field, origins, directions, t_all, deltas_all)
+    (grad_again,) = torch.autograd.grad(again.color.sum() + again.depth.sum(), weight)
+    assert torch.equal(merged.t_values, t_all)
+    assert (t_all.diff(dim=-1) >= 0).all() and t_all.shape == (9, 11)
+    torch.testing.assert_close(reused.color, again.color, rtol=0, atol=1e-6)
+    torch.testing.assert_close(reused.weights, again.weights, rtol=0, atol=1e-6)
+    torch.testing.assert_close(grad_reused, grad_again, rtol=1e-5, atol=1e-6)
+    assert grad_again.abs().min() > 1e-3  # the comparison is not between two zeros
 
 
 def test_empty_occupancy_grid_marches_no_samples():

@@ -39,7 +39,8 @@ from torch import Tensor, nn
 
 from talkhead_models.components.encodings import FrequencyEncoding
 from talkhead_models.components.rays import intersect_aabb, pixel_directions
-from talkhead_models.components.volume import render_rays, sample_importance, sample_stratified
+from talkhead_models.components.volume import (composite, importance_samples, interval_widths, merge_samples,
+                                                query_field, sample_stratified)
 from talkhead_models.methods.s3dnerf.config import S3DNeRFConfig
 
 _LRELU = 0.2
@@ -399,13 +400,16 @@ class S3DNeRF(nn.Module):
 
         flat_origins, flat_directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
         t_coarse, deltas = sample_stratified(near, far, cfg.samples_coarse, perturb, generator)
-        result = render_rays(field, flat_origins, flat_directions, t_coarse, deltas)
+        samples = query_field(field, flat_origins, flat_directions, t_coarse)
+        result = composite(samples.densities, samples.colors, deltas, t_coarse)
         if cfg.samples_fine:
-            t_all, deltas = sample_importance(t_coarse, result.weights, near, far, cfg.samples_fine, perturb,
-                                              generator)
-            result = render_rays(field, flat_origins, flat_directions, t_all, deltas)
+            # One field serves both passes, so the fine pass queries only its new samples.
+            t_fine = importance_samples(t_coarse, result.weights, near, far, cfg.samples_fine, perturb, generator)
+            samples = merge_samples(samples, query_field(field, flat_origins, flat_directions, t_fine))
+            result = composite(samples.densities, samples.colors, interval_widths(samples.t_values, near, far),
+                               samples.t_values)
         features = result.color.reshape(batch, size, size, -1).permute(0, 3, 1, 2)
         opacity = result.opacity.reshape(batch, 1, size, size)
         image = self.super_resolution(features, opacity, source)
-        return Rendered(image=image, opacity=opacity, displacement=squared_shift[-1])
+        return Rendered(image=image, opacity=opacity, displacement=torch.cat(squared_shift, dim=-1))
 
