@@ -20,7 +20,7 @@ def run(cfg: SynthConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path
     clips = [r for r in rows if r["kind"] == "clip"]
     videos = [r for r in rows if r["kind"] == "video"]
     metrics = {
-        "identities": float(cfg.n_identities),
+        "identities": float(len(cfg.identity_names())),  # the small ones too
         "clips": float(len(clips)),
         "clip_frames": float(sum(r["frames"] for r in clips)),
         "video_frames": float(sum(r["frames"] for r in videos)),

@@ -11,6 +11,13 @@ Layout (MEAD's own, so one reader serves both)::
 
 Every clip is generated from its own random stream, seeded by (seed,
 identity, clip), so the corpus is the same whatever the worker count or order.
+Identities are numbered in one sequence: the ``n_identities`` full ones,
+then the ``small_identities`` small ones (few sentences and a short video:
+many cheap speakers for a generalizable method's training set). Each is
+derived from one source photo (:data:`~.face.PHOTO_NAMES`), the astronaut
+unless ``identity_photos`` names another, so a held-out identity can come
+from a photo no training identity shares. Adding identities or photos for
+others leaves an identity's own streams, and so its recordings, unchanged.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import logging
 import multiprocessing
 import tempfile
 import typing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -33,7 +40,8 @@ from talkhead_models import face_topology as topo
 from talkhead_models.config import (NAME_MAX_LENGTH, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                                     validate_name)
 from talkhead_models.data.synthetic import speech
-from talkhead_models.data.synthetic.face import LABEL_NAMES, PhotoFace, build_rig, make_look, photo_face
+from talkhead_models.data.synthetic.face import (DEFAULT_PHOTO, LABEL_NAMES, PHOTO_NAMES, PhotoFace, PhotoName,
+                                                 build_rig, make_look, photo_face)
 from talkhead_models.data.synthetic.motion import blinks, emotion_intensity, head_motion, torso_follow
 from talkhead_models.data.synthetic.render import EXPRESSION_KEYS, FaceRenderer
 from talkhead_models.media import VideoWriter, write_audio
@@ -53,6 +61,9 @@ IdentityPrefix = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]*$", max_length=NA
                                                   "characters (it starts every identity name)")]
 Crf = Annotated[int, annotated_types.Interval(ge=0, le=51)]
 """An x264 constant rate factor."""
+IdentityPhotos = Annotated[dict[str, PhotoName], Field(
+    description="a mapping identity name -> source photo, each photo one of " + ", ".join(map(repr, PHOTO_NAMES)))]
+"""Which source photo an identity is derived from, by identity name (the others: the astronaut)."""
 
 
 @dataclass(frozen=True)
@@ -91,9 +102,57 @@ class SynthConfig:
     """x264 quality of the videos (lower is better; 18 is visually lossless)."""
     workers: PositiveInt = 2
     """Processes rendering clips in parallel."""
+    identity_photos: IdentityPhotos = field(default_factory=dict)
+    """Source photo of each identity not derived from the astronaut, by name (``{S003: grace_hopper}``): a held-out
+    identity from a photo no training identity shares. Photos: astronaut (scikit-image), grace_hopper (matplotlib)."""
+    small_identities: NonNegativeInt = 0
+    """Extra identities after the ``n_identities`` full ones, numbered on (S004, S005 after three), each recorded
+    small: ``small_sentences`` sentences per emotion and a ``small_video_seconds`` video (a generalizable method's
+    many training speakers, cheap to preprocess)."""
+    small_sentences: PositiveInt = 2
+    """Sentences of each small identity; each is spoken in every emotion."""
+    small_video_seconds: PositiveFloat = 12.0
+    """Minimum length of each small identity's person-specific video, in seconds."""
+
+    def __post_init__(self) -> None:
+        # pydantic checks the photo names of a params file; this catches a config built in code too, and the
+        # identity names, which depend on the other fields.
+        names = self.identity_names()
+        unknown_identities = sorted(map(str, set(self.identity_photos) - set(names)))
+        if unknown_identities:
+            corpus = f"{names[0]}..{names[-1]}" if names else "none"
+            raise ValueError(f"identity_photos names {', '.join(unknown_identities)}, not an identity of this corpus "
+                             f"({corpus}; n_identities + small_identities set how many)")
+        unknown_photos = sorted({str(p) for p in self.identity_photos.values()} - set(PHOTO_NAMES))
+        if unknown_photos:
+            raise ValueError(f"identity_photos: unknown photo {', '.join(map(repr, unknown_photos))}; known: "
+                             f"{', '.join(PHOTO_NAMES)}")
 
     def identity_names(self) -> list[str]:
-        return [validate_name(f"{self.identity_prefix}{i + 1:03d}", "identity") for i in range(self.n_identities)]
+        """Every identity's name, in order: the full ones, then the small ones."""
+        return [validate_name(f"{self.identity_prefix}{i + 1:03d}", "identity")
+                for i in range(self.n_identities + self.small_identities)]
+
+    def identities(self) -> list[Identity]:
+        """Every identity with what it is recorded with, in the order of :meth:`identity_names`."""
+        return [Identity(
+            index=index, name=name, photo=self.identity_photos.get(name, DEFAULT_PHOTO),
+            small=index >= self.n_identities,
+            n_sentences=self.small_sentences if index >= self.n_identities else self.n_sentences,
+            video_seconds=self.small_video_seconds if index >= self.n_identities else self.video_seconds,
+        ) for index, name in enumerate(self.identity_names())]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One speaker of the corpus and how much of it is recorded."""
+
+    index: int  # position in the corpus; keys the identity's random streams
+    name: str
+    photo: PhotoName  # the source photo it is derived from
+    small: bool  # one of the small_identities
+    n_sentences: int  # sentences, each in every emotion
+    video_seconds: float  # minimum length of its person-specific video
 
 
 @dataclass(frozen=True)
@@ -118,11 +177,12 @@ def plan(cfg: SynthConfig) -> list[ClipSpec]:
     if unknown:
         raise ValueError(f"unknown emotions {unknown}; supported: {sorted(EMOTION_LEVELS)}")
     specs = []
-    for index, name in enumerate(cfg.identity_names()):
+    for identity in cfg.identities():
+        index, name = identity.index, identity.name
         clip_index = 0
         for emotion in cfg.emotions:
             level = EMOTION_LEVELS[emotion]
-            for sentence in range(1, cfg.n_sentences + 1):
+            for sentence in range(1, identity.n_sentences + 1):
                 rel = f"{emotion}/level_{level}/{sentence:03d}"
                 specs.append(ClipSpec(
                     identity_index=index, identity=name, kind="clip", emotion=emotion, level=level,
@@ -145,23 +205,25 @@ def generate(cfg: SynthConfig, root: Path) -> list[dict]:
     if cfg.audio_format not in AUDIO_FORMATS:
         raise ValueError(f"audio_format must be one of {AUDIO_FORMATS}, not {cfg.audio_format!r}")
     specs = plan(cfg)
-    photo = photo_face(cfg.image_size)
+    identities = cfg.identities()
+    photos = {name: photo_face(cfg.image_size, name) for name in sorted({i.photo for i in identities})}
     rows: list[dict] = []
     # Long videos first: they are the biggest jobs, so the pool ends evenly.
     order = sorted(specs, key=lambda s: s.kind != "video")
     context = multiprocessing.get_context("spawn")
     workers = max(1, min(cfg.workers, len(specs)))
-    with context.Pool(workers, initializer=_init_worker, initargs=(cfg, photo, str(root))) as pool:
+    with context.Pool(workers, initializer=_init_worker, initargs=(cfg, photos, str(root))) as pool:
         for row in tqdm(pool.imap_unordered(_render_spec, order), total=len(order), desc="synth clips",
                         unit="clip"):
             rows.append(row)
     rows.sort(key=lambda r: (r["identity"], r["kind"], r["emotion"], r["sentence"]))
-    voices = {name: asdict(speech.make_voice(_identity_rng(cfg, i, "voice")))
-              for i, name in enumerate(cfg.identity_names())}
-    looks = {name: asdict(make_look(i, _identity_rng(cfg, i, "look"))) for i, name in enumerate(cfg.identity_names())}
+    voices = {i.name: asdict(speech.make_voice(_identity_rng(cfg, i.index, "voice"))) for i in identities}
+    looks = {i.name: asdict(make_look(i.index, _identity_rng(cfg, i.index, "look"))) for i in identities}
     index = {
         "config": asdict(cfg),
         "identities": cfg.identity_names(),
+        "small_identities": [i.name for i in identities if i.small],
+        "photos": {i.name: i.photo for i in identities},
         "voices": voices,
         "looks": looks,
         "label_names": list(LABEL_NAMES),
@@ -179,15 +241,24 @@ def _identity_rng(cfg: SynthConfig, identity_index: int, purpose: str) -> np.ran
 _WORKER: dict = {}
 
 
-def _init_worker(cfg: SynthConfig, photo: PhotoFace, root: str) -> None:
+def _init_worker(cfg: SynthConfig, photos: dict[str, PhotoFace], root: str) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # one process per core already; nested threads only contend
-    _WORKER.update(cfg=cfg, photo=photo, root=Path(root), renderers={})
+    _WORKER.update(cfg=cfg, photos=photos, root=Path(root), renderers={})
 
 
 def identity_renderer(cfg: SynthConfig, photo: PhotoFace, identity_index: int) -> FaceRenderer:
-    """The renderer of one identity of the corpus ``cfg`` describes (its look, rig and camera)."""
+    """The renderer of one identity of the corpus ``cfg`` describes (its look, rig and camera).
+
+    ``photo`` is the identity's source photo at the corpus size: ``photo_face(cfg.image_size,
+    cfg.identities()[identity_index].photo)``.
+    """
+    identity = cfg.identities()[identity_index]
+    if photo.photo != identity.photo:
+        # The rig would build silently from the wrong face: refuse instead.
+        raise ValueError(f"identity {identity.name} is derived from the {identity.photo} photo, not from "
+                         f"{photo.photo}: pass photo_face(size, {identity.photo!r})")
     look = make_look(identity_index, _identity_rng(cfg, identity_index, "look"))
     return FaceRenderer(build_rig(look, photo, cfg.focal_factor))
 
@@ -195,7 +266,9 @@ def identity_renderer(cfg: SynthConfig, photo: PhotoFace, identity_index: int) -
 def _renderer(identity_index: int) -> FaceRenderer:
     renderers = _WORKER["renderers"]
     if identity_index not in renderers:
-        renderers[identity_index] = identity_renderer(_WORKER["cfg"], _WORKER["photo"], identity_index)
+        cfg: SynthConfig = _WORKER["cfg"]
+        photo = _WORKER["photos"][cfg.identities()[identity_index].photo]
+        renderers[identity_index] = identity_renderer(cfg, photo, identity_index)
     return renderers[identity_index]
 
 
@@ -206,7 +279,8 @@ def _utterance(cfg: SynthConfig, spec: ClipSpec, rng: np.random.Generator) -> sp
         phones = speech.sentence_phones(spec.sentence, cfg.seed)
         return speech.synthesize(phones, spec.emotion, voice, cfg.sample_rate, rng)
     parts, total, k = [], 0.0, 0
-    while total < cfg.video_seconds:
+    video_seconds = cfg.identities()[spec.identity_index].video_seconds
+    while total < video_seconds:
         phones = speech.sentence_phones(CONTINUOUS_SENTENCE_BASE + spec.identity_index * 1000 + k, cfg.seed)
         parts.append(speech.synthesize(phones, "neutral", voice, cfg.sample_rate, rng,
                                        lead_silence=0.1, tail_silence=0.1))

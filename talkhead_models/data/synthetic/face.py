@@ -1,19 +1,23 @@
 """A deformable 3D face built from one real photo, and identities derived from it.
 
-The photo (scikit-image's astronaut) is cut into a person layer with
-mediapipe's SelfieSegmentation and given 3D structure with FaceMesh's 478
-landmarks, back-projected through a pinhole camera. Control points beyond the
-face (a skull shell carrying the hair, the neck, the torso) let the whole
-person move: the head rigidly with its pose, the torso loosely after it.
-Identities differ in face shape, skin tone, hair and clothing colour, framing
-and background, so they are told apart at a glance and by a face encoder.
+The photo (scikit-image's astronaut by default, or another of
+:data:`PHOTO_NAMES`, each shipped inside an installed wheel so nothing
+downloads) is cut into a person layer with mediapipe's SelfieSegmentation
+and given 3D structure with FaceMesh's 478 landmarks, back-projected
+through a pinhole camera. Control points beyond the face (a skull shell
+carrying the hair, the neck, the torso) let the whole person move: the
+head rigidly with its pose, the torso loosely after it. Identities differ
+in face shape, skin tone, hair and clothing colour, framing and
+background, so they are told apart at a glance and by a face encoder.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import typing
 from dataclasses import dataclass
+from typing import Callable, Literal
 
 import cv2
 import numpy as np
@@ -32,6 +36,11 @@ LABEL_NAMES = ("background", "head", "neck", "torso", "lips", "mouth_interior")
 
 EYE_OUTER_DISTANCE_CM = 9.0  # outer eye corners of an adult face; fixes the metric scale
 
+PhotoName = Literal["astronaut", "grace_hopper"]
+"""A real face photo identities can be derived from (the keys of :data:`PHOTO_READERS`)."""
+PHOTO_NAMES: tuple[str, ...] = typing.get_args(PhotoName)
+DEFAULT_PHOTO: PhotoName = "astronaut"
+
 
 class SyntheticFaceError(RuntimeError):
     """The source photo could not be turned into a face model."""
@@ -44,6 +53,7 @@ class PhotoFace:
     image: np.ndarray  # [S, S, 3] uint8 RGB
     person: np.ndarray  # [S, S] float32 person probability (SelfieSegmentation)
     landmarks: np.ndarray  # [478, 3] pixel x, y and mediapipe depth z in pixels (negative = nearer)
+    photo: str = DEFAULT_PHOTO  # which of PHOTO_NAMES it was cut from
 
 
 @dataclass(frozen=True)
@@ -67,18 +77,45 @@ class FaceRig:
     cm_per_px: float  # metric size of a pixel at the face's depth
 
 
-@functools.cache
-def photo_face(size: int) -> PhotoFace:
-    """Run FaceMesh and SelfieSegmentation once on the astronaut photo, cropped and resized to ``size``."""
-    import mediapipe as mp
+def _astronaut() -> np.ndarray:
     import skimage.data
 
-    image = skimage.data.astronaut()
+    return skimage.data.astronaut()
+
+
+def _grace_hopper() -> np.ndarray:
+    # matplotlib (a dependency of mediapipe) ships this portrait as sample data: read from the wheel, offline.
+    from matplotlib import cbook
+
+    path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SyntheticFaceError(f"cannot read the grace_hopper photo at {path} (matplotlib's sample data)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+PHOTO_READERS: dict[str, Callable[[], np.ndarray]] = {"astronaut": _astronaut, "grace_hopper": _grace_hopper}
+"""Each photo's reader: an [H, W, 3] uint8 RGB array from an installed package, without the network."""
+
+
+def read_photo(photo: str) -> np.ndarray:
+    """The named source photo as [H, W, 3] uint8 RGB."""
+    if photo not in PHOTO_READERS:
+        raise ValueError(f"unknown source photo {photo!r}; known: {', '.join(PHOTO_NAMES)}")
+    return PHOTO_READERS[photo]()
+
+
+@functools.cache
+def photo_face(size: int, photo: PhotoName = DEFAULT_PHOTO) -> PhotoFace:
+    """Run FaceMesh and SelfieSegmentation once on the named photo, cropped and resized to ``size``."""
+    import mediapipe as mp
+
+    image = read_photo(photo)
     height, width = image.shape[:2]
     with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True, max_num_faces=1) as mesh:
         result = mesh.process(image)
     if not result.multi_face_landmarks:
-        raise SyntheticFaceError("mediapipe FaceMesh found no face in the source photo (skimage astronaut)")
+        raise SyntheticFaceError(f"mediapipe FaceMesh found no face in the source photo {photo!r}")
     norm = np.array([[p.x, p.y, p.z] for p in result.multi_face_landmarks[0].landmark], dtype=np.float64)
     pixels = norm * np.array([width, height, width])
     with mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as segmenter:
@@ -88,16 +125,33 @@ def photo_face(size: int) -> PhotoFace:
     # takes about 40% of the frame height, with room for hair and shoulders.
     face_height = pixels[topo.CHIN, 1] - pixels[topo.FOREHEAD, 1]
     side = 2.7 * face_height
-    centre_x = pixels[topo.FACE_OVAL, 0].mean()
-    centre_y = pixels[topo.FACE_OVAL, 1].mean() + 0.28 * face_height
-    x0 = float(np.clip(centre_x - side / 2, 0, width - side))
-    y0 = float(np.clip(centre_y - side / 2, 0, height - side))
+    x0 = _crop_start(pixels[topo.FACE_OVAL, 0].mean(), side, width)
+    y0 = _crop_start(pixels[topo.FACE_OVAL, 1].mean() + 0.28 * face_height, side, height)
+    if x0 < 0 or y0 < 0 or x0 + side > width or y0 + side > height:
+        log.info("photo %s: the %.0f px crop runs past the %dx%d photo; its edge pixels fill the rest", photo,
+                 side, width, height)
     scale = size / side
     affine = np.array([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]])
-    crop = cv2.warpAffine(image, affine, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
-    person_crop = cv2.warpAffine(person, affine, (size, size), flags=cv2.INTER_LINEAR)
+    # Past the photo's border the picture and the matte repeat their edge pixels alike: the shoulders carry on
+    # instead of ending in a straight black cut (mirroring them would notch the matte where a shoulder meets the
+    # edge).
+    border = cv2.BORDER_REPLICATE
+    crop = cv2.warpAffine(image, affine, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC,
+                          borderMode=border)
+    person_crop = cv2.warpAffine(person, affine, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
     landmarks = np.column_stack([(pixels[:, 0] - x0) * scale, (pixels[:, 1] - y0) * scale, pixels[:, 2] * scale])
-    return PhotoFace(image=crop, person=person_crop, landmarks=landmarks)
+    return PhotoFace(image=crop, person=person_crop, landmarks=landmarks, photo=photo)
+
+
+def _crop_start(centre: float, side: float, extent: int) -> float:
+    """Where a crop of ``side`` pixels around ``centre`` starts on an axis of ``extent`` pixels.
+
+    A crop that fits is moved inside the photo (the framing stays the
+    photo's own); one larger than the photo covers all of it, as near the
+    face's centre as that allows, and the rest is padded.
+    """
+    low, high = sorted((0.0, extent - side))
+    return float(np.clip(centre - side / 2, low, high))
 
 
 @dataclass(frozen=True)
