@@ -264,6 +264,16 @@ def _source_problems(params: Mapping[str, Any], root: Path, pipeline: list[Stage
     if isinstance(holdout, str) and holdout and holdout not in processed:
         found.append(f"{params_key(params, 'pretrain', ('holdout_identity',))}: {holdout!r} is not in {where}; "
                      "leave it empty to hold out the last one")
+        return found
+    held_out = holdout if isinstance(holdout, str) and holdout else sorted(processed)[-1]
+    for key, identity in (run_identities or {}).items():
+        section, run = key.split(".", 1)
+        # A method trained across identities is evaluated on the one it never saw; the frozen corpus-level
+        # models it trains against (the sync expert) must not have seen it either.
+        if get_method(params[section][run]["method"]).across_identities and identity != held_out:
+            found.append(f"{key}.identity: {identity!r} is not the identity the corpus-level models hold out "
+                         f"({held_out!r}, {params_key(params, 'pretrain', ('holdout_identity',))}): its sync "
+                         "expert would have trained on it; evaluate it on that identity or hold this one out")
     return found
 
 

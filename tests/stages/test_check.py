@@ -60,15 +60,16 @@ def test_a_stale_runs_file_is_reported_and_write_runs_brings_it_in_step(checkout
     assert "dvc.runs.yaml is out of date" in problem_lines(caplog)[0]
     assert check.main(["--params", str(path), "--write-runs"]) == 0
     written = yaml.safe_load((checkout / RUNS_FILE).read_text())["stage_runs"]
-    # the committed demo runs: 3 reference rows (no seed) + 3 trained runs (each method's comparison-table row),
-    # now each with seeds 0 and 1
-    assert len(written) == 3 + 3 * 2
-    assert {"r2talker-S001-s1", "gstalker_paper_audio-S001-s1", "jean-S001-s1", "static-S001-s0"} <= set(written)
+    # the committed demo runs: 3 reference rows of S001 and 3 of S003 (no seed) + 4 trained runs (each method's
+    # comparison-table row, S3D-NeRF's on S003), now each with seeds 0 and 1
+    assert len(written) == 3 + 3 + 4 * 2
+    assert {"r2talker-S001-s1", "gstalker_paper_audio-S001-s1", "jean-S001-s1", "static-S001-s0",
+            "s3dnerf-S003-s1", "nearest_pose-S003-s0"} <= set(written)
     assert "static-S001-s1" not in written and "gstalker_no_perceptual-S001-s0" not in written
     assert "gstalker-S001-s0" not in written   # the a2m-aided GSTalker is an ablation table's row
     assert check.main(["--params", str(path)]) == 0
     # tables_scope: full adds the 14 ablation runs on S001 (R2-Talker's 3 with its RAD-NeRF baseline, GSTalker's 5
-    # with the a2m-aided one, JEAN's 6), S3D-NeRF's 5 and the 3 reference rows of its held-out identity
+    # with the a2m-aided one, JEAN's 6) and S3D-NeRF's 4 variants
     path = edit(checkout, lambda params: params.update(tables_scope="full"))
     assert check.main(["--params", str(path), "--write-runs"]) == 0
     written = yaml.safe_load((checkout / RUNS_FILE).read_text())["stage_runs"]
@@ -92,6 +93,7 @@ def test_a_folder_source_is_checked_against_the_identities_in_its_folder(checkou
                       "static-B002": {"method": "static", "family": "static", "identity": "B002"}}
     params["ablation_runs"] = {}
     params["seeds"] = [0]
+    params["pretrain"]["holdout_identity"] = ""
     assert check.problems(params, checkout) == [
         f"data.source: 'videos' reads {checkout / 'data/raw/videos'}, which does not exist: put the recordings "
         "there (docs/OWN_VIDEO.md) or use source: synthetic"]
@@ -103,6 +105,22 @@ def test_a_folder_source_is_checked_against_the_identities_in_its_folder(checkou
         "data.identities: 'C003' is not in the videos source (A001, B002)",
         "runs.static-B002.identity: 'B002' is not processed: it is not in data.identities (A001, C003)",
     ]
+
+
+def test_a_method_trained_across_identities_is_evaluated_on_the_identity_the_corpus_models_hold_out(checkout):
+    params = yaml.safe_load((checkout / "params.yaml").read_text())
+    assert check.problems(params, checkout) == []
+    params["runs"]["s3dnerf-S002"] = {"method": "s3dnerf", "family": "s3dnerf", "identity": "S002"}
+    assert check.problems(params, checkout) == [
+        "runs.s3dnerf-S002.identity: 'S002' is not the identity the corpus-level models hold out ('S003', "
+        "pretrain.holdout_identity): its sync expert would have trained on it; evaluate it on that identity or hold "
+        "this one out"]
+    # left empty, the hold-out is the last processed identity (S005): S3D-NeRF's S003 runs are refused too
+    params["pretrain"]["holdout_identity"] = ""
+    del params["runs"]["s3dnerf-S002"]
+    assert [line.split(":")[0] for line in check.problems(params, checkout)] == [
+        "runs.s3dnerf-S003.identity", *(f"ablation_runs.{variant}-S003.identity" for variant in (
+            "s3dnerf_no_deform", "s3dnerf_naive_deform", "s3dnerf_concat_deform", "s3dnerf_no_lip_sync"))]
 
 
 def test_a_params_file_that_is_not_yaml_or_not_there_is_named(tmp_path, caplog):
@@ -138,7 +156,7 @@ def test_a_family_section_is_wanted_under_the_profile_when_runs_train_that_famil
     assert check.problems(params, checkout_with_dvc) == [
         "profiles.demo: missing section 'nearest_pose' (dvc.yaml's stages read it; add `nearest_pose: {}`, empty "
         "for the defaults)"]
-    del params["runs"]["nearest_pose-S001"], params["ablation_runs"]["nearest_pose-S003"]
+    del params["runs"]["nearest_pose-S001"], params["runs"]["nearest_pose-S003"]
     assert check.main(["--params", str(edit(checkout_with_dvc, lambda p: p.update(params))),
                        "--write-runs"]) == 0
 
