@@ -333,6 +333,23 @@ def rotation_spread_deg(shapes: np.ndarray) -> float:
     return float(np.median(rotation_angle_deg(turns, np.eye(3))))
 
 
+def curve_status(scores: np.ndarray, min_contrast: float) -> str:
+    """"ok" when the grid's scores [G] hold a minimum bracketed on both sides: each side rises to at least
+    ``1 + min_contrast`` times it. "flat" when no score does; "edge" otherwise.
+
+    A minimum one grid step from the range's end of a curve that only climbs away from it is the noise of a
+    monotone curve, not perspective: on the Grace Hopper identity such a dip put the focal at 263 px against
+    the true 563.
+    """
+    best, floor = int(np.argmin(scores)), (1.0 + min_contrast) * float(np.min(scores))
+    if float(np.max(scores)) < floor:
+        return "flat"
+    if scores[:best].size == 0 or scores[best + 1:].size == 0 or scores[:best].max() < floor \
+            or scores[best + 1:].max() < floor:
+        return "edge"
+    return "ok"
+
+
 def calibrate_focal(identity: IdentityLandmarks, cfg: FaceModelConfig) -> FocalCalibration:
     """Focal length that makes the identity's back-projected frames most nearly rigid-plus-expressions."""
     usable = np.flatnonzero(identity.detected & np.isfinite(identity.points).all(axis=(1, 2)))
@@ -363,8 +380,8 @@ def calibrate_focal(identity: IdentityLandmarks, cfg: FaceModelConfig) -> FocalC
     scores = np.array([score(g) for g in grid])
     best = int(np.argmin(scores))
     ordered = sorted(curve.items())
-    if scores.max() < (1.0 + cfg.min_contrast) * scores.min() or best in (0, len(grid) - 1):
-        status = "flat" if scores.max() < (1.0 + cfg.min_contrast) * scores.min() else "edge"
+    status = curve_status(scores, cfg.min_contrast)
+    if status != "ok":
         log.warning("%s: focal self-calibration found no minimum (%s curve over %.0f-%.0f px: the landmarks are "
                     "too noisy to see perspective); using the default %.0f px (face_model.default_focal)",
                     identity.name, status, cfg.focal_min * size, cfg.focal_max * size, default)

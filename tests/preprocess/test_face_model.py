@@ -64,6 +64,19 @@ def test_calibration_without_perspective_cues_falls_back_with_a_warning(tiny_cor
     assert "default_focal" in caplog.text
 
 
+@pytest.mark.parametrize("scores, expected", [
+    ([5.0, 3.0, 1.0, 2.0, 4.0], "ok"),              # a bracketed minimum
+    ([1.0, 1.01, 1.02, 1.01, 1.03], "flat"),        # nothing 5% above the best
+    ([1.0, 2.0, 3.0, 4.0, 5.0], "edge"),            # the minimum at the range's end
+    # S003 (Grace Hopper) in the demo corpus of 4957bd9: 0.02% lower one step in, then a monotone climb
+    ([1.3310, 1.3305, 1.3390, 1.3530, 1.4070, 1.4380, 1.4420, 1.4660], "edge"),
+    ([1.10, 1.00, 1.02, 1.20], "ok"),               # 10% up on the left, 20% on the right
+    ([1.04, 1.00, 1.02, 1.20], "edge"),             # 4% up on the left: not bracketed
+])
+def test_a_focal_minimum_counts_only_when_the_curve_rises_on_both_sides(scores, expected):
+    assert fm.curve_status(np.array(scores), min_contrast=0.05) == expected
+
+
 def fake_bfm(path, corpus: fm.FaceModel, rotation: np.ndarray, scale: float, components: int = 5) -> np.ndarray:
     """A BFM-2009-shaped .mat whose 68 keypoints are the corpus mean turned and scaled; returns those points (dm)."""
     rng = np.random.default_rng(0)
