@@ -49,7 +49,7 @@ import math
 import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -431,17 +431,19 @@ class RecordSet:
     def identities(self, key: Key) -> tuple[str, ...]:
         return tuple(_distinct(record.identity for record in self.of(key)))
 
-    def aggregate(self, key: Key, setting: str, metric: str) -> Aggregate | None:
-        """``metric`` of ``key`` in ``setting`` averaged over identities (then over seeds); None when not run."""
+    def aggregate(self, key: Key, setting: str, metric: str, only: Sequence[str] | None = None) -> Aggregate | None:
+        """``metric`` of ``key`` in ``setting`` averaged over identities (``only`` these, when given; then over
+        seeds); None when not run."""
         seeds = self.seeds(key)
         if not seeds:
             return None
+        wanted = (lambda identity: True) if only is None else (lambda identity: identity in only)
         if len(seeds) == 1:
-            values = {r.identity: r.metric(setting, metric) for r in self.of(key, seeds[0])}
+            values = {r.identity: r.metric(setting, metric) for r in self.of(key, seeds[0]) if wanted(r.identity)}
             return replace(average(metric, values), seeds=seeds)
         # An identity a seed has no record of (never run, or left out) is named as missing from that seed's
         # mean, so a seed averaged over fewer identities is not passed off as the full one.
-        identities = self.identities(key)
+        identities = tuple(i for i in self.identities(key) if wanted(i))
         per_seed = {}
         for seed in seeds:
             mine = {r.identity: r for r in self.of(key, seed)}
@@ -459,9 +461,11 @@ class RecordSet:
         spread = statistics.stdev(means) if len(means) > 1 and finite else None
         return Aggregate(value, identities, missing, tuple(usable), spread)
 
-    def value(self, key: Key, metric: str, setting: str = "self") -> MetricValue | None:
-        """The averaged value when it exists (not run or n/a -> None)."""
-        aggregate = self.aggregate(key, setting, metric)
+    def value(self, key: Key, metric: str, setting: str = "self", only: Sequence[str] | None = None
+              ) -> MetricValue | None:
+        """The averaged value (over ``only`` these identities, when given) when it exists (not run or n/a ->
+        None)."""
+        aggregate = self.aggregate(key, setting, metric, only)
         return aggregate.value if aggregate is not None and aggregate.value.available else None
 
     def seed_pairs(self, a: Key, b: Key) -> tuple[list[tuple[int, int]], list[str]]:

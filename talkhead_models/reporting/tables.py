@@ -117,8 +117,19 @@ def _config_cell(text: str | None) -> str:
     return text or BLANK
 
 
+def _our_rows(key: Key, columns: tuple[Column, ...], records: RecordSet, matches: str,
+              config: tuple[str | None, ...], notes: Footnotes) -> list[Row]:
+    """``key``'s row; a reference row evaluated on several identities gets one row per identity, since the runs
+    it is read against are each on their own identity (S3D-NeRF on the one it never saw, the others on S001)."""
+    identities = records.identities(key)
+    if key[0] in REFERENCE_FAMILIES and len(identities) > 1:
+        return [_our_row(key, columns, records, matches, config, notes, only=(identity,)) for identity in identities]
+    return [_our_row(key, columns, records, matches, config, notes)]
+
+
 def _our_row(key: Key, columns: tuple[Column, ...], records: RecordSet, matches: str,
-             config: tuple[str | None, ...], notes: Footnotes) -> Row:
+             config: tuple[str | None, ...], notes: Footnotes, only: tuple[str, ...] | None = None) -> Row:
+    """``key``'s row, averaged over its identities (``only`` these, when given)."""
     method = records.method(key)
     if not records.has(key):
         mark = notes.add(f"{method}: not run (no metric records for family {key[0]!r}, variant {key[1]!r}; "
@@ -135,7 +146,7 @@ def _our_row(key: Key, columns: tuple[Column, ...], records: RecordSet, matches:
         if column.setting is None:
             cells.append(Cell(BLANK))
             continue
-        aggregate = records.aggregate(key, column.setting, column.metric)
+        aggregate = records.aggregate(key, column.setting, column.metric, only)
         marks = tuple(notes.add(text) for text in aggregate.footnotes(method))
         cells.append(Cell(aggregate.cell(column.digits), marks, aggregate.value))
     aids = records.aids(key)
@@ -143,7 +154,8 @@ def _our_row(key: Key, columns: tuple[Column, ...], records: RecordSet, matches:
     method_marks = () if key[0] in REFERENCE_FAMILIES and not aids else (
         notes.add(f"{method}: {records.aids_text(key)}"),)
     method_marks += tuple(notes.add(text) for text in records.left_out_of(key))
-    return Row(OUR_SOURCE, Cell(method, method_marks), matches, ", ".join(records.identities(key)), cells, key)
+    return Row(OUR_SOURCE, Cell(method, method_marks), matches, ", ".join(only or records.identities(key)), cells,
+               key)
 
 
 def _notes(columns: tuple[Column, ...], rows: list[Row], records: RecordSet) -> list[str]:
@@ -175,7 +187,7 @@ def build_table(spec: PaperTable, records: RecordSet) -> Table:
         paper_row = spec.paper_row_for(key)
         matches = paper_row.label if paper_row else ("reference" if key in REFERENCE_KEYS else "")
         config = paper_row.values if paper_row else (None,) * len(spec.columns)
-        rows.append(_our_row(key, spec.columns, records, matches, config, notes))
+        rows.extend(_our_rows(key, spec.columns, records, matches, config, notes))
     title = f"{spec.paper_name} {spec.number}: {spec.title}"
     return Table(spec.id, title, spec.columns, rows, notes.texts, [*spec.notes, *_notes(spec.columns, rows, records)])
 
@@ -189,7 +201,8 @@ def build_all_results(records: RecordSet) -> Table:
             columns.append(Column(name, name, example.higher_is_better, setting=setting, group=setting))
     columns = tuple(columns)
     notes = Footnotes()
-    rows = [_our_row(key, columns, records, "", (None,) * len(columns), notes) for key in records.keys()]
+    rows = [row for key in records.keys() for row in _our_rows(key, columns, records, "", (None,) * len(columns),
+                                                                notes)]
     return Table(ALL_RESULTS_ID, "This run: every metric of every method, self- and cross-driven", columns, rows,
                  notes.texts, _notes(columns, rows, records))
 
