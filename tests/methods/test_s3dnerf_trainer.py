@@ -88,3 +88,31 @@ def test_the_mouth_weights_cover_the_lip_box_grown_by_half():
     expected = np.ones((32, 32))
     expected[18:26, 8:16] = 5.0  # pixel centres 8.5..15.5 (columns) and 18.5..25.5 (rows)
     np.testing.assert_array_equal(weights, expected)
+
+
+def test_the_head_mask_is_the_share_of_head_pixels_in_each_rendered_pixel(tracked_root):
+    from talkhead_models.preprocess.parsing import HEAD_LABELS
+
+    frames, _ = training_windows(tracked_root, IDENTITIES, SplitConfig(), CFG)
+    data = frames[0]
+    labels = data.reader.semantic(10)
+    size = labels.shape[0]
+    render = next(r for r in (32, 24, 16, 8) if size % r == 0)
+    block = size // render
+    # an independent block average of the head pixels (INTER_AREA at an integer factor is exactly that)
+    head = np.isin(labels, HEAD_LABELS).astype(np.float64)
+    expected = head.reshape(render, block, render, block).mean(axis=(1, 3))
+    mask = data.head_mask(10, render)
+    assert mask.shape == (render, render) and 0.05 < mask.mean() < 0.9
+    np.testing.assert_allclose(mask, expected, atol=1e-6)
+
+
+def test_the_opacity_loss_is_a_term_of_the_step_only_when_weighted(tracked_root, untrained_expert):
+    frames, windows = training_windows(tracked_root, IDENTITIES, SplitConfig(), CFG)
+    for weight, present in ((0.0, False), (0.5, True)):
+        cfg = dataclasses.replace(CFG, opacity_weight=weight)
+        losses = s3d_trainer.S3DNeRFTrainer(cfg, frames, windows, untrained_expert, torch.device("cpu")).step()
+        assert ("opacity" in losses) is present
+        if present:
+            # the untrained render's opacity is far from the mask: the term is not a zero
+            assert 0.01 < losses["opacity"] < 1.0

@@ -49,6 +49,15 @@ class S3DNeRFConfig:
     "discriminator_features" (L1 between the adversarial discriminator's activations of the render and of the
     real frame, pix2pixHD's feature matching; needs no pre-trained network)."""
 
+    opacity_weight: NonNegativeFloat = demo_aid(0.0, "opacity loss against the parsed head mask")
+    """Weight of an MSE between the neural render's opacity and the target frame's head mask (the parse stage's
+    head, lips and mouth, shrunk to ``render_size``). Not in the paper (0), and off in the demo: it does not yet
+    do what it is for. Without it the demo's 400 steps drive the density to zero everywhere (opacity below 1e-5
+    at every pixel): the super-resolution composites the render over the source image by that opacity, and a
+    NeRF worse than the source image is faded out, after which softplus gives it no gradient back; every frame
+    is the source image plus a residual blind to the audio and the pose. With 0.1 or 1.0 the head stays opaque
+    through the 200 pixel-only warm-up steps (loss 0.026 at step 200 with 0.1), then fades within 25-100 steps
+    of the adversarial and lip-sync terms switching on (loss 0.20, a zero opacity's; docs/HISTORY.md)."""
     mouth_weight: PositiveFloat = demo_aid(1.0, "pixel loss x{value} on the mouth")
     """Weight of the pixel loss inside each target frame's mouth box (the tracked lips' box, grown by half; the
     paper weighs every pixel alike: 1). Training only; the renders never read landmarks."""

@@ -41,6 +41,7 @@ from talkhead_models.methods.s3dnerf.discriminator import (Discriminator, discri
                                                            generator_loss, r1_penalty)
 from talkhead_models.methods.s3dnerf.model import Cameras, S3DNeRF
 from talkhead_models.preprocess.frames import resized
+from talkhead_models.preprocess.parsing import HEAD_LABELS
 from talkhead_models.pretrained.datasets import TRAIN, SplitConfig, checked_audit, load_corpus, segment_table
 from talkhead_models.pretrained.sync_expert import (audio_windows, crop_mouths, frozen, load_expert, log_mel,
                                                     mouth_boxes)
@@ -88,6 +89,11 @@ class IdentityFrames:
 
     def image(self, index: int) -> np.ndarray:
         return resized(self.reader.frame(int(index)), self.size)
+
+    def head_mask(self, index: int, size: int) -> np.ndarray:
+        """[size, size] float32: the share of each pixel the parse stage labels head, lips or mouth."""
+        head = np.isin(self.reader.semantic(int(index)), HEAD_LABELS).astype(np.float32)
+        return cv2.resize(head, (size, size), interpolation=cv2.INTER_AREA)
 
     def cameras(self, indices: np.ndarray, device: torch.device) -> Cameras:
         count = len(indices)
@@ -182,12 +188,14 @@ class S3DNeRFTrainer:
     def step(self) -> dict[str, float]:
         cfg, device, window = self.cfg, self.device, self.cfg.sync_frames
         draws = [self.draw() for _ in range(cfg.batch_size)]
-        sources, targets, audio, source_cams, target_cams, boxes, lips = [], [], [], [], [], [], []
+        sources, targets, audio, source_cams, target_cams, boxes, lips, masks = [], [], [], [], [], [], [], []
         for name, start, source in draws:
             data = self.identities[name]
             frames = np.arange(start, start + window)
             sources.append(data.image(source))
             targets += [data.image(i) for i in frames]
+            if cfg.opacity_weight > 0:
+                masks += [data.head_mask(i, cfg.render_size) for i in frames]
             audio.append(np.asarray(data.audio[frames], np.float32))
             source_cams.append(data.cameras(np.full(window, source), device))
             target_cams.append(data.cameras(frames, device))
@@ -213,6 +221,9 @@ class S3DNeRFTrainer:
         else:
             losses = {"pixel": squared.mean()}
         losses["deform"] = rendered.displacement.mean()
+        if cfg.opacity_weight > 0:
+            head = torch.as_tensor(np.stack(masks), device=device)[:, None]
+            losses["opacity"] = (rendered.opacity - head).square().mean()
         real_logits = None
         if adversarial and (cfg.adversarial_weight > 0 or cfg.perceptual_weight > 0):
             fake_logits, fake_features = self.discriminator(rendered.image)
@@ -230,7 +241,7 @@ class S3DNeRFTrainer:
                                for name, start, _ in draws])
             losses["sync"] = (1.0 - self.expert(mouths, mel)).mean()
         weights = {"pixel": cfg.pixel_weight, "deform": cfg.deform_weight, "adversarial": cfg.adversarial_weight,
-                   "perceptual": cfg.perceptual_weight, "sync": cfg.sync_weight}
+                   "perceptual": cfg.perceptual_weight, "sync": cfg.sync_weight, "opacity": cfg.opacity_weight}
         total = sum(weights[key] * value for key, value in losses.items())
         self.optimiser.zero_grad(set_to_none=True)
         total.backward()
