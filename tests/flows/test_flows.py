@@ -27,6 +27,9 @@ def _params(runs: dict, profile: dict) -> dict:
     params = yaml.safe_load((REPOSITORY / "params.yaml").read_text())
     params["profile"] = "test"
     params["data"] = {"source": "synthetic", "identities": ["S001", "S002"]}
+    # two identities: neither the demo's held-out S003 nor its photo exist here
+    params["pretrain"]["holdout_identity"] = ""
+    params["synth"].pop("identity_photos", None)
     params["profiles"]["test"] = {**params["profiles"]["demo"], **profile}
     params["runs"], params["ablation_runs"] = runs, {}
     params["seeds"] = [0]

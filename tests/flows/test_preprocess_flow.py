@@ -22,6 +22,9 @@ def _params() -> dict:
     tiny = {k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()}
     params["profile"] = "test"
     params["data"] = {"source": "synthetic", "identities": ["S001", "S002"]}
+    # two identities: neither the demo's held-out S003 nor its photo exist here
+    params["pretrain"]["holdout_identity"] = ""
+    params["synth"].pop("identity_photos", None)
     params["describe"] = {"detection_stride": 4}
     params["profiles"]["test"] = {**params["profiles"]["demo"], "synth": tiny, "crop": {"image_size": tiny["image_size"]}}
     params["runs"], params["ablation_runs"] = {}, {}
