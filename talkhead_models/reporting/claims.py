@@ -212,7 +212,8 @@ def difference(records: RecordSet, better: Key, worse: Key, metric: str, setting
     """
     # The means shown (and their ratio) are over the identities both runs have, the ones the interval pairs: a
     # static row on S001 and S003 against S3D-NeRF's S003 alone compares S003 with S003.
-    shared = [identity for identity in records.identities(better) if identity in records.identities(worse)]
+    theirs = records.identities(worse)
+    shared = [identity for identity in records.identities(better) if identity in theirs]
     a = records.value(better, metric, setting, only=shared or None)
     b = records.value(worse, metric, setting, only=shared or None)
     if a is None or b is None:
@@ -367,9 +368,10 @@ def beats_floor(floor: Key, metric: str = "PSNR", margin: float = 0.0) -> Callab
             statuses.append(result.status)
             parts.append(f"{_label(records, key)} [{result.status}]: {_after_means(result.text)}")
         # per identity: each run is compared with the floor of its own identity
-        floors = ", ".join(f"{_fmt(records.value(floor, metric, only=[identity]), 2)} ({identity})"
-                           for identity in records.identities(floor)
-                           if records.value(floor, metric, only=[identity]) is not None)
+        per_identity = {identity: records.value(floor, metric, only=[identity])
+                        for identity in records.identities(floor)}
+        floors = ", ".join(f"{_fmt(value, 2)} ({identity})" for identity, value in per_identity.items()
+                           if value is not None)
         text = f"{_label(records, floor)} {floors}; " + " | ".join(parts)
         unmeasured = [_label(records, k) for k in trained if k not in measured]
         if unmeasured:
