@@ -14,8 +14,9 @@ from talkhead_models.components.rays import get_rays
 from talkhead_models.config import ConfigError
 from talkhead_models.methods.s3dnerf.config import S3DNeRFConfig
 from talkhead_models.methods.s3dnerf.discriminator import Discriminator, minibatch_stddev, r1_penalty
-from talkhead_models.methods.s3dnerf.model import (Cameras, CrossModalDeformation, S3DNeRF, SlotAttention, UNetMLP,
-                                                   plane_coordinates, project, sample_triplanes)
+from talkhead_models.methods.s3dnerf.model import (Cameras, CrossModalDeformation, S3DNeRF, SlotAttention,
+                                                   TriPlaneDecoder, UNetMLP, plane_coordinates, project,
+                                                   sample_triplanes)
 
 TINY = S3DNeRFConfig(image_size=32, render_size=8, feature_channels=8, samples_coarse=6, samples_fine=4,
                      encoder_channels=(8, 8, 16, 16), plane_channels=4, embed_dim=16, attention_heads=2,
@@ -165,6 +166,41 @@ def test_untrained_renders_are_the_source_where_rays_miss_the_head_and_different
     rendered.image[0].sum().backward()
     assert source.grad is not None and float(source.grad[0].abs().sum()) > 0
     assert all(p.grad is not None for p in model.decoder.parameters())
+
+
+def test_the_super_resolution_cannot_pass_the_hidden_source_through():
+    torch.manual_seed(0)
+    model = S3DNeRF(TINY, AUDIO_DIM)
+    for layer in (model.super_resolution.net[-1].weight, model.super_resolution.net[-1].bias):
+        torch.nn.init.normal_(layer, std=0.1)  # a trained residual, not the zero start
+    source = torch.rand(1, 3, 32, 32, requires_grad=True)
+    visible = torch.ones(1, 1, 32, 32)
+    visible[..., 8:24, 8:24] = 0.0
+    away = cameras([[0.0, 0.0, 0.6]])
+    away.c2w[0] = torch.tensor(look_at(np.array([0.0, 0.0, 0.6]), np.array([0.0, 0.0, 2.0])), dtype=torch.float32)
+    rendered = model(model.encode(source), source, cameras([[0.0, 0.0, 0.6]]), away,
+                     torch.randn(1, 16, AUDIO_DIM), visible)
+    assert float(rendered.opacity.detach().max()) == 0.0
+    rendered.image.sum().backward()
+    # with no render in front of it, the hidden square reaches the image only through the encoder's planes, which
+    # rays that miss the head never read: the image does not depend on it at all
+    assert float(source.grad[..., 8:24, 8:24].abs().max()) == 0.0
+    assert float(source.grad[..., :8, :].abs().min()) > 0.0
+
+
+def test_the_colour_skip_decodes_a_change_of_the_source_colour():
+    torch.manual_seed(0)
+    decoder = TriPlaneDecoder(10, 8, 5)
+    features, colour = torch.randn(4, 7, 10), torch.rand(4, 7, 3) * 0.9 + 0.05
+    plain_density, plain = decoder(features)
+    density, skipped = decoder(features, colour)
+    torch.testing.assert_close(density, plain_density)
+    torch.testing.assert_close(skipped[..., 3:], plain[..., 3:])  # only the RGB reads the colour
+    torch.nn.init.zeros_(decoder.net[-1].weight)
+    torch.nn.init.zeros_(decoder.net[-1].bias)
+    # a decoder whose output is zero hands the colour back (up to the sigmoid's 1e-3 margin), and grey otherwise
+    torch.testing.assert_close(decoder(features, colour)[1][..., :3], colour, atol=2e-3, rtol=0)
+    torch.testing.assert_close(decoder(features)[1][..., :3], torch.full_like(colour, 0.5), atol=1e-6, rtol=0)
 
 
 def test_minibatch_stddev_matches_numpy():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -107,12 +108,33 @@ def test_the_head_mask_is_the_share_of_head_pixels_in_each_rendered_pixel(tracke
     np.testing.assert_allclose(mask, expected, atol=1e-6)
 
 
-def test_the_opacity_loss_is_a_term_of_the_step_only_when_weighted(tracked_root, untrained_expert):
+@pytest.mark.parametrize("field,term", [("opacity_weight", "opacity"), ("coarse_weight", "coarse")])
+def test_an_aid_loss_is_a_term_of_the_step_only_when_weighted(tracked_root, untrained_expert, field, term):
     frames, windows = training_windows(tracked_root, IDENTITIES, SplitConfig(), CFG)
     for weight, present in ((0.0, False), (0.5, True)):
-        cfg = dataclasses.replace(CFG, opacity_weight=weight)
+        cfg = dataclasses.replace(CFG, **{field: weight})
         losses = s3d_trainer.S3DNeRFTrainer(cfg, frames, windows, untrained_expert, torch.device("cpu")).step()
-        assert ("opacity" in losses) is present
+        assert (term in losses) is present
         if present:
-            # the untrained render's opacity is far from the mask: the term is not a zero
-            assert 0.01 < losses["opacity"] < 1.0
+            # the untrained render is far from the mask and the face: the term is not a zero
+            assert 0.01 < losses[term] < 1.0
+
+
+def test_the_source_shows_the_super_resolution_everything_but_the_convex_hull_of_its_landmarks(tracked_root):
+    from scipy.spatial import Delaunay
+
+    frames, windows = training_windows(tracked_root, IDENTITIES, SplitConfig(), CFG)
+    data = frames[0]
+    index = int(windows.sources["S001"][0])
+    visible = data.source_visible(index, "outside_face")
+    points = data.points68[index].astype(np.float64)
+    # an independent point-in-hull test at the pixel centres (cv2 puts pixel i's centre at i)
+    rows, columns = np.mgrid[:data.size, :data.size]
+    inside = Delaunay(points).find_simplex(np.stack([columns.ravel(), rows.ravel()], -1)) >= 0
+    expected = (~inside).reshape(data.size, data.size).astype(np.float32)
+    assert set(np.unique(visible)) <= {0.0, 1.0} and 0.03 < 1 - expected.mean() < 0.6
+    disagree = visible != expected
+    # rasterisation may differ on the hull's edge pixels (cv2 hides the pixels its outline touches), only there
+    edge = np.abs(cv2.dilate(expected, np.ones((3, 3))) - cv2.erode(expected, np.ones((3, 3)))) > 0
+    assert disagree.sum() <= 0.5 * edge.sum() and not (disagree & ~edge).any()
+    np.testing.assert_array_equal(data.source_visible(index, "full"), np.ones_like(visible))

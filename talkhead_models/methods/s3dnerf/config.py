@@ -13,7 +13,9 @@ The ablation table's rows are one switch, ``deformation``: "cross_attention"
 
 Demo aids (``talkhead_models.config.demo_aid``): the perceptual loss's
 network (ImageNet VGG in the paper; with no ImageNet weights here, feature
-matching on the adversarial discriminator's activations). Budget reductions
+matching on the adversarial discriminator's activations), a lower
+adversarial weight, and extra losses on the neural render (its coarse RGB
+on the inner face, its opacity). Budget reductions
 (image size, planes, samples, widths, iterations) are plain fields.
 """
 
@@ -27,6 +29,7 @@ from talkhead_models.config import (ConfigError, Device, NonNegativeFloat, NonNe
                                     PositiveInt, demo_aid)
 
 Deformation = Literal["cross_attention", "concat", "naive", "none"]
+SourceRegion = Literal["outside_face", "full"]
 PerceptualNetwork = Literal["vgg", "discriminator_features"]
 DEFORMATIONS = typing.get_args(Deformation)
 
@@ -51,18 +54,34 @@ class S3DNeRFConfig:
 
     opacity_weight: NonNegativeFloat = demo_aid(0.0, "opacity loss against the parsed head mask")
     """Weight of an MSE between the neural render's opacity and the target frame's head mask (the parse stage's
-    head, lips and mouth, shrunk to ``render_size``). Not in the paper (0), and off in the demo: it does not yet
-    do what it is for. Without it the demo's 400 steps drive the density to zero everywhere (opacity below 1e-5
-    at every pixel): the super-resolution composites the render over the source image by that opacity, and a
-    NeRF worse than the source image is faded out, after which softplus gives it no gradient back; every frame
-    is the source image plus a residual blind to the audio and the pose. With 0.1 or 1.0 the head stays opaque
-    through the 200 pixel-only warm-up steps (loss 0.026 at step 200 with 0.1), then fades within 25-100 steps
-    of the adversarial and lip-sync terms switching on (loss 0.20, a zero opacity's; docs/HISTORY.md)."""
+    head, lips and mouth, shrunk to ``render_size``). Not in the paper (0), and off in the demo. With the demo's
+    other aids, 0.1 kept the backdrop around the head sharp but the face lost its features again (dlib found a
+    face in 0 of 8 renders of held-out S003, against 8 of 8 without it; docs/HISTORY.md, "S3D-NeRF renders a
+    face")."""
+    colour_skip: bool = demo_aid(False, "decoded RGB a change of the source's colour")
+    """Decode a point's RGB as a change of the source image's colour at its projection (its logit plus the
+    decoder's output) instead of from the features alone (the paper's and EG3D's decoder: False). The decoder
+    reads that colour either way; with four training identities from one photo, 400 steps learned their
+    common face instead of reading it, and rendered it on every identity (docs/HISTORY.md)."""
+    coarse_weight: NonNegativeFloat = demo_aid(0.0, "coarse render loss on the inner face")
+    """Weight of an L2 between the neural render's RGB (before super-resolution, composited over black) and the
+    target frame shrunk to ``render_size``, inside the convex hull of the target's 68 landmarks (training only).
+    Not in the paper (0), whose NeRF renders "a coarse image of the inner face region" but whose loss is on the
+    final frame alone."""
     mouth_weight: PositiveFloat = demo_aid(1.0, "pixel loss x{value} on the mouth")
     """Weight of the pixel loss inside each target frame's mouth box (the tracked lips' box, grown by half; the
-    paper weighs every pixel alike: 1). Training only; the renders never read landmarks."""
+    paper weighs every pixel alike: 1). Training only; the renders never read a target frame's landmarks."""
 
     # --- Images and rendering --------------------------------------------------------------------------------
+    sr_source: SourceRegion = "outside_face"
+    """What of the source image the super-resolution reads. The paper's NeRF renders "a coarse image of the inner
+    face region", after which the super-resolution "adds details for the outer face and background"; it does not
+    say how the source image reaches the super-resolution. "outside_face" (our reading) hides the source's inner
+    face, the convex hull of its 68 landmarks, from the super-resolution, so the face in a frame can only come
+    from the neural render; "full" shows it the whole source image, and then a render worse than the source's
+    own face is faded out: in the demo of 2026-12-06 (densities per metre, none of today's aids) every pixel's
+    opacity fell below 1e-5 and every frame was the source image plus a residual blind to the audio and the
+    pose (docs/HISTORY.md)."""
     image_size: PositiveInt = 512
     """Side of the output image in pixels (HDTF at 512 in the paper); frames are resized to it."""
     render_size: PositiveInt = 128
@@ -122,8 +141,10 @@ class S3DNeRFConfig:
     """L2 pixel loss."""
     perceptual_weight: NonNegativeFloat = 0.01
     """Perceptual loss."""
-    adversarial_weight: NonNegativeFloat = 1.0
-    """Non-saturating adversarial loss of the generator."""
+    adversarial_weight: NonNegativeFloat = demo_aid(1.0, "adversarial loss x{value}, not x{default}")
+    """Non-saturating adversarial loss of the generator. At demo size (200 adversarial steps, a discriminator
+    trained from scratch) the paper's 1.0 shifted every frame's colours (PSNR 15.3 dB on held-out S003 against
+    the source image's 20.9; docs/HISTORY.md), so the demo lowers it, labelled."""
     sync_weight: NonNegativeFloat = 0.5
     """Lip-sync loss from the frozen sync expert (0: the "w/o Lip Sync" row)."""
     deform_weight: NonNegativeFloat = 0.001

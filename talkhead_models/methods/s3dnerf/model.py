@@ -17,9 +17,12 @@ then located on the source image's tri-planes through the source camera:
   density and a ``feature_channels``-wide feature whose first three
   channels are RGB (EG3D's decoder).
 
-The feature image is volume-rendered at ``render_size`` and the
-super-resolution network brings it to ``image_size``, filling what the
-head does not cover from the source image.
+The feature image is volume-rendered at ``render_size`` (densities per half
+side of the head cube) and the super-resolution network brings it to
+``image_size``, filling what the head does not cover from the source image.
+With ``sr_source: outside_face`` it never sees the source's inner face, so
+the face in a frame is the neural render's: shown the whole source, it
+learned to pass the source's face through and the render faded out.
 
 The deformation field routes the cross-modal feature to a point through the
 slot-attention map: each slot owns parts of the source image (its attention
@@ -315,29 +318,38 @@ class TriPlaneDecoder(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.Softplus(), nn.Linear(hidden, 1 + feature_channels))
 
-    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, features: Tensor, base_colour: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """[..., D] -> (density [...], features [..., C]); with ``base_colour`` [..., 3] the RGB is decoded as a
+        change of it (its logit plus the network's output), so an untrained decoder passes it through."""
         out = self.net(features)
         density = F.softplus(out[..., 0] - 1.0)
-        return density, torch.sigmoid(out[..., 1:]) * (1 + 2e-3) - 1e-3
+        logits = out[..., 1:]
+        if base_colour is not None:
+            logits = torch.cat([logits[..., :3] + torch.logit(base_colour.clamp(1e-3, 1 - 1e-3)), logits[..., 3:]],
+                               dim=-1)
+        return density, torch.sigmoid(logits) * (1 + 2e-3) - 1e-3
 
 
 class SuperResolution(nn.Module):
-    """Low-resolution feature image + opacity + source image -> the frame. The start is the composite of the
-    upsampled coarse RGB over the source image by the upsampled opacity; the convolutions add a residual."""
+    """Low-resolution feature image + opacity + the visible part of the source image -> the frame. The start is
+    the composite of the upsampled coarse RGB over the visible source by the upsampled opacity; the convolutions
+    add a residual. ``visible`` [B, 1, S, S] is 1 where the network may read the source image: the source's
+    inner face hidden (``sr_source: outside_face``), the face can only come from the neural render."""
 
     def __init__(self, feature_channels: int, channels: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(_conv(feature_channels + 1 + 3, channels), _conv(channels, channels),
+        self.net = nn.Sequential(_conv(feature_channels + 1 + 3 + 1, channels), _conv(channels, channels),
                                  nn.Conv2d(channels, 3, 3, padding=1))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, features: Tensor, opacity: Tensor, source: Tensor) -> Tensor:
+    def forward(self, features: Tensor, opacity: Tensor, source: Tensor, visible: Tensor) -> Tensor:
         size = source.shape[-2:]
         features = F.interpolate(features, size=size, mode="bilinear", align_corners=False)
         opacity = F.interpolate(opacity, size=size, mode="bilinear", align_corners=False)
+        source = source * visible
         base = opacity * features[:, :3] + (1.0 - opacity) * source
-        return base + self.net(torch.cat([features, opacity, source], dim=1))
+        return base + self.net(torch.cat([features, opacity, source, visible], dim=1))
 
 
 @dataclass
@@ -346,6 +358,7 @@ class Rendered:
 
     image: Tensor  # [B, 3, S, S] (not clamped while training)
     opacity: Tensor  # [B, 1, r, r]
+    coarse: Tensor  # [B, 3, r, r] the neural render's RGB (over black), before super-resolution
     displacement: Tensor  # [B, P] squared displacement at every sample, in units of the cube's half side
 
 
@@ -367,10 +380,11 @@ class S3DNeRF(nn.Module):
         return self.encoder(source)
 
     def forward(self, planes: list[Tensor], source: Tensor, source_cameras: Cameras, target_cameras: Cameras,
-                audio_windows: Tensor, perturb: bool = False, generator: torch.Generator | None = None,
-                slot_noise: Tensor | None = None) -> Rendered:
+                audio_windows: Tensor, source_visible: Tensor | None = None, perturb: bool = False,
+                generator: torch.Generator | None = None, slot_noise: Tensor | None = None) -> Rendered:
         """Render one target frame per batch entry: ``planes`` and ``source`` [B, 3, S, S] of its source image,
-        both cameras [B], the frame's audio window [B, 16, D]."""
+        both cameras [B], the frame's audio window [B, 16, D]; ``source_visible`` [B, 1, S, S] is what of the
+        source the super-resolution may read (all of it when None)."""
         cfg = self.cfg
         batch, size = source.shape[0], cfg.render_size
         context = self.deformation.context(planes, audio_windows, slot_noise)
@@ -395,7 +409,11 @@ class S3DNeRF(nn.Module):
             features = sample_triplanes(planes, plane_coordinates(moved_xy, depth))
             colour = F.grid_sample(source, moved_xy[:, :, None], mode="bilinear", padding_mode="border",
                                    align_corners=False)[..., 0].transpose(1, 2)
-            density, colours = self.decoder(torch.cat([features, colour], dim=-1))
+            density, colours = self.decoder(torch.cat([features, colour], dim=-1),
+                                            colour if cfg.colour_skip else None)
+            # per half side of the head cube, not per metre: an untrained field then makes a ray through the
+            # cube about half opaque rather than 3% (the pixel loss alone barely raised that, docs/HISTORY.md)
+            density = density / cfg.box_half_extent
             return density.reshape(positions.shape[:-1]), colours.reshape(*positions.shape[:-1], -1)
 
         flat_origins, flat_directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
@@ -410,6 +428,9 @@ class S3DNeRF(nn.Module):
                                samples.t_values)
         features = result.color.reshape(batch, size, size, -1).permute(0, 3, 1, 2)
         opacity = result.opacity.reshape(batch, 1, size, size)
-        image = self.super_resolution(features, opacity, source)
-        return Rendered(image=image, opacity=opacity, displacement=torch.cat(squared_shift, dim=-1))
+        if source_visible is None:
+            source_visible = torch.ones_like(source[:, :1])
+        image = self.super_resolution(features, opacity, source, source_visible)
+        return Rendered(image=image, opacity=opacity, coarse=features[:, :3],
+                        displacement=torch.cat(squared_shift, dim=-1))
 

@@ -90,6 +90,26 @@ class IdentityFrames:
     def image(self, index: int) -> np.ndarray:
         return resized(self.reader.frame(int(index)), self.size)
 
+    def has_face(self, indices: np.ndarray) -> np.ndarray:
+        """Whether each frame has 68 finite landmarks (a source image needs them to hide its face)."""
+        return np.isfinite(self.points68[indices]).all(axis=(-1, -2))
+
+    def face_hull(self, index: int, size: int) -> np.ndarray:
+        """[size, size] float32: 1 inside the convex hull of frame ``index``'s 68 landmarks (its inner face)."""
+        points = self.points68[int(index)] * (size / self.size)
+        if not np.isfinite(points).all():
+            raise IdentityError(f"{self.reader.root}: frame {index} has no landmarks; re-run the landmarks stage or "
+                                "pick another frame")
+        hull = cv2.convexHull(np.round(points.astype(np.float64) * 16).astype(np.int32))
+        return cv2.fillConvexPoly(np.zeros((size, size), np.float32), hull, 1.0, cv2.LINE_8, shift=4)
+
+    def source_visible(self, index: int, region: str) -> np.ndarray:
+        """[size, size] float32: 1 where the super-resolution may read source image ``index`` (``sr_source``):
+        everywhere ("full"), or outside the convex hull of its 68 landmarks ("outside_face")."""
+        if region == "full":
+            return np.ones((self.size, self.size), np.float32)
+        return 1.0 - self.face_hull(index, self.size)
+
     def head_mask(self, index: int, size: int) -> np.ndarray:
         """[size, size] float32: the share of each pixel the parse stage labels head, lips or mouth."""
         head = np.isin(self.reader.semantic(int(index)), HEAD_LABELS).astype(np.float32)
@@ -135,7 +155,7 @@ def training_windows(processed_root: Path, identities: Sequence[str], split: Spl
         for row in rows.itertuples():
             span = np.arange(row.first_frame, row.last_frame + 1)
             tracked = data.tracked(span)
-            local.append(span[tracked])
+            local.append(span[tracked & data.has_face(span)])
             # a window is valid when all its frames are tracked
             run = np.convolve(tracked.astype(int), np.ones(cfg.sync_frames, int), mode="valid") == cfg.sync_frames
             first.append(span[:len(run)][run])
@@ -188,14 +208,17 @@ class S3DNeRFTrainer:
     def step(self) -> dict[str, float]:
         cfg, device, window = self.cfg, self.device, self.cfg.sync_frames
         draws = [self.draw() for _ in range(cfg.batch_size)]
-        sources, targets, audio, source_cams, target_cams, boxes, lips, masks = [], [], [], [], [], [], [], []
+        sources, visible, targets, audio, source_cams, target_cams, boxes, lips, masks, faces = ([] for _ in range(10))
         for name, start, source in draws:
             data = self.identities[name]
             frames = np.arange(start, start + window)
             sources.append(data.image(source))
+            visible.append(data.source_visible(source, cfg.sr_source))
             targets += [data.image(i) for i in frames]
             if cfg.opacity_weight > 0:
                 masks += [data.head_mask(i, cfg.render_size) for i in frames]
+            if cfg.coarse_weight > 0:
+                faces += [data.face_hull(i, cfg.render_size) for i in frames]
             audio.append(np.asarray(data.audio[frames], np.float32))
             source_cams.append(data.cameras(np.full(window, source), device))
             target_cams.append(data.cameras(frames, device))
@@ -206,12 +229,13 @@ class S3DNeRFTrainer:
                                          self.expert_config["smooth_frames"]))
         source_images = images_tensor(sources, device)
         source = source_images.repeat_interleave(window, 0)
+        source_visible = torch.as_tensor(np.stack(visible), device=device)[:, None].repeat_interleave(window, 0)
         target = images_tensor(targets, device)
         src_cams, tgt_cams = concat_cameras(source_cams), concat_cameras(target_cams)
         planes = [p.repeat_interleave(window, 0) for p in self.model.encode(source_images)]
         noise = torch.randn(len(target), cfg.num_slots, cfg.embed_dim, generator=self.generator, device=device)
-        rendered = self.model(planes, source, src_cams, tgt_cams, torch.as_tensor(np.concatenate(audio),
-                                                                                   device=device),
+        rendered = self.model(planes, source, src_cams, tgt_cams,
+                              torch.as_tensor(np.concatenate(audio), device=device), source_visible,
                               perturb=True, generator=self.generator, slot_noise=noise)
         adversarial = self.iteration >= cfg.warmup_steps
         squared = (rendered.image - target).square()
@@ -224,6 +248,10 @@ class S3DNeRFTrainer:
         if cfg.opacity_weight > 0:
             head = torch.as_tensor(np.stack(masks), device=device)[:, None]
             losses["opacity"] = (rendered.opacity - head).square().mean()
+        if cfg.coarse_weight > 0:
+            face = torch.as_tensor(np.stack(faces), device=device)[:, None]
+            small = torch.nn.functional.interpolate(target, size=cfg.render_size, mode="area")
+            losses["coarse"] = (face * (rendered.coarse - small).square()).sum() / (3 * face.sum()).clamp_min(1.0)
         real_logits = None
         if adversarial and (cfg.adversarial_weight > 0 or cfg.perceptual_weight > 0):
             fake_logits, fake_features = self.discriminator(rendered.image)
@@ -241,7 +269,8 @@ class S3DNeRFTrainer:
                                for name, start, _ in draws])
             losses["sync"] = (1.0 - self.expert(mouths, mel)).mean()
         weights = {"pixel": cfg.pixel_weight, "deform": cfg.deform_weight, "adversarial": cfg.adversarial_weight,
-                   "perceptual": cfg.perceptual_weight, "sync": cfg.sync_weight, "opacity": cfg.opacity_weight}
+                   "perceptual": cfg.perceptual_weight, "sync": cfg.sync_weight, "opacity": cfg.opacity_weight,
+                   "coarse": cfg.coarse_weight}
         total = sum(weights[key] * value for key, value in losses.items())
         self.optimiser.zero_grad(set_to_none=True)
         total.backward()
@@ -397,6 +426,8 @@ class S3DNeRFHead:
         with torch.no_grad():
             self.planes = self.model.encode(source)
         self.source = source
+        self.source_visible = torch.as_tensor(self.data.source_visible(self.source_frame, self.cfg.sr_source),
+                                              device=self.device)[None, None]
         self.image_size = self.data.stored_size
 
     def render(self, driving: Driving, batch: int = 8) -> Iterator[np.ndarray]:
@@ -413,7 +444,8 @@ class S3DNeRFHead:
                                  self.data.cameras(np.full(count, self.source_frame), self.device),
                                  self.data.cameras(chunk, self.device),
                                  torch.as_tensor(np.asarray(features[first:first + count], np.float32),
-                                                 device=self.device))
+                                                 device=self.device),
+                                 self.source_visible.expand(count, -1, -1, -1))
             images = (out.image.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
             for image in images:
                 yield image if self.image_size == self.cfg.image_size else cv2.resize(
