@@ -188,6 +188,25 @@ def test_the_super_resolution_cannot_pass_the_hidden_source_through():
     assert float(source.grad[..., :8, :].abs().min()) > 0.0
 
 
+def test_the_super_resolution_starts_from_the_render_over_the_visible_source():
+    from talkhead_models.methods.s3dnerf.model import SuperResolution
+
+    torch.manual_seed(0)
+    sr = SuperResolution(feature_channels=5, channels=4)  # its residual starts at zero
+    alpha, colour, source = torch.rand(1, 1, 4, 4), torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4)
+    visible = (torch.rand(1, 1, 4, 4) > 0.5).float()
+    features = torch.cat([alpha * colour, torch.rand(1, 2, 4, 4)], dim=1)  # volume rendering's premultiplied RGB
+    image = sr(features, alpha, source, visible)
+    # "over", by hand, per pixel: the render's colour at its opacity, the source where visible behind it
+    expected = torch.empty_like(source)
+    for y in range(4):
+        for x in range(4):
+            a = float(alpha[0, 0, y, x])
+            behind = source[0, :, y, x] if visible[0, 0, y, x] else torch.zeros(3)
+            expected[0, :, y, x] = a * colour[0, :, y, x] + (1 - a) * behind
+    torch.testing.assert_close(image, expected, atol=1e-6, rtol=0)
+
+
 def test_the_colour_skip_decodes_a_change_of_the_source_colour():
     torch.manual_seed(0)
     decoder = TriPlaneDecoder(10, 8, 5)

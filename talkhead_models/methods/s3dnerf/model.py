@@ -332,9 +332,9 @@ class TriPlaneDecoder(nn.Module):
 
 class SuperResolution(nn.Module):
     """Low-resolution feature image + opacity + the visible part of the source image -> the frame. The start is
-    the composite of the upsampled coarse RGB over the visible source by the upsampled opacity; the convolutions
-    add a residual. ``visible`` [B, 1, S, S] is 1 where the network may read the source image: the source's
-    inner face hidden (``sr_source: outside_face``), the face can only come from the neural render."""
+    the upsampled coarse RGB (premultiplied by its opacity, as volume rendering gives it) over the visible source;
+    the convolutions add a residual. ``visible`` [B, 1, S, S] is 1 where the network may read the source image:
+    the source's inner face hidden (``sr_source: outside_face``), the face can only come from the neural render."""
 
     def __init__(self, feature_channels: int, channels: int) -> None:
         super().__init__()
@@ -348,7 +348,7 @@ class SuperResolution(nn.Module):
         features = F.interpolate(features, size=size, mode="bilinear", align_corners=False)
         opacity = F.interpolate(opacity, size=size, mode="bilinear", align_corners=False)
         source = source * visible
-        base = opacity * features[:, :3] + (1.0 - opacity) * source
+        base = features[:, :3] + (1.0 - opacity) * source
         return base + self.net(torch.cat([features, opacity, source, visible], dim=1))
 
 
