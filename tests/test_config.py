@@ -94,7 +94,8 @@ DEMO_AIDS = {
     "gstalker_audio_whisper": ["whisper audio", "audio smoother lr 0.0005", "tri-plane init ±0.1",
                                "mouth-motion prior"],
     "s3dnerf": ["perceptual loss on the discriminator's features, not ImageNet VGG",
-                "decoded RGB a change of the source's colour", "coarse render loss on the inner face",
+                "decoded RGB a change of the source's colour",
+                "render's pixels read from the source where its rays land", "coarse render loss on the inner face",
                 "adversarial loss x0.05, not x1"],
 }
 

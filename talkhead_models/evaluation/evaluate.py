@@ -54,7 +54,7 @@ from talkhead_models.face_topology import to_68
 from talkhead_models.methods.base import Driving, TalkingHead, UnsupportedDriving
 from talkhead_models.metrics import (METRICS, MetricValue, SyncScorer, acd, aue, available_metrics, cpbd, exp_diff,
                                      face_lmd, fid, lpips, mouth_lmd, psnr, ssim, sync_metrics, training_time)
-from talkhead_models.metrics.base import CLIP, substitute
+from talkhead_models.metrics.base import CLIP, REPETITION, substitute
 from talkhead_models.metrics.identity import SAME_PERSON, acd_from_descriptors
 from talkhead_models.metrics.speed import device_description
 from talkhead_models.preprocess import dlib_face
@@ -572,8 +572,13 @@ def _all_not_available(role: str, reason: str) -> dict[str, MetricValue]:
 
 
 def training_metric(summary: dict | None) -> MetricValue:
-    """Training time from the trainer's summary (``seconds``, ``hardware``), or n/a for untrained methods."""
+    """Training time from the trainer's summary (``seconds``, ``hardware``), or n/a for untrained methods. Where
+    the summary keeps several timings of it (``repetition_seconds``), they are its per-repetition values."""
     if not summary or "seconds" not in summary:
         return MetricValue.not_available("Training time", "the model folder records no training time",
                                          higher_is_better=False)
-    return training_time(float(summary["seconds"]), str(summary.get("hardware", "unknown hardware")))
+    metric = training_time(float(summary["seconds"]), str(summary.get("hardware", "unknown hardware")))
+    if summary.get("repetition_seconds"):
+        hours = np.asarray(summary["repetition_seconds"], np.float64) / 3600.0
+        metric = dataclasses.replace(metric, per_frame=hours, sample_unit=REPETITION)
+    return metric

@@ -263,3 +263,15 @@ def test_module_timings_are_reported_frame_weighted_when_a_head_has_them(evaluat
         assert len({ms for ms, _ in clips}) >= 2 or role == "cross"  # several self clips exercise the weighting
         expected = sum(ms * n for ms, n in clips) / sum(n for _, n in clips)
         assert record["settings"][role]["module_timings_ms"]["rendering_ms"] == pytest.approx(expected)
+
+
+def test_training_time_keeps_each_timed_repetition_in_hours_and_reads_back():
+    from talkhead_models.evaluation.evaluate import training_metric
+
+    metric = training_metric({"seconds": 0.2, "repetition_seconds": [0.1, 0.3], "hardware": "2-core CPU"})
+    assert metric.value == pytest.approx(0.2 / 3600) and metric.sample_unit == "repetition"
+    np.testing.assert_allclose(metric.per_frame, [0.1 / 3600, 0.3 / 3600])
+    again = MetricValue.from_dict(json.loads(json.dumps(metric.to_dict())))
+    np.testing.assert_allclose(again.per_frame, metric.per_frame, rtol=1e-4)  # records keep 5 digits
+    assert again.sample_unit == "repetition"
+    assert training_metric({"seconds": 36.0}).per_frame is None

@@ -150,9 +150,10 @@ def test_each_deformation_reads_what_its_ablation_row_says(kind):
         assert torch.count_nonzero(base) == 0
 
 
-def test_untrained_renders_are_the_source_where_rays_miss_the_head_and_differentiable_everywhere():
+@pytest.mark.parametrize("warp_source", [False, True])
+def test_untrained_renders_are_the_source_where_rays_miss_the_head_and_differentiable_everywhere(warp_source):
     torch.manual_seed(0)
-    model = S3DNeRF(TINY, AUDIO_DIM)
+    model = S3DNeRF(dataclasses.replace(TINY, warp_source=warp_source), AUDIO_DIM)
     source = torch.rand(2, 3, 32, 32, requires_grad=True)
     src_cams = cameras([[0.0, 0.0, 0.6], [0.0, 0.0, 0.6]])
     # the first target looks at the head, the second one looks away from it
@@ -205,6 +206,28 @@ def test_the_super_resolution_starts_from_the_render_over_the_visible_source():
             behind = source[0, :, y, x] if visible[0, 0, y, x] else torch.zeros(3)
             expected[0, :, y, x] = a * colour[0, :, y, x] + (1 - a) * behind
     torch.testing.assert_close(image, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_the_warped_source_is_read_where_the_rays_land(shift):
+    """Rays landing ``shift`` render pixels right of their own pixel, at opacity a: the start is a x the source
+    shifted by as many image pixels (by hand: a translation) + (1 - a) x the visible source, away from the border
+    where the bilinear grid clamps; the coarse RGB does not reach it."""
+    from talkhead_models.methods.s3dnerf.model import SuperResolution
+
+    torch.manual_seed(0)
+    sr = SuperResolution(feature_channels=5, channels=4)
+    size, render, factor, alpha = 32, 8, 4, 0.75
+    source = torch.rand(1, 3, size, size)
+    centres = (torch.arange(render) + 0.5) / render * 2 - 1
+    rows, columns = torch.meshgrid(centres, centres, indexing="ij")
+    landing = alpha * torch.stack([columns + 2 * shift / render, rows])[None]  # premultiplied, like colours
+    visible = (torch.rand(1, 1, size, size) > 0.5).float()
+    image = sr(torch.rand(1, 5, render, render), torch.full((1, 1, render, render), alpha), source, visible, landing)
+    moved = torch.roll(source, -shift * factor, dims=-1)  # moved[..., x] = source[..., x + shift * factor]
+    expected = alpha * moved + (1 - alpha) * source * visible
+    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2 - shift * factor))
+    torch.testing.assert_close(image[inner], expected[inner], atol=1e-5, rtol=0)
 
 
 def test_the_colour_skip_decodes_a_change_of_the_source_colour():

@@ -51,6 +51,21 @@ def test_training_reads_train_frames_of_the_training_identities_only(tracked_roo
         assert start + CFG.sync_frames - 1 <= owner.last_frame
 
 
+def test_no_window_or_source_holds_a_frame_without_landmarks(tracked_root, monkeypatch):
+    _, unfiltered = training_windows(tracked_root, IDENTITIES, SplitConfig(), CFG)
+    lost = set(unfiltered.sources["S001"][3::17].tolist())  # frames the landmarks stage found no face in
+    has_face = s3d_trainer.IdentityFrames.has_face
+    monkeypatch.setattr(s3d_trainer.IdentityFrames, "has_face",
+                        lambda self, indices: has_face(self, indices) & ~np.isin(indices, list(lost)))
+    _, windows = training_windows(tracked_root, IDENTITIES, SplitConfig(), CFG)
+    starts, sources = windows.starts["S001"], windows.sources["S001"]
+    assert len(lost) >= 3 and not lost & set(sources.tolist())
+    assert len(sources) == len(unfiltered.sources["S001"]) - len(lost)
+    for start in starts:  # brute force: every frame of every window
+        assert not lost & set(range(int(start), int(start) + CFG.sync_frames))
+    assert 0 < len(starts) < len(unfiltered.starts["S001"])
+
+
 def test_a_killed_run_resumes_to_the_uninterrupted_weights_and_renders_an_identity_from_one_image(
         tracked_root, untrained_expert, tmp_path, monkeypatch):
     pretrained = {"sync_expert": untrained_expert}

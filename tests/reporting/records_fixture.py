@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from talkhead_models.evaluation import record_json
-from talkhead_models.metrics.base import CLIP, FRAME, MetricValue, substitute
+from talkhead_models.metrics.base import CLIP, FRAME, REPETITION, MetricValue, substitute
 
 HARDWARE = "CPU x86_64, 1 threads of 2 cores"
 SYNC_SUBSTITUTE = substitute("the project's sync expert trained on the corpus (SyncNet weights absent)")
@@ -70,7 +70,8 @@ def metric(name: str, value: float | Sequence[float] | None, per_frame: np.ndarr
     reference = SYNC_SUBSTITUTE if name in ("Sync", "LSE-C") else "reference"
     hardware = HARDWARE if name in ("FPS", "Training time") else ""
     return MetricValue(name, float(value), unit=UNITS.get(name, ""), reference=reference, higher_is_better=higher,
-                       hardware=hardware, per_frame=per_frame, sample_unit=CLIP if name in PER_CLIP else FRAME)
+                       hardware=hardware, per_frame=per_frame,
+                       sample_unit=CLIP if name in PER_CLIP else REPETITION if name == "Training time" else FRAME)
 
 
 def _metrics(values: dict, identity: str, method: str, with_samples: bool) -> dict:

@@ -63,6 +63,15 @@ class S3DNeRFConfig:
     decoder's output) instead of from the features alone (the paper's and EG3D's decoder: False). The decoder
     reads that colour either way; with four training identities from one photo, 400 steps learned their
     common face instead of reading it, and rendered it on every identity (docs/HISTORY.md)."""
+    warp_source: bool = demo_aid(False, "render's pixels read from the source where its rays land")
+    """The neural render's part of a frame read from the source image at full resolution: each pixel takes the
+    source's colour where its ray lands in the source image (the mean of its samples' projections after the
+    deformation, weighted as volume rendering weighs colours) instead of the render's coarse RGB, which the
+    super-resolution still reads. Head pose and mouth motion still come from the NeRF's density and
+    deformation; the colour at ``render_size`` no longer blurs the face. Not in the paper (False), whose
+    super-resolution learns the detail. Tried as a detail layer only (the warp less its blur added to the
+    coarse RGB) it left the face blurred, the residual filling the hidden face with the training identities'
+    skin colour (docs/HISTORY.md, "S3D-NeRF's face from its source")."""
     coarse_weight: NonNegativeFloat = demo_aid(0.0, "coarse render loss on the inner face")
     """Weight of an L2 between the neural render's RGB (before super-resolution, composited over black) and the
     target frame shrunk to ``render_size``, inside the convex hull of the target's 68 landmarks (training only).

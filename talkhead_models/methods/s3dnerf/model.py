@@ -334,7 +334,9 @@ class SuperResolution(nn.Module):
     """Low-resolution feature image + opacity + the visible part of the source image -> the frame. The start is
     the upsampled coarse RGB (premultiplied by its opacity, as volume rendering gives it) over the visible source;
     the convolutions add a residual. ``visible`` [B, 1, S, S] is 1 where the network may read the source image:
-    the source's inner face hidden (``sr_source: outside_face``), the face can only come from the neural render."""
+    the source's inner face hidden (``sr_source: outside_face``), the face can only come from the neural render.
+    With ``source_xy`` (the ``warp_source`` aid) the render's part of the start is the source image warped to the
+    target by where the render's rays land in it, at full resolution, instead of the coarse RGB."""
 
     def __init__(self, feature_channels: int, channels: int) -> None:
         super().__init__()
@@ -343,13 +345,25 @@ class SuperResolution(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, features: Tensor, opacity: Tensor, source: Tensor, visible: Tensor) -> Tensor:
+    def forward(self, features: Tensor, opacity: Tensor, source: Tensor, visible: Tensor,
+                source_xy: Tensor | None = None) -> Tensor:
+        """``features`` [B, C, r, r] (premultiplied), ``opacity`` [B, 1, r, r], ``source`` [B, 3, S, S] (all of
+        it: ``visible`` hides what the network may not read), ``source_xy`` [B, 2, r, r] where the rays land in
+        the source image (grid_sample coordinates, premultiplied by the opacity like the colour)."""
         size = source.shape[-2:]
         features = F.interpolate(features, size=size, mode="bilinear", align_corners=False)
-        opacity = F.interpolate(opacity, size=size, mode="bilinear", align_corners=False)
+        up_opacity = F.interpolate(opacity, size=size, mode="bilinear", align_corners=False)
+        if source_xy is None:
+            render = features[:, :3]
+        else:
+            grid = F.interpolate(source_xy, size=size, mode="bilinear", align_corners=False)
+            grid = grid / up_opacity.clamp_min(1e-3)
+            warped = F.grid_sample(source, grid.permute(0, 2, 3, 1), mode="bilinear", padding_mode="border",
+                                   align_corners=False)
+            render = up_opacity * warped
         source = source * visible
-        base = features[:, :3] + (1.0 - opacity) * source
-        return base + self.net(torch.cat([features, opacity, source, visible], dim=1))
+        base = render + (1.0 - up_opacity) * source
+        return base + self.net(torch.cat([features, up_opacity, source, visible], dim=1))
 
 
 @dataclass
@@ -414,6 +428,8 @@ class S3DNeRF(nn.Module):
             # per half side of the head cube, not per metre: an untrained field then makes a ray through the
             # cube about half opaque rather than 3% (the pixel loss alone barely raised that, docs/HISTORY.md)
             density = density / cfg.box_half_extent
+            if cfg.warp_source:  # composited like the colours: the render's mean source coordinates
+                colours = torch.cat([colours, moved_xy], dim=-1)
             return density.reshape(positions.shape[:-1]), colours.reshape(*positions.shape[:-1], -1)
 
         flat_origins, flat_directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
@@ -427,10 +443,13 @@ class S3DNeRF(nn.Module):
             result = composite(samples.densities, samples.colors, interval_widths(samples.t_values, near, far),
                                samples.t_values)
         features = result.color.reshape(batch, size, size, -1).permute(0, 3, 1, 2)
+        source_xy = None
+        if cfg.warp_source:
+            features, source_xy = features[:, :-2], features[:, -2:]
         opacity = result.opacity.reshape(batch, 1, size, size)
         if source_visible is None:
             source_visible = torch.ones_like(source[:, :1])
-        image = self.super_resolution(features, opacity, source, source_visible)
+        image = self.super_resolution(features, opacity, source, source_visible, source_xy)
         return Rendered(image=image, opacity=opacity, coarse=features[:, :3],
                         displacement=torch.cat(squared_shift, dim=-1))
 

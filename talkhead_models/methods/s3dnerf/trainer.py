@@ -132,7 +132,7 @@ def images_tensor(images: Sequence[np.ndarray], device: torch.device) -> torch.T
 @dataclass
 class TrainingWindows:
     """The ``TRAIN`` frames of the training identities: per identity, the first frames of windows of
-    ``sync_frames`` consecutive tracked frames and the frames a source image is drawn from."""
+    ``sync_frames`` consecutive tracked frames with landmarks and the frames a source image is drawn from."""
 
     starts: dict[str, np.ndarray]
     sources: dict[str, np.ndarray]
@@ -154,12 +154,13 @@ def training_windows(processed_root: Path, identities: Sequence[str], split: Spl
         first, local = [], []
         for row in rows.itertuples():
             span = np.arange(row.first_frame, row.last_frame + 1)
-            tracked = data.tracked(span)
-            local.append(span[tracked & data.has_face(span)])
-            # a window is valid when all its frames are tracked
-            run = np.convolve(tracked.astype(int), np.ones(cfg.sync_frames, int), mode="valid") == cfg.sync_frames
+            # a frame needs its camera (to render it) and its landmarks (the mouth box, the inner-face hull)
+            usable = data.tracked(span) & data.has_face(span)
+            local.append(span[usable])
+            # a window is valid when all its frames are usable
+            run = np.convolve(usable.astype(int), np.ones(cfg.sync_frames, int), mode="valid") == cfg.sync_frames
             first.append(span[:len(run)][run])
-            used.append(row.start + np.flatnonzero(tracked))
+            used.append(row.start + np.flatnonzero(usable))
         starts[str(name)], sources[str(name)] = np.concatenate(first), np.concatenate(local)
     # raises, listing the segments, if any frame read here is a test frame
     checked_audit(corpus, segments, {"s3dnerf_train": np.concatenate(used) if used else np.zeros(0, int)})
