@@ -610,9 +610,8 @@ def no_per_identity_training(evidence: Evidence) -> Verdict:
         repetitions = value.per_frame if value.per_frame is not None else np.array([value.value])
         interval = _interval(repetitions, np.zeros_like(repetitions))
         statuses.append(decide(interval, -1, FIT_TIME_HOURS))
-        texts.append(f"{name}: {_interval_text(interval, 'h', len(repetitions), 'timed fit', 5)}"
-                     if interval is not None else
-                     f"{name}: {value.value:.5f} h, {_interval_text(None, 'h', len(repetitions), 'timed fit')}")
+        mean = "" if interval is not None else f"{value.value:.5f} h, "  # an interval states its own estimate
+        texts.append(f"{name}: {mean}{_interval_text(interval, 'h', len(repetitions), 'timed fit', 5)}")
     return Verdict(every(statuses), f"fit time per identity {'; '.join(texts)} (paper: < {FIT_TIME_HOURS} h)",
                    (key,))
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+
 from talkhead_models.components.backends import resolve_device
 from talkhead_models.methods.base import MethodSpec, MetricLogger, register
 from talkhead_models.methods.s3dnerf.config import S3DNeRFConfig
