@@ -56,7 +56,7 @@ import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal, Mapping, Sequence
+from typing import Annotated, Any, Literal, Mapping, Sequence
 
 import annotated_types
 import numpy as np
@@ -860,3 +860,71 @@ def load_model(path: Path, device: str = "cpu") -> tuple[Audio2Motion | Audio2Mo
     model = network() if members == 1 else Audio2MotionEnsemble([network() for _ in range(members)])
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), config
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Mouth motion as a per-frame audio feature (GSTalker's and S3D-NeRF's ``a2m`` demo aid)
+
+
+def centred_windows(per_frame: np.ndarray, window: int, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """[n, D] per-frame vectors -> [n, window, D]: frames ``i - window // 2 ..`` clipped to each frame's
+    recording ``[first[i], last[i]]`` (a window never reaches into another recording)."""
+    offsets = np.arange(window) - window // 2
+    index = np.arange(len(per_frame))[:, None] + offsets[None]
+    index = np.clip(index, first[:, None], last[:, None])
+    return per_frame[index]
+
+
+@dataclass
+class MotionFeatures:
+    """The audio-to-motion network and a normalisation of its mouth displacements: one identity's (GSTalker) or
+    the training identities' pooled (S3D-NeRF, whose new identity has no frames to fit one on)."""
+
+    network: Any
+    """``Audio2Motion`` (or its ensemble) in eval mode."""
+    network_config: dict
+    """The network's saved config (``feature_kind``, ``pitch_column``)."""
+    neutral: np.ndarray
+    """[68, 3] the neutral canonical shape the network reads as its identity input (the identity's, or the training
+    identities' mean)."""
+    own_mean: Tensor
+    """[D] the identity's speaker mean of the network's audio features (for its own voice)."""
+    centre: np.ndarray
+    """[60] mean mouth displacement over the training frames."""
+    scale: float
+    """Standard deviation of the centred mouth displacements over the training frames (one number for all 60
+    values: keeps the points' relative motion)."""
+    window: int
+    """Frames per feature window (centred on the frame)."""
+
+    @property
+    def kind(self) -> str:
+        """The audio feature kind the network reads."""
+        return str(self.network_config.get("feature_kind", "mel"))
+
+    @property
+    def dim(self) -> int:
+        return 3 * len(MOUTH)
+
+    def displacements(self, features: np.ndarray, own_voice: bool) -> np.ndarray:
+        """[n, 60] raw mouth displacements predicted from one recording's [n, 16, D] audio windows."""
+        features = np.array(features, np.float32)  # a writable copy (features are often memory-mapped)
+        mean = (self.own_mean if own_voice
+                else speaker_mean(features, self.network_config.get("pitch_column", -1)))
+        landmarks = predict_landmarks(self.network, features, mean, self.neutral)
+        return (landmarks - self.neutral[None])[:, MOUTH].reshape(len(features), -1).astype(np.float32)
+
+    def normalise(self, displacements: np.ndarray) -> np.ndarray:
+        return ((displacements - self.centre[None]) / self.scale).astype(np.float32)
+
+    def recording(self, features: np.ndarray, own_voice: bool) -> np.ndarray:
+        """[n, window, 60] features of one whole recording's frames."""
+        per_frame = self.normalise(self.displacements(features, own_voice))
+        n = len(per_frame)
+        return centred_windows(per_frame, self.window, np.zeros(n, np.int64), np.full(n, n - 1, np.int64))
+
+    def state(self) -> dict[str, Any]:
+        """Plain tensors and numbers for a weights-only checkpoint (the network itself is not copied)."""
+        return {"neutral": torch.from_numpy(self.neutral.astype(np.float32)), "own_mean": self.own_mean.cpu(),
+                "centre": torch.from_numpy(self.centre.astype(np.float32)), "scale": float(self.scale),
+                "window": int(self.window)}

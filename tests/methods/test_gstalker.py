@@ -16,7 +16,8 @@ from talkhead_models.methods.gstalker.scene import IdentityScene, lips_box
 from talkhead_models.checkpoints import CHECKPOINT_FILE, CURVE_FILE
 from talkhead_models.components.schedule import exponential_lr
 from talkhead_models.methods.gstalker.trainer import Trainer, build_model
-from talkhead_models.methods.gstalker.motion import centred_windows, training_features
+from talkhead_models.methods.gstalker.motion import training_features
+from talkhead_models.pretrained.audio2motion import centred_windows
 from tests.methods.gstalker_fixtures import IDENTITY, TINY
 from tests.methods.resume_fixtures import Killed, kill_at, ticking_clock
 

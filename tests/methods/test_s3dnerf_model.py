@@ -169,6 +169,27 @@ def test_untrained_renders_are_the_source_where_rays_miss_the_head_and_different
     assert all(p.grad is not None for p in model.decoder.parameters())
 
 
+def test_the_landing_map_is_composited_for_the_flow_loss_without_changing_the_frame():
+    """With the landmark-flow loss but not ``warp_source`` the render also composites where its rays land (for the
+    loss) and the frame is the one rendered without it: the same weights, the same samples."""
+    source = torch.rand(1, 3, 32, 32)
+    src_cams, target = cameras([[0.0, 0.0, 0.6]]), cameras([[0.03, 0.0, 0.6]])
+    audio = torch.randn(1, 16, AUDIO_DIM)
+    frames = {}
+    for weight in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = S3DNeRF(dataclasses.replace(TINY, landmark_flow_weight=weight), AUDIO_DIM)
+        frames[weight] = model(model.encode(source), source, src_cams, target, audio)
+    assert frames[0.0].landing is None and frames[0.5].landing.shape == (1, 2, 8, 8)
+    torch.testing.assert_close(frames[0.5].image, frames[0.0].image, atol=1e-6, rtol=0)
+    # a ray's landing point is within the source image where the head covers it (not a colour, a coordinate)
+    opacity = frames[0.5].opacity[0, 0]
+    covered = opacity > 0.5 * opacity.max()
+    assert float(opacity.max()) > 0.0
+    landed = frames[0.5].landing[0] / frames[0.5].opacity[0]
+    assert float(landed[:, covered].abs().max()) < 1.0
+
+
 def test_the_super_resolution_cannot_pass_the_hidden_source_through():
     torch.manual_seed(0)
     model = S3DNeRF(TINY, AUDIO_DIM)

@@ -96,6 +96,68 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights_and_renders_an_identi
     np.testing.assert_array_equal(np.stack(again), np.stack(images))
 
 
+def test_a2m_audio_of_a_training_segment_is_what_a_driving_of_it_gets_and_no_test_frame_has_any(
+        tracked_root, untrained_audio2motion):
+    cfg = dataclasses.replace(CFG, audio_motion=True, motion_window=3)
+    frames, windows = training_windows(tracked_root, IDENTITIES, SplitConfig(), cfg)
+    network = s3d_trainer.motion_network({"audio2motion": untrained_audio2motion}, torch.device("cpu"))
+    motion, features = s3d_trainer.motion_audio(frames, windows, *network, cfg.motion_window)
+    data = frames[0]
+    assert features["S001"].shape == (len(data.audio), 3, 60)
+    spans = windows.spans["S001"]
+    inside = np.zeros(len(data.audio), bool)
+    for first, last in spans:
+        inside[first:last + 1] = True
+    # the normaliser is pooled over the TRAIN frames: there the window's centre (the frame itself) has zero mean
+    # per value and unit spread over all of them
+    centre = features["S001"][inside, 1]
+    assert np.abs(centre.mean(0)).max() < 1e-3 and centre.std() == pytest.approx(1.0, rel=1e-3)
+    # no frame outside the TRAIN segments (every test frame among them) has a feature
+    assert np.isin(held_out_frames(tracked_root)["S001"], np.flatnonzero(~inside)).all()
+    assert not features["S001"][~inside].any()
+    # a driving recording that is one TRAIN segment gets exactly the features training read for its frames
+    first, last = max(spans, key=lambda span: span[1] - span[0])
+    mel = np.asarray(data.reader.audio_features("mel")[first:last + 1])
+    np.testing.assert_allclose(motion.recording(mel, own_voice=False), features["S001"][first:last + 1], atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="pretrain_audio2motion"):
+        s3d_trainer.motion_network({}, torch.device("cpu"))
+
+
+def test_a2m_audio_trains_and_renders_a_new_identity_from_its_image_and_audio(
+        tracked_root, untrained_expert, untrained_audio2motion, tmp_path):
+    cfg = dataclasses.replace(CFG, audio_motion=True, iterations=2)
+    pretrained = {"sync_expert": untrained_expert, "audio2motion": untrained_audio2motion}
+    train_s3dnerf(cfg, tracked_root, IDENTITIES, SplitConfig(), pretrained, tmp_path / "model")
+    head = S3DNeRFHead(tmp_path / "model", tracked_root / "S001", pretrained=pretrained)
+    frames = np.arange(10, 16)
+    mel = np.asarray(head.data.reader.audio_features("mel")[frames])
+    driving = type("Driving", (), {"frame_indices": frames, "audio_features": {"mel": mel}})()
+    images = np.stack(list(head.render(driving, batch=4)))
+    assert images.shape[0] == 6 and images.dtype == np.uint8
+    # the features come from the driving's audio: another voice renders other frames
+    louder = type("Driving", (), {"frame_indices": frames, "audio_features": {"mel": mel * 1.5 + 1.0}})()
+    assert not np.array_equal(np.stack(list(head.render(louder, batch=4))), images)
+    with pytest.raises(FileNotFoundError, match="pretrain_audio2motion"):
+        S3DNeRFHead(tmp_path / "model", tracked_root / "S001")
+
+
+def test_closed_mouth_sources_are_the_quarter_of_each_identity_s_sources_with_the_smallest_lip_gap(tracked_root):
+    _, every = training_windows(tracked_root, IDENTITIES, SplitConfig(), CFG)
+    frames, closed = training_windows(tracked_root, IDENTITIES, SplitConfig(),
+                                      dataclasses.replace(CFG, closed_mouth_sources=True))
+    points = frames[0].points68
+    # by hand: the inner lips' gap (62 to 66) over the eye corners' distance (36 to 45), per candidate frame
+    candidates = every.sources["S001"]
+    gap = np.hypot(*(points[candidates, 66] - points[candidates, 62]).T)
+    eyes = np.hypot(*(points[candidates, 45] - points[candidates, 36]).T)
+    ratio = gap / eyes
+    expected = candidates[ratio <= np.quantile(ratio, 0.25)]
+    np.testing.assert_array_equal(closed.sources["S001"], expected)
+    assert 0.2 * len(candidates) <= len(expected) <= 0.3 * len(candidates)
+    # the targets' windows are every identity's windows still
+    np.testing.assert_array_equal(closed.starts["S001"], every.starts["S001"])
+
+
 def test_the_mouth_weights_cover_the_lip_box_grown_by_half():
     from talkhead_models.methods.s3dnerf.trainer import mouth_weights
 
@@ -123,16 +185,39 @@ def test_the_head_mask_is_the_share_of_head_pixels_in_each_rendered_pixel(tracke
     np.testing.assert_allclose(mask, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("field,term", [("opacity_weight", "opacity"), ("coarse_weight", "coarse")])
-def test_an_aid_loss_is_a_term_of_the_step_only_when_weighted(tracked_root, untrained_expert, field, term):
+@pytest.mark.parametrize("field,term,low,high", [("opacity_weight", "opacity", 0.01, 1.0),
+                                                 ("coarse_weight", "coarse", 0.01, 1.0),
+                                                 ("landmark_flow_weight", "landmark_flow", 0.01, 32.0 ** 2)])
+def test_an_aid_loss_is_a_term_of_the_step_only_when_weighted(tracked_root, untrained_expert, field, term, low,
+                                                               high):
     frames, windows = training_windows(tracked_root, IDENTITIES, SplitConfig(), CFG)
     for weight, present in ((0.0, False), (0.5, True)):
         cfg = dataclasses.replace(CFG, **{field: weight})
         losses = s3d_trainer.S3DNeRFTrainer(cfg, frames, windows, untrained_expert, torch.device("cpu")).step()
         assert (term in losses) is present
         if present:
-            # the untrained render is far from the mask and the face: the term is not a zero
-            assert 0.01 < losses[term] < 1.0
+            # the untrained render is far from the mask, the face and the source's landmarks: the term is not a
+            # zero (the landmark flow's in squared pixels of the 32 px frame, below its diagonal's square)
+            assert low < losses[term] < high
+
+
+@pytest.mark.parametrize("opacity", [1.0, 0.5])
+def test_the_landmark_flow_is_the_squared_pixel_distance_of_where_the_rays_land_to_the_source_landmarks(opacity):
+    from talkhead_models.methods.s3dnerf.model import Rendered
+
+    size, render = 32, 8
+    # every ray lands 3 px (of the 32 px frame) right of its own pixel: a landing map affine in the pixel
+    # position, which bilinear reads exactly between pixel centres
+    centres = (torch.arange(render, dtype=torch.float32) + 0.5) * (2.0 / render) - 1.0
+    rows, columns = torch.meshgrid(centres, centres, indexing="ij")
+    landing = opacity * torch.stack([columns + 3 * 2.0 / size, rows])[None]  # premultiplied, like colours
+    rendered = Rendered(image=torch.zeros(1, 3, size, size), opacity=torch.full((1, 1, render, render), opacity),
+                        coarse=torch.zeros(1, 3, render, render), displacement=torch.zeros(1, 1), landing=landing)
+    target = np.array([[[10.0, 12.0], [20.5, 17.25]]], np.float32)
+    # the source's landmarks 1 px right and 2 px up of the target's: each lands (3, 0) - (1, -2) = (2, 2) px off
+    source = target + np.array([1.0, -2.0], np.float32)
+    loss = s3d_trainer.landmark_flow_loss(rendered, target, source, size)
+    assert float(loss) == pytest.approx(2.0 ** 2 + 2.0 ** 2, abs=1e-4)
 
 
 def test_the_source_shows_the_super_resolution_everything_but_the_convex_hull_of_its_landmarks(tracked_root):

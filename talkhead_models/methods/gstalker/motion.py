@@ -18,83 +18,17 @@ used.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from talkhead_models.metrics.landmarks import MOUTH  # iBUG-68 lips: the points whose displacements are the feature
+from talkhead_models.pretrained.audio2motion import MOUTH, MotionFeatures, centred_windows
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
-
-
-def centred_windows(per_frame: np.ndarray, window: int, first: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """[n, D] per-frame vectors -> [n, window, D]: frames ``i - window // 2 ..`` clipped to each frame's
-    recording ``[first[i], last[i]]`` (a window never reaches into another recording)."""
-    offsets = np.arange(window) - window // 2
-    index = np.arange(len(per_frame))[:, None] + offsets[None]
-    index = np.clip(index, first[:, None], last[:, None])
-    return per_frame[index]
-
-
-@dataclass
-class MotionFeatures:
-    """The audio-to-motion network and one identity's normalisation of its mouth displacements."""
-
-    network: Any
-    """``Audio2Motion`` (or its ensemble) in eval mode."""
-    network_config: dict
-    """The network's saved config (``feature_kind``, ``pitch_column``)."""
-    neutral: np.ndarray
-    """[68, 3] the identity's neutral canonical shape (the network's identity input)."""
-    own_mean: Tensor
-    """[D] the identity's speaker mean of the network's audio features (for its own voice)."""
-    centre: np.ndarray
-    """[60] mean mouth displacement over the identity's training frames."""
-    scale: float
-    """Standard deviation of the centred mouth displacements over the training frames (one number for all 60
-    values: keeps the points' relative motion)."""
-    window: int
-    """Frames per feature window (centred on the frame)."""
-
-    @property
-    def kind(self) -> str:
-        """The audio feature kind the network reads."""
-        return str(self.network_config.get("feature_kind", "mel"))
-
-    @property
-    def dim(self) -> int:
-        return 3 * len(MOUTH)
-
-    def displacements(self, features: np.ndarray, own_voice: bool) -> np.ndarray:
-        """[n, 60] raw mouth displacements predicted from one recording's [n, 16, D] audio windows."""
-        from talkhead_models.pretrained.audio2motion import predict_landmarks, speaker_mean
-
-        features = np.array(features, np.float32)  # a writable copy (features are often memory-mapped)
-        mean = (self.own_mean if own_voice
-                else speaker_mean(features, self.network_config.get("pitch_column", -1)))
-        landmarks = predict_landmarks(self.network, features, mean, self.neutral)
-        return (landmarks - self.neutral[None])[:, MOUTH].reshape(len(features), -1).astype(np.float32)
-
-    def normalise(self, displacements: np.ndarray) -> np.ndarray:
-        return ((displacements - self.centre[None]) / self.scale).astype(np.float32)
-
-    def recording(self, features: np.ndarray, own_voice: bool) -> np.ndarray:
-        """[n, window, 60] features of one whole recording's frames."""
-        per_frame = self.normalise(self.displacements(features, own_voice))
-        n = len(per_frame)
-        return centred_windows(per_frame, self.window, np.zeros(n, np.int64), np.full(n, n - 1, np.int64))
-
-    def state(self) -> dict[str, Any]:
-        """Plain tensors and numbers for a weights-only checkpoint (the network itself is not copied)."""
-        return {"neutral": torch.from_numpy(self.neutral.astype(np.float32)), "own_mean": self.own_mean.cpu(),
-                "centre": torch.from_numpy(self.centre.astype(np.float32)), "scale": float(self.scale),
-                "window": int(self.window)}
 
 
 def load_network(pretrained: Mapping[str, Path], device: torch.device) -> tuple[Any, dict]:

@@ -59,19 +59,20 @@ def train(cfg: S3DNeRFConfig, identity_root: Path, pretrained: Mapping[str, Path
     fits = []
     for _ in range(FIT_REPETITIONS):
         started = time.perf_counter()
-        S3DNeRFHead(model_dir, identity_root)
+        S3DNeRFHead(model_dir, identity_root, pretrained=pretrained)
         fits.append(time.perf_counter() - started)
     return {**summary, "seconds": float(np.mean(fits)), "repetition_seconds": fits,
             "shared_training_seconds": summary["seconds"]}
 
 
 def load(cfg: S3DNeRFConfig, identity_root: Path, pretrained: Mapping[str, Path], model_dir: Path) -> S3DNeRFHead:
-    return S3DNeRFHead(model_dir, identity_root, device=str(resolve_device(cfg.device, "s3dnerf")))
+    return S3DNeRFHead(model_dir, identity_root, device=str(resolve_device(cfg.device, "s3dnerf")),
+                       pretrained=pretrained)
 
 
 SPECS = {name: register(MethodSpec(name=name, family="s3dnerf", config=S3DNeRFConfig, train=train, load=load,
                                    variant=variant, overrides=overrides, description=description,
-                                   pretrained=("sync_expert",), across_identities=True))
+                                   pretrained=("sync_expert", "audio2motion"), across_identities=True))
          for name, variant, overrides, description in VARIANTS}
 
 __all__ = ["SPECS", "VARIANTS", "S3DNeRFConfig", "S3DNeRFHead"]

@@ -14,9 +14,13 @@ The ablation table's rows are one switch, ``deformation``: "cross_attention"
 Demo aids (``talkhead_models.config.demo_aid``): the perceptual loss's
 network (ImageNet VGG in the paper; with no ImageNet weights here, feature
 matching on the adversarial discriminator's activations), a lower
-adversarial weight, and extra losses on the neural render (its coarse RGB
-on the inner face, its opacity). Budget reductions
-(image size, planes, samples, widths, iterations) are plain fields.
+adversarial weight, extra losses on the neural render (its coarse RGB on
+the inner face, its opacity, where its lip landmarks land in the source),
+the source's colour read through the render (``colour_skip``,
+``warp_source``), the audio-to-motion model's mouth displacements as the
+audio (``audio_motion``) and closed-mouth training sources. Budget
+reductions (image size, planes, samples, widths, iterations) are plain
+fields.
 """
 
 from __future__ import annotations
@@ -80,6 +84,27 @@ class S3DNeRFConfig:
     mouth_weight: PositiveFloat = demo_aid(1.0, "pixel loss x{value} on the mouth")
     """Weight of the pixel loss inside each target frame's mouth box (the tracked lips' box, grown by half; the
     paper weighs every pixel alike: 1). Training only; the renders never read a target frame's landmarks."""
+    audio_motion: bool = demo_aid(False, "a2m audio")
+    """The 1D convolutional audio encoder reads the mouth-landmark displacements that the corpus audio-to-motion
+    model (data/models/audio2motion, trained without the held-out identity) predicts from ``audio_feature``, over
+    ``motion_window`` frames, instead of ``audio_feature``'s windows themselves (the paper: the speech signal).
+    GSTalker's demo has the same aid: in the demo's 400 steps, the encoder learned no lip motion from the speech
+    features (the renders' mouths did not open with the audio; docs/HISTORY.md). Derived from audio alone, per
+    recording (its speaker mean from its own frames), for training and driving alike; the a2m model's face input
+    is the training identities' mean neutral shape, so a new identity needs nothing but its image."""
+    motion_window: PositiveInt = 8
+    """Frames per ``audio_motion`` window, centred on the frame (GSTalker's and RAD-NeRF's 8)."""
+    closed_mouth_sources: bool = demo_aid(False, "training sources with the mouth closed")
+    """Draw a training sample's source image from the quarter of its identity's frames with the most closed mouth
+    (the inner lips' gap over the eye-corner distance, from the landmarks stage) instead of from all of them (the
+    paper: any frame). The deformation then learns to open a closed mouth by the audio rather than also to read
+    how open the source's is; a render's source is still whatever image it is given."""
+    landmark_flow_weight: NonNegativeFloat = demo_aid(0.0, "lip landmark flow loss x{value}")
+    """Weight of a loss on where the rays through the target frame's lip landmarks (iBUG 48-67, from the landmarks
+    stage) land in the source image, against the source frame's same landmarks: squared pixels at ``image_size``.
+    It supervises the deformation with the tracked lips' motion, as GSTalker's mouth-motion prior does its
+    Gaussians; the paper has only the photometric, perceptual, adversarial, lip-sync and deformation losses (0).
+    Training only: a render reads the audio and the source image, never a landmark."""
 
     # --- Images and rendering --------------------------------------------------------------------------------
     sr_source: SourceRegion = "outside_face"

@@ -374,6 +374,18 @@ class Rendered:
     opacity: Tensor  # [B, 1, r, r]
     coarse: Tensor  # [B, 3, r, r] the neural render's RGB (over black), before super-resolution
     displacement: Tensor  # [B, P] squared displacement at every sample, in units of the cube's half side
+    landing: Tensor | None = None  # [B, 2, r, r] where the rays land in the source image, premultiplied like the
+    # colours (grid_sample coordinates x opacity); composited with ``warp_source`` or the landmark-flow loss
+
+
+def landing_at(landing: Tensor, opacity: Tensor, points: Tensor) -> Tensor:
+    """Where the rays through ``points`` [B, L, 2] (grid_sample coordinates of the rendered frame) land in the
+    source image [B, L, 2]: the composited landing map and opacity read bilinearly there, the one divided by the
+    other (a ray's mean landing point, its samples weighted as volume rendering weighs colours)."""
+    grid = points[:, :, None]
+    landed = F.grid_sample(landing, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]
+    cover = F.grid_sample(opacity, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]
+    return (landed / cover.clamp_min(1e-3)).transpose(1, 2)
 
 
 class S3DNeRF(nn.Module):
@@ -412,6 +424,7 @@ class S3DNeRF(nn.Module):
         source_depth_centre = project(self.aabb.new_tensor([[0.0, 0.0, cfg.box_centre_z]]).expand(batch, 1, 3),
                                       source_cameras)[1]  # [B, 1]
         squared_shift: list[Tensor] = []
+        landing = cfg.warp_source or cfg.landmark_flow_weight > 0
 
         def field(positions: Tensor, _directions: Tensor) -> tuple[Tensor, Tensor]:
             points = positions.reshape(batch, -1, 3)
@@ -428,7 +441,7 @@ class S3DNeRF(nn.Module):
             # per half side of the head cube, not per metre: an untrained field then makes a ray through the
             # cube about half opaque rather than 3% (the pixel loss alone barely raised that, docs/HISTORY.md)
             density = density / cfg.box_half_extent
-            if cfg.warp_source:  # composited like the colours: the render's mean source coordinates
+            if landing:  # composited like the colours: the render's mean source coordinates
                 colours = torch.cat([colours, moved_xy], dim=-1)
             return density.reshape(positions.shape[:-1]), colours.reshape(*positions.shape[:-1], -1)
 
@@ -444,12 +457,13 @@ class S3DNeRF(nn.Module):
                                samples.t_values)
         features = result.color.reshape(batch, size, size, -1).permute(0, 3, 1, 2)
         source_xy = None
-        if cfg.warp_source:
+        if landing:
             features, source_xy = features[:, :-2], features[:, -2:]
         opacity = result.opacity.reshape(batch, 1, size, size)
         if source_visible is None:
             source_visible = torch.ones_like(source[:, :1])
-        image = self.super_resolution(features, opacity, source, source_visible, source_xy)
+        image = self.super_resolution(features, opacity, source, source_visible,
+                                      source_xy if cfg.warp_source else None)
         return Rendered(image=image, opacity=opacity, coarse=features[:, :3],
-                        displacement=torch.cat(squared_shift, dim=-1))
+                        displacement=torch.cat(squared_shift, dim=-1), landing=source_xy)
 

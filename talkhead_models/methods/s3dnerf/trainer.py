@@ -19,6 +19,7 @@ displacement in units of the head cube.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -39,10 +40,12 @@ from talkhead_models.methods.base import Driving, MetricLogger, UnsupportedDrivi
 from talkhead_models.methods.s3dnerf.config import S3DNeRFConfig
 from talkhead_models.methods.s3dnerf.discriminator import (Discriminator, discriminator_loss, feature_matching,
                                                            generator_loss, r1_penalty)
-from talkhead_models.methods.s3dnerf.model import Cameras, S3DNeRF
+from talkhead_models.methods.s3dnerf.model import Cameras, Rendered, S3DNeRF, landing_at
 from talkhead_models.preprocess.frames import resized
 from talkhead_models.preprocess.parsing import HEAD_LABELS
-from talkhead_models.pretrained.datasets import TRAIN, SplitConfig, checked_audit, load_corpus, segment_table
+from talkhead_models.pretrained.audio2motion import MOUTH, MotionFeatures, centred_windows, load_model
+from talkhead_models.pretrained.datasets import (TRAIN, SplitConfig, checked_audit, load_corpus, load_identity,
+                                                 segment_table)
 from talkhead_models.pretrained.sync_expert import (audio_windows, crop_mouths, frozen, load_expert, log_mel,
                                                     mouth_boxes)
 
@@ -51,6 +54,11 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
 R1_INTERVAL = 4
 """StyleGAN2's lazy regularisation: R1 every 4 discriminator steps, scaled by 4."""
+LIPS = slice(48, 68)
+"""The landmark-flow loss's points: the lips (iBUG 48-67). The inner face's 17-67 at weight 0.01 kept the mouth as
+still (docs/HISTORY.md, "S3D-NeRF's mouth from the audio")."""
+CLOSED_MOUTH_SHARE = 0.25
+"""With ``closed_mouth_sources``, the share of an identity's source candidates kept: the most closed mouths."""
 
 
 @dataclass
@@ -137,6 +145,7 @@ class TrainingWindows:
     starts: dict[str, np.ndarray]
     sources: dict[str, np.ndarray]
     holdout: str
+    spans: dict[str, list[tuple[int, int]]]  # the TRAIN segments' first and last frames
 
 
 def training_windows(processed_root: Path, identities: Sequence[str], split: SplitConfig, cfg: S3DNeRFConfig
@@ -147,11 +156,12 @@ def training_windows(processed_root: Path, identities: Sequence[str], split: Spl
     segments = segment_table(corpus, split)
     train = segments[segments.split == TRAIN]
     held = sorted(set(map(str, segments.identity)) - set(map(str, train.identity)))
-    frames, starts, sources, used = [], {}, {}, []
+    frames, starts, sources, spans, used = [], {}, {}, {}, []
     for name, rows in train.groupby("identity"):
         data = IdentityFrames.open(Path(processed_root) / str(name), cfg)
         frames.append(data)
         first, local = [], []
+        spans[str(name)] = [(int(row.first_frame), int(row.last_frame)) for row in rows.itertuples()]
         for row in rows.itertuples():
             span = np.arange(row.first_frame, row.last_frame + 1)
             # a frame needs its camera (to render it) and its landmarks (the mouth box, the inner-face hull)
@@ -162,9 +172,52 @@ def training_windows(processed_root: Path, identities: Sequence[str], split: Spl
             first.append(span[:len(run)][run])
             used.append(row.start + np.flatnonzero(usable))
         starts[str(name)], sources[str(name)] = np.concatenate(first), np.concatenate(local)
+        if cfg.closed_mouth_sources:
+            candidates = sources[str(name)]
+            opening = mouth_opening(data.points68[candidates])
+            sources[str(name)] = candidates[opening <= np.quantile(opening, CLOSED_MOUTH_SHARE)]
     # raises, listing the segments, if any frame read here is a test frame
     checked_audit(corpus, segments, {"s3dnerf_train": np.concatenate(used) if used else np.zeros(0, int)})
-    return frames, TrainingWindows(starts, sources, ",".join(held))
+    return frames, TrainingWindows(starts, sources, ",".join(held), spans)
+
+
+def motion_network(pretrained: Mapping[str, Path], device: torch.device) -> tuple[Any, dict]:
+    """The audio-to-motion network ``audio_motion`` reads; a clear error when its folder is not given."""
+    if "audio2motion" not in pretrained:
+        raise FileNotFoundError("s3dnerf.audio_motion reads the audio-to-motion model, but no audio2motion folder was "
+                                "given; run `dvc repro pretrain_audio2motion` (or set s3dnerf.audio_motion: false)")
+    return load_model(Path(pretrained["audio2motion"]) / MODEL_FILE, device=str(device))
+
+
+def motion_audio(identities: Sequence[IdentityFrames], windows: TrainingWindows, network: Any,
+                 network_config: dict, window: int) -> tuple[MotionFeatures, dict[str, np.ndarray]]:
+    """``audio_motion``'s features of the training identities: per identity [N, window, 60], each TRAIN segment
+    predicted as a recording of its own (its speaker mean from its own frames, its windows clipped to it, so no
+    test frame's audio reaches them); the frames outside every segment, never read, are zeros. The a2m model's face
+    input is the identities' mean neutral shape and the normaliser is pooled over every segment's frames: nothing
+    of it is per identity, so a new identity's features need only its audio."""
+    neutral = np.mean([load_identity(data.reader.layout).neutral.shape for data in identities], axis=0)
+    motion = MotionFeatures(network, network_config, neutral.astype(np.float32), torch.zeros(0),
+                            np.zeros(3 * len(MOUTH), np.float32), 1.0, window)
+    raw = {}
+    for data in identities:
+        kind_features = np.asarray(data.reader.audio_features(motion.kind), np.float32)
+        raw[data.name] = [(first, last, motion.displacements(kind_features[first:last + 1], own_voice=False))
+                          for first, last in windows.spans[data.name]]
+    pooled = np.concatenate([values for parts in raw.values() for _, _, values in parts])
+    motion.centre = pooled.mean(0)
+    motion.scale = float(max((pooled - motion.centre).std(), 1e-6))
+    features = {}
+    for data in identities:
+        out = np.zeros((len(data.audio), window, motion.dim), np.float32)
+        for first, last, values in raw[data.name]:
+            span = motion.normalise(values)
+            ends = np.zeros(len(span), np.int64), np.full(len(span), len(span) - 1, np.int64)
+            out[first:last + 1] = centred_windows(span, window, *ends)
+        features[data.name] = out
+    log.info("s3dnerf: audio-to-motion mouth features of %d TRAIN frames (%s), std %.4g canonical units",
+             len(pooled), motion.kind, motion.scale)
+    return motion, features
 
 
 class S3DNeRFTrainer:
@@ -210,6 +263,7 @@ class S3DNeRFTrainer:
         cfg, device, window = self.cfg, self.device, self.cfg.sync_frames
         draws = [self.draw() for _ in range(cfg.batch_size)]
         sources, visible, targets, audio, source_cams, target_cams, boxes, lips, masks, faces = ([] for _ in range(10))
+        target_marks, source_marks = [], []
         for name, start, source in draws:
             data = self.identities[name]
             frames = np.arange(start, start + window)
@@ -225,6 +279,9 @@ class S3DNeRFTrainer:
             target_cams.append(data.cameras(frames, device))
             if cfg.mouth_weight != 1.0:
                 lips.append(data.points68[frames, 48:68])
+            if cfg.landmark_flow_weight > 0:
+                target_marks.append(data.points68[frames, LIPS])
+                source_marks.append(np.repeat(data.points68[None, source, LIPS], window, axis=0))
             if self.expert is not None:
                 boxes.append(mouth_boxes(data.points68[frames], [(0, window)], self.expert_config["crop_scale"],
                                          self.expert_config["smooth_frames"]))
@@ -249,6 +306,9 @@ class S3DNeRFTrainer:
         if cfg.opacity_weight > 0:
             head = torch.as_tensor(np.stack(masks), device=device)[:, None]
             losses["opacity"] = (rendered.opacity - head).square().mean()
+        if cfg.landmark_flow_weight > 0:
+            losses["landmark_flow"] = landmark_flow_loss(rendered, np.concatenate(target_marks),
+                                                         np.concatenate(source_marks), cfg.image_size)
         if cfg.coarse_weight > 0:
             face = torch.as_tensor(np.stack(faces), device=device)[:, None]
             small = torch.nn.functional.interpolate(target, size=cfg.render_size, mode="area")
@@ -271,7 +331,7 @@ class S3DNeRFTrainer:
             losses["sync"] = (1.0 - self.expert(mouths, mel)).mean()
         weights = {"pixel": cfg.pixel_weight, "deform": cfg.deform_weight, "adversarial": cfg.adversarial_weight,
                    "perceptual": cfg.perceptual_weight, "sync": cfg.sync_weight, "opacity": cfg.opacity_weight,
-                   "coarse": cfg.coarse_weight}
+                   "coarse": cfg.coarse_weight, "landmark_flow": cfg.landmark_flow_weight}
         total = sum(weights[key] * value for key, value in losses.items())
         self.optimiser.zero_grad(set_to_none=True)
         total.backward()
@@ -307,6 +367,23 @@ class S3DNeRFTrainer:
         self.iteration, self.seconds = int(record["iteration"]), float(record["seconds"])
         self.curve = [CurveRow.from_list(row) for row in record["curve"]]
         self.pending = list(record["pending"])
+
+
+def mouth_opening(points68: np.ndarray) -> np.ndarray:
+    """[N] the inner lips' gap (points 62 to 66) over the eye-corner distance (36 to 45) of [N, 68, 2] points."""
+    gap = np.linalg.norm(points68[:, 66] - points68[:, 62], axis=-1)
+    return gap / np.linalg.norm(points68[:, 45] - points68[:, 36], axis=-1)
+
+
+def landmark_flow_loss(rendered: Rendered, target_points: np.ndarray, source_points: np.ndarray, size: int
+                       ) -> torch.Tensor:
+    """Mean squared distance in pixels of a ``size`` px frame between where the rays through each target frame's
+    landmarks ([F, L, 2] pixels) land in its source image and the source frame's same landmarks ([F, L, 2])."""
+    device = rendered.opacity.device
+    target = torch.as_tensor(target_points, device=device) * (2.0 / size) - 1.0  # project()'s grid coordinates
+    landed = landing_at(rendered.landing, rendered.opacity, target)
+    landed_pixels = (landed + 1.0) * (size / 2.0)
+    return (landed_pixels - torch.as_tensor(source_points, device=device)).square().sum(-1).mean()
 
 
 def mouth_weights(lips: np.ndarray, size: int, weight: float, device: torch.device) -> torch.Tensor:
@@ -356,6 +433,11 @@ def train_s3dnerf(cfg: S3DNeRFConfig, processed_root: Path, identities: Sequence
     device = resolve_device(cfg.device, "s3dnerf")
     model_dir = Path(model_dir)
     frames, windows = training_windows(Path(processed_root), identities, split, cfg)
+    motion = None
+    if cfg.audio_motion:
+        motion, features = motion_audio([f for f in frames if f.name in windows.spans], windows,
+                                        *motion_network(pretrained, device), cfg.motion_window)
+        frames = [dataclasses.replace(f, audio=features[f.name]) if f.name in features else f for f in frames]
     trainer = S3DNeRFTrainer(cfg, frames, windows, pretrained.get("sync_expert"), device)
     checkpoints = Checkpoints(model_dir, cfg.iterations + 1, cfg.checkpoint_seconds)
     loaded = checkpoints.load(validate=_check_record, incompatible=_incompatible(cfg))
@@ -389,6 +471,8 @@ def train_s3dnerf(cfg: S3DNeRFConfig, processed_root: Path, identities: Sequence
     write_curve(model_dir / CURVE_FILE, trainer.curve)
     record = {"config": asdict(cfg), "audio_dim": trainer.audio_dim, "identities": trainer.names,
               "held_out": windows.holdout, "model": trainer.model.state_dict()}
+    if motion is not None:
+        record["motion"] = motion.state()
     torch.save(record, model_dir / MODEL_FILE)
     checkpoints.save(trainer.checkpoint())
     checkpoints.finish()
@@ -406,10 +490,18 @@ class S3DNeRFHead:
     frame size, so they are scored against its real frames (a demo that renders smaller is blurrier for it).
     """
 
-    def __init__(self, model_dir: Path, identity_root: Path, device: str = "cpu") -> None:
+    def __init__(self, model_dir: Path, identity_root: Path, device: str = "cpu",
+                 pretrained: Mapping[str, Path] | None = None) -> None:
         record = torch.load(Path(model_dir) / MODEL_FILE, map_location=device, weights_only=True)
         self.cfg = from_dict(S3DNeRFConfig, record["config"], where="s3dnerf (model)")
         self.device = torch.device(device)
+        self.motion = None
+        if "motion" in record:
+            state = record["motion"]
+            network, network_config = motion_network(pretrained or {}, self.device)
+            self.motion = MotionFeatures(network, network_config, np.asarray(state["neutral"], np.float32),
+                                         torch.as_tensor(state["own_mean"]), np.asarray(state["centre"], np.float32),
+                                         float(state["scale"]), int(state["window"]))
         self.model = S3DNeRF(self.cfg, int(record["audio_dim"])).to(self.device)
         self.model.load_state_dict(record["model"])
         self.model.eval()
@@ -432,9 +524,12 @@ class S3DNeRFHead:
         self.image_size = self.data.stored_size
 
     def render(self, driving: Driving, batch: int = 8) -> Iterator[np.ndarray]:
-        features = driving.audio_features.get(self.cfg.audio_feature)
+        kind = self.motion.kind if self.motion is not None else self.cfg.audio_feature
+        features = driving.audio_features.get(kind)
         if features is None:
-            raise UnsupportedDriving(f"s3dnerf needs {self.cfg.audio_feature!r} audio features")
+            raise UnsupportedDriving(f"s3dnerf needs {kind!r} audio features")
+        if self.motion is not None:  # the driving recording's own speaker mean, as each TRAIN segment had
+            features = self.motion.recording(features, own_voice=False)
         frames = np.asarray(driving.frame_indices)
         for first in range(0, len(frames), batch):
             chunk = frames[first:first + batch]
