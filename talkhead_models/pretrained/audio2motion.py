@@ -917,14 +917,35 @@ class MotionFeatures:
     def normalise(self, displacements: np.ndarray) -> np.ndarray:
         return ((displacements - self.centre[None]) / self.scale).astype(np.float32)
 
-    def recording(self, features: np.ndarray, own_voice: bool) -> np.ndarray:
-        """[n, window, 60] features of one whole recording's frames."""
-        per_frame = self.normalise(self.displacements(features, own_voice))
+    def windows(self, displacements: np.ndarray) -> np.ndarray:
+        """[n, window, 60] normalised windows of one recording's [n, 60] raw displacements (clipped to it)."""
+        per_frame = self.normalise(displacements)
         n = len(per_frame)
         return centred_windows(per_frame, self.window, np.zeros(n, np.int64), np.full(n, n - 1, np.int64))
+
+    def recording(self, features: np.ndarray, own_voice: bool) -> np.ndarray:
+        """[n, window, 60] features of one whole recording's frames."""
+        return self.windows(self.displacements(features, own_voice))
 
     def state(self) -> dict[str, Any]:
         """Plain tensors and numbers for a weights-only checkpoint (the network itself is not copied)."""
         return {"neutral": torch.from_numpy(self.neutral.astype(np.float32)), "own_mean": self.own_mean.cpu(),
                 "centre": torch.from_numpy(self.centre.astype(np.float32)), "scale": float(self.scale),
                 "window": int(self.window)}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], network: Any, network_config: dict) -> "MotionFeatures":
+        """The features a checkpoint's ``state()`` describes, on ``network`` (read again from its folder)."""
+        return cls(network, network_config, np.asarray(state["neutral"], np.float32),
+                   torch.as_tensor(state["own_mean"]), np.asarray(state["centre"], np.float32),
+                   float(state["scale"]), int(state["window"]))
+
+
+def load_pretrained(pretrained: Mapping[str, Path], device: torch.device | str, setting: str, fallback: str
+                    ) -> tuple[Audio2Motion | Audio2MotionEnsemble, dict]:
+    """The network in ``pretrained["audio2motion"]`` for a method whose ``setting`` reads it; without that folder,
+    an error that says how to make it or, ``fallback``, how to do without."""
+    if "audio2motion" not in pretrained:
+        raise FileNotFoundError(f"{setting} reads the audio-to-motion model, but no audio2motion folder was given; "
+                                f"run `dvc repro pretrain_audio2motion` (or set {fallback})")
+    return load_model(Path(pretrained["audio2motion"]) / "model.pt", device=str(device))

@@ -24,22 +24,14 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from talkhead_models.pretrained.audio2motion import MOUTH, MotionFeatures, centred_windows
+from talkhead_models.pretrained.audio2motion import MOUTH, MotionFeatures, centred_windows, load_pretrained
 
 log = logging.getLogger(__name__)
-
-MODEL_FILE = "model.pt"
 
 
 def load_network(pretrained: Mapping[str, Path], device: torch.device) -> tuple[Any, dict]:
     """The audio-to-motion network from ``pretrained["audio2motion"]``; a clear error when it is absent."""
-    from talkhead_models.pretrained.audio2motion import load_model
-
-    if "audio2motion" not in pretrained:
-        raise FileNotFoundError("gstalker.audio_feature=a2m reads the audio-to-motion model, but no audio2motion "
-                                "folder was given; run `dvc repro pretrain_audio2motion` (or set "
-                                "gstalker.audio_feature: mel)")
-    return load_model(Path(pretrained["audio2motion"]) / MODEL_FILE, device=str(device))
+    return load_pretrained(pretrained, device, "gstalker.audio_feature=a2m", "gstalker.audio_feature: mel")
 
 
 def training_features(identity_root: Path, pretrained: Mapping[str, Path], window: int,
@@ -81,7 +73,4 @@ def training_features(identity_root: Path, pretrained: Mapping[str, Path], windo
 def motion_from_state(state: Mapping[str, Any], pretrained: Mapping[str, Path],
                       device: torch.device) -> MotionFeatures:
     """The motion features a checkpoint was trained with (the network read again from ``pretrained``)."""
-    network, network_config = load_network(pretrained, device)
-    return MotionFeatures(network, network_config, np.asarray(state["neutral"], np.float32),
-                          torch.as_tensor(state["own_mean"]), np.asarray(state["centre"], np.float32),
-                          float(state["scale"]), int(state["window"]))
+    return MotionFeatures.from_state(state, *load_network(pretrained, device))

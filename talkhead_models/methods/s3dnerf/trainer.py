@@ -43,7 +43,7 @@ from talkhead_models.methods.s3dnerf.discriminator import (Discriminator, discri
 from talkhead_models.methods.s3dnerf.model import Cameras, Rendered, S3DNeRF, landing_at
 from talkhead_models.preprocess.frames import resized
 from talkhead_models.preprocess.parsing import HEAD_LABELS
-from talkhead_models.pretrained.audio2motion import MOUTH, MotionFeatures, centred_windows, load_model
+from talkhead_models.pretrained.audio2motion import MOUTH, MotionFeatures, load_pretrained
 from talkhead_models.pretrained.datasets import (TRAIN, SplitConfig, checked_audit, load_corpus, load_identity,
                                                  segment_table)
 from talkhead_models.pretrained.sync_expert import (audio_windows, crop_mouths, frozen, load_expert, log_mel,
@@ -183,10 +183,7 @@ def training_windows(processed_root: Path, identities: Sequence[str], split: Spl
 
 def motion_network(pretrained: Mapping[str, Path], device: torch.device) -> tuple[Any, dict]:
     """The audio-to-motion network ``audio_motion`` reads; a clear error when its folder is not given."""
-    if "audio2motion" not in pretrained:
-        raise FileNotFoundError("s3dnerf.audio_motion reads the audio-to-motion model, but no audio2motion folder was "
-                                "given; run `dvc repro pretrain_audio2motion` (or set s3dnerf.audio_motion: false)")
-    return load_model(Path(pretrained["audio2motion"]) / MODEL_FILE, device=str(device))
+    return load_pretrained(pretrained, device, "s3dnerf.audio_motion", "s3dnerf.audio_motion: false")
 
 
 def motion_audio(identities: Sequence[IdentityFrames], windows: TrainingWindows, network: Any,
@@ -211,9 +208,7 @@ def motion_audio(identities: Sequence[IdentityFrames], windows: TrainingWindows,
     for data in identities:
         out = np.zeros((len(data.audio), window, motion.dim), np.float32)
         for first, last, values in raw[data.name]:
-            span = motion.normalise(values)
-            ends = np.zeros(len(span), np.int64), np.full(len(span), len(span) - 1, np.int64)
-            out[first:last + 1] = centred_windows(span, window, *ends)
+            out[first:last + 1] = motion.windows(values)
         features[data.name] = out
     log.info("s3dnerf: audio-to-motion mouth features of %d TRAIN frames (%s), std %.4g canonical units",
              len(pooled), motion.kind, motion.scale)
@@ -435,9 +430,8 @@ def train_s3dnerf(cfg: S3DNeRFConfig, processed_root: Path, identities: Sequence
     frames, windows = training_windows(Path(processed_root), identities, split, cfg)
     motion = None
     if cfg.audio_motion:
-        motion, features = motion_audio([f for f in frames if f.name in windows.spans], windows,
-                                        *motion_network(pretrained, device), cfg.motion_window)
-        frames = [dataclasses.replace(f, audio=features[f.name]) if f.name in features else f for f in frames]
+        motion, features = motion_audio(frames, windows, *motion_network(pretrained, device), cfg.motion_window)
+        frames = [dataclasses.replace(f, audio=features[f.name]) for f in frames]
     trainer = S3DNeRFTrainer(cfg, frames, windows, pretrained.get("sync_expert"), device)
     checkpoints = Checkpoints(model_dir, cfg.iterations + 1, cfg.checkpoint_seconds)
     loaded = checkpoints.load(validate=_check_record, incompatible=_incompatible(cfg))
@@ -497,11 +491,7 @@ class S3DNeRFHead:
         self.device = torch.device(device)
         self.motion = None
         if "motion" in record:
-            state = record["motion"]
-            network, network_config = motion_network(pretrained or {}, self.device)
-            self.motion = MotionFeatures(network, network_config, np.asarray(state["neutral"], np.float32),
-                                         torch.as_tensor(state["own_mean"]), np.asarray(state["centre"], np.float32),
-                                         float(state["scale"]), int(state["window"]))
+            self.motion = MotionFeatures.from_state(record["motion"], *motion_network(pretrained or {}, self.device))
         self.model = S3DNeRF(self.cfg, int(record["audio_dim"])).to(self.device)
         self.model.load_state_dict(record["model"])
         self.model.eval()
