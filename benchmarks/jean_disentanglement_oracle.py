@@ -129,7 +129,7 @@ def measure(mode: str, params: dict, identity: str, frames: int) -> dict:
     only_cross_expression = EvaluationConfig(max_self_frames=1, max_cross_frames=1,
                                              max_cross_expression_frames=frames, videos=False)
     settings = evaluation.evaluated_settings
-    evaluation.evaluated_settings = lambda method, cfg: [(CROSS_EXPRESSION, frames)]
+    evaluation.evaluated_settings = lambda method, cfg, identity: [(CROSS_EXPRESSION, frames)]
     try:
         record = evaluation.evaluate_method(spec, jean.resolve_params(params), only_cross_expression,
                                             resolve(AudioConfig, params, "audio"), inputs, None)

@@ -47,14 +47,19 @@ CODE = ("talkhead_models", "stages/_stage.py", "stages/train.py", "stages/evalua
 same code, config and data (talkhead_models.reporting.records), and a digest too wide only drops a stale seed."""
 
 
-def run_digest(cfg: EvaluateStageConfig, inputs: Mapping[str, Path], method_config: Any, profile: str) -> str:
-    """The record's ``inputs_digest``: code, the method's config without its seed, the evaluation settings and
-    every input but the model itself (which differs by seed)."""
+def run_digest(cfg: EvaluateStageConfig, inputs: Mapping[str, Path], method_config: Any, profile: str,
+               identity: str) -> str:
+    """The record's ``inputs_digest``: code, the method's config without its seed, the evaluation settings as
+    ``identity`` gets them (its own self-driven budget, not the other identities') and every input but the model
+    itself (which differs by seed)."""
     method_settings = to_dict(method_config) if dataclasses.is_dataclass(method_config) else {}
     method_settings.pop("seed", None)
+    evaluation = to_dict(cfg)
+    evaluation.pop("self_frames_per_identity")
+    evaluation["max_self_frames"] = cfg.self_frames(identity)
     data = {name: path for name, path in inputs.items() if name != "model"}
     return inputs_digest(code=[REPOSITORY / path for path in CODE], data=data, root=REPOSITORY,
-                         settings={"method": method_settings, "evaluate": to_dict(cfg), "profile": profile})
+                         settings={"method": method_settings, "evaluate": evaluation, "profile": profile})
 
 
 def run(cfg: EvaluateStageConfig, inputs: Mapping[str, Path], outputs: Mapping[str, Path], identity: str,
@@ -71,7 +76,7 @@ def run(cfg: EvaluateStageConfig, inputs: Mapping[str, Path], outputs: Mapping[s
             record = evaluate_method(method, method_config, cfg, cfg.audio, sources, videos, profile=profile)
     finally:
         torch.set_num_threads(previous_threads)
-    record["inputs_digest"] = run_digest(cfg, inputs, method_config, profile)
+    record["inputs_digest"] = run_digest(cfg, inputs, method_config, profile, identity)
     write_text(outputs["metrics"], record_json(record))
     metrics = {}
     for role, setting in record["settings"].items():

@@ -95,7 +95,8 @@ DEMO_AIDS = {
                                "mouth-motion prior"],
     "s3dnerf": ["perceptual loss on the discriminator's features, not ImageNet VGG",
                 "decoded RGB a change of the source's colour",
-                "render's pixels read from the source where its rays land", "coarse render loss on the inner face",
+                "render's pixels read from the source where its rays land", "landing map convex-upsampled",
+                "coarse render loss on the inner face",
                 "a2m audio", "training sources with the mouth closed", "lip landmark flow loss x0.05",
                 "adversarial loss x0.05, not x1"],
 }

@@ -80,9 +80,9 @@ class EvaluationInputs:
     """The local weights folder (None: $TALKHEAD_WEIGHTS or ./weights)."""
 
 
-def evaluated_settings(spec: MethodSpec, cfg: EvaluationConfig) -> list[tuple[str, int]]:
-    """(setting, frame budget) of every setting ``spec`` is rendered in, in record order."""
-    settings = [("self", cfg.max_self_frames), ("cross", cfg.max_cross_frames)]
+def evaluated_settings(spec: MethodSpec, cfg: EvaluationConfig, identity: str) -> list[tuple[str, int]]:
+    """(setting, frame budget) of every setting ``spec`` is rendered in on ``identity``, in record order."""
+    settings = [("self", cfg.self_frames(identity)), ("cross", cfg.max_cross_frames)]
     if spec.expression_source or spec.family in REFERENCE_FAMILIES:
         settings.append((CROSS_EXPRESSION, cfg.max_cross_expression_frames))
     return settings
@@ -125,7 +125,7 @@ def evaluate_method(spec: MethodSpec, method_cfg: Any, cfg: EvaluationConfig, au
     summary = _training_summary(inputs.model_dir)
     settings = {}
     try:
-        for role, limit in evaluated_settings(spec, cfg):
+        for role, limit in evaluated_settings(spec, cfg, inputs.identity_root.name):
             budget = FrameBudget(max_frames=limit, min_clip_frames=cfg.min_clip_frames)
             role_drivings = drivings(reader, role, budget, inputs.raw_root, audio_cfg, audio_kinds,
                                      weights=inputs.weights)

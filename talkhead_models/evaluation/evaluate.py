@@ -95,6 +95,10 @@ class EvaluationConfig:
 
     max_self_frames: NonNegativeInt = 0
     """Self-driven frames rendered (held-out frames with ground truth); 0 = all of them."""
+    self_frames_per_identity: dict[str, NonNegativeInt] = field(default_factory=dict)
+    """Identities whose self-driven budget is not ``max_self_frames`` (identity -> frames; 0 = all of them). Every
+    run of an identity renders the same frames, so its rows still pair frame by frame; the demo gives S003, the
+    identity no model trains on, the 250 frames (5 clips of 50) a clip-level interval needs."""
     max_cross_frames: NonNegativeInt = 0
     """Cross-driven frames rendered (other identities' audio); 0 = all of them."""
     max_cross_expression_frames: NonNegativeInt = 0
@@ -115,6 +119,10 @@ class EvaluationConfig:
     """Write side-by-side videos with the driving audio under reports/videos/."""
     threads: PositiveInt = 1
     """torch threads while rendering and scoring (1 is fastest on shared 2-core machines)."""
+
+    def self_frames(self, identity: str) -> int:
+        """The self-driven frame budget of ``identity``."""
+        return self.self_frames_per_identity.get(identity, self.max_self_frames)
 
 
 def combine(name: str, parts: list[tuple[MetricValue, int]]) -> MetricValue:

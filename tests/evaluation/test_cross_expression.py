@@ -369,7 +369,7 @@ def test_reference_rows_self_and_cross_records_are_unchanged_by_the_new_setting(
     inputs = _inputs(evaluation_root, tiny_corpus, tmp_path, model)
     now = evaluate_method(spec, method_cfg, cfg, AudioConfig(), inputs, None)
     monkeypatch.setattr("talkhead_models.evaluation.evaluated_settings",
-                        lambda spec, cfg: [("self", cfg.max_self_frames), ("cross", cfg.max_cross_frames)])
+                        lambda spec, cfg, identity: [("self", cfg.max_self_frames), ("cross", cfg.max_cross_frames)])
     before = evaluate_method(spec, method_cfg, cfg, AudioConfig(), inputs, None)
     assert set(now["settings"]) == {"self", "cross", CROSS_EXPRESSION} and set(before["settings"]) == {"self",
                                                                                                         "cross"}

@@ -121,6 +121,22 @@ def test_static_row_is_finite_and_worse_than_the_truth(evaluation_root, tiny_cor
     assert crossed.width == 3 * crossed.height  # audio source | expression source | rendered
 
 
+def test_an_identity_of_its_own_budget_renders_that_many_self_driven_frames(evaluation_root, tiny_corpus, tmp_path,
+                                                                             monkeypatch):
+    budget = dict(max_self_frames=30, max_cross_frames=30, min_clip_frames=30, videos=False)
+    plain = _evaluate("static", evaluation_root, tiny_corpus, tmp_path / "plain", monkeypatch, **budget)
+    own = _evaluate("static", evaluation_root, tiny_corpus, tmp_path / "own", monkeypatch,
+                    self_frames_per_identity={"S001": 60}, **budget)
+    other = _evaluate("static", evaluation_root, tiny_corpus, tmp_path / "other", monkeypatch,
+                      self_frames_per_identity={"S002": 60}, **budget)
+    assert plain["settings"]["self"]["frames"] == other["settings"]["self"]["frames"] == 30
+    assert own["settings"]["self"]["frames"] == 60
+    # the same budget's first frames are the same frames: the 60 begin with the 30
+    first = plain["settings"]["self"]["metrics"]["PSNR"]["per_frame"]
+    assert own["settings"]["self"]["metrics"]["PSNR"]["per_frame"][:30] == pytest.approx(first)
+    assert own["settings"]["cross"]["frames"] == 30
+
+
 def test_frame_budget_shares_frames_between_clips():
     budget = FrameBudget(max_frames=100, min_clip_frames=30)
     assert budget.allot([80, 80, 80]) == [33, 33, 33]

@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from talkhead_models.components.rays import get_rays
 from talkhead_models.config import ConfigError
@@ -190,6 +191,23 @@ def test_the_landing_map_is_composited_for_the_flow_loss_without_changing_the_fr
     assert float(landed[:, covered].abs().max()) < 1.0
 
 
+def test_an_untrained_convex_landing_map_renders_the_bilinear_frame_and_needs_the_warp():
+    """``landing_upsampling: convex`` starts as bilinear upsampling: the same weights render the same frame, and
+    the landing map the flow loss reads is the warp's, at the frame's size."""
+    source = torch.rand(1, 3, 32, 32)
+    src_cams, target = cameras([[0.0, 0.0, 0.6]]), cameras([[0.03, 0.0, 0.6]])
+    audio = torch.randn(1, 16, AUDIO_DIM)
+    frames = {}
+    for upsampling in ("bilinear", "convex"):
+        torch.manual_seed(0)
+        model = S3DNeRF(dataclasses.replace(TINY, warp_source=True, landing_upsampling=upsampling), AUDIO_DIM)
+        frames[upsampling] = model(model.encode(source), source, src_cams, target, audio)
+    assert frames["convex"].landing.shape == (1, 2, 32, 32) == frames["bilinear"].landing.shape
+    torch.testing.assert_close(frames["convex"].image, frames["bilinear"].image, atol=1e-4, rtol=0)
+    with pytest.raises(ConfigError, match="warp_source"):
+        dataclasses.replace(TINY, landing_upsampling="convex")
+
+
 def test_the_super_resolution_cannot_pass_the_hidden_source_through():
     torch.manual_seed(0)
     model = S3DNeRF(TINY, AUDIO_DIM)
@@ -244,11 +262,40 @@ def test_the_warped_source_is_read_where_the_rays_land(shift):
     rows, columns = torch.meshgrid(centres, centres, indexing="ij")
     landing = alpha * torch.stack([columns + 2 * shift / render, rows])[None]  # premultiplied, like colours
     visible = (torch.rand(1, 1, size, size) > 0.5).float()
-    image = sr(torch.rand(1, 5, render, render), torch.full((1, 1, render, render), alpha), source, visible, landing)
+    features, cover = torch.rand(1, 5, render, render), torch.full((1, 1, render, render), alpha)
+    image = sr(features, cover, source, visible, sr.landing(features, cover, landing, size))
     moved = torch.roll(source, -shift * factor, dims=-1)  # moved[..., x] = source[..., x + shift * factor]
     expected = alpha * moved + (1 - alpha) * source * visible
     inner = (slice(None), slice(None), slice(2, -2), slice(2, -2 - shift * factor))
     torch.testing.assert_close(image[inner], expected[inner], atol=1e-5, rtol=0)
+
+
+def test_convex_upsampling_starts_as_bilinear_and_its_weights_choose_among_the_neighbours():
+    from talkhead_models.methods.s3dnerf.model import SuperResolution, convex_upsample
+
+    torch.manual_seed(0)
+    scale, render = 4, 6
+    sr = SuperResolution(feature_channels=5, channels=4, convex_scale=scale)
+    features, opacity = torch.rand(2, 5, render, render), torch.rand(2, 1, render, render)
+    landing = opacity * torch.rand(2, 2, render, render)
+    # untrained, the convex map is torch's bilinear upsampling (align_corners=False clamps at the border, as the
+    # replicated border does)
+    landed, cover = sr.landing(features, opacity, landing, render * scale)
+    torch.testing.assert_close(landed, F.interpolate(landing, scale_factor=scale, mode="bilinear"), atol=1e-5, rtol=0)
+    torch.testing.assert_close(cover, F.interpolate(opacity, scale_factor=scale, mode="bilinear"), atol=1e-5, rtol=0)
+    # all the weight on the centre neighbour: nearest-neighbour upsampling, by hand a repeat of every pixel
+    logits = torch.full((2, 9, scale, scale, render, render), -1e4)
+    logits[:, 4] = 0.0
+    values = torch.rand(2, 3, render, render)
+    nearest = values.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+    torch.testing.assert_close(convex_upsample(values, logits.reshape(2, -1, render, render), scale), nearest)
+    # all of it on the right-hand neighbour: every fine pixel of coarse column x takes column x + 1's value (the
+    # last column its own, the border replicated)
+    logits = torch.full((2, 9, scale, scale, render, render), -1e4)
+    logits[:, 5] = 0.0
+    shifted = torch.cat([values[..., 1:], values[..., -1:]], dim=-1)
+    expected = shifted.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+    torch.testing.assert_close(convex_upsample(values, logits.reshape(2, -1, render, render), scale), expected)
 
 
 def test_the_colour_skip_decodes_a_change_of_the_source_colour():

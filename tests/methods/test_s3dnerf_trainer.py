@@ -211,8 +211,9 @@ def test_the_landmark_flow_is_the_squared_pixel_distance_of_where_the_rays_land_
     centres = (torch.arange(render, dtype=torch.float32) + 0.5) * (2.0 / render) - 1.0
     rows, columns = torch.meshgrid(centres, centres, indexing="ij")
     landing = opacity * torch.stack([columns + 3 * 2.0 / size, rows])[None]  # premultiplied, like colours
-    rendered = Rendered(image=torch.zeros(1, 3, size, size), opacity=torch.full((1, 1, render, render), opacity),
-                        coarse=torch.zeros(1, 3, render, render), displacement=torch.zeros(1, 1), landing=landing)
+    cover = torch.full((1, 1, render, render), opacity)
+    rendered = Rendered(image=torch.zeros(1, 3, size, size), opacity=cover, coarse=torch.zeros(1, 3, render, render),
+                        displacement=torch.zeros(1, 1), landing=landing, landing_opacity=cover)
     target = np.array([[[10.0, 12.0], [20.5, 17.25]]], np.float32)
     # the source's landmarks 1 px right and 2 px up of the target's: each lands (3, 0) - (1, -2) = (2, 2) px off
     source = target + np.array([1.0, -2.0], np.float32)

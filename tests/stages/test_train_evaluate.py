@@ -89,3 +89,20 @@ def test_a_reference_row_has_no_seed_to_change(tmp_path):
     stage = dataclasses.replace(train.STAGE, inputs={})
     with pytest.raises(ConfigError, match="no training seed"):
         stage.execute({"profile": "paper"}, root=tmp_path, identity="S001", method="static", seed=1)
+
+
+def test_a_record_digest_changes_with_its_own_identitys_budget_only(tmp_path):
+    """Another identity's self-driven budget does not make a record stale (seeds are averaged only when their
+    digests agree); its own does, as its frames do."""
+    (tmp_path / "processed").mkdir()
+    (tmp_path / "processed" / "frames.txt").write_text("S001")
+    inputs = {"processed": tmp_path / "processed"}
+
+    def digest(**budget) -> str:
+        cfg = evaluate.EvaluateStageConfig(max_self_frames=100, **budget)
+        return evaluate.run_digest(cfg, inputs, None, "demo", "S001")
+
+    plain = digest()
+    assert digest(self_frames_per_identity={"S003": 250}) == plain
+    assert digest(self_frames_per_identity={"S001": 100}) == plain  # the same budget, however it is written
+    assert digest(self_frames_per_identity={"S001": 250}) != plain

@@ -76,6 +76,12 @@ class S3DNeRFConfig:
     super-resolution learns the detail. Tried as a detail layer only (the warp less its blur added to the
     coarse RGB) it left the face blurred, the residual filling the hidden face with the training identities'
     skin colour (docs/HISTORY.md, "S3D-NeRF's face from its source")."""
+    landing_upsampling: Literal["bilinear", "convex"] = demo_aid("bilinear", "landing map convex-upsampled")
+    """How ``warp_source`` brings where the rays land from ``render_size`` to ``image_size``: "bilinear", or
+    "convex" (RAFT's convex upsampling, Teed and Deng 2020: each frame pixel a learned convex combination of the
+    landing points of the 3 x 3 render pixels around it, its weights predicted from the render's features). At
+    the demo's 32 px a mouth is about one render pixel tall, and a bilinear landing map can only stretch a closed
+    source's lips, not part them. Only with ``warp_source``; the paper has no landing map."""
     coarse_weight: NonNegativeFloat = demo_aid(0.0, "coarse render loss on the inner face")
     """Weight of an L2 between the neural render's RGB (before super-resolution, composited over black) and the
     target frame shrunk to ``render_size``, inside the convex hull of the target's 68 landmarks (training only).
@@ -221,5 +227,8 @@ class S3DNeRFConfig:
         if self.embed_dim % self.attention_heads:
             raise ConfigError(f"s3dnerf.embed_dim {self.embed_dim} must be divisible by attention_heads "
                               f"{self.attention_heads}")
+        if self.landing_upsampling != "bilinear" and not self.warp_source:
+            raise ConfigError("s3dnerf.landing_upsampling only applies with warp_source: set warp_source: true or "
+                              "leave landing_upsampling at bilinear")
         if not self.deform_widths:
             raise ConfigError("s3dnerf.deform_widths: at least one width")

@@ -335,35 +335,79 @@ class SuperResolution(nn.Module):
     the upsampled coarse RGB (premultiplied by its opacity, as volume rendering gives it) over the visible source;
     the convolutions add a residual. ``visible`` [B, 1, S, S] is 1 where the network may read the source image:
     the source's inner face hidden (``sr_source: outside_face``), the face can only come from the neural render.
-    With ``source_xy`` (the ``warp_source`` aid) the render's part of the start is the source image warped to the
-    target by where the render's rays land in it, at full resolution, instead of the coarse RGB."""
+    With a landing map (the ``warp_source`` aid, :meth:`landing`) the render's part of the start is the source
+    image warped to the target by where the render's rays land in it, at full resolution, instead of the coarse
+    RGB. ``convex_scale`` (``landing_upsampling: convex``): the landing map is upsampled by that factor as RAFT
+    upsamples its flow, with weights predicted from the features; None: bilinearly."""
 
-    def __init__(self, feature_channels: int, channels: int) -> None:
+    def __init__(self, feature_channels: int, channels: int, convex_scale: int | None = None) -> None:
         super().__init__()
         self.net = nn.Sequential(_conv(feature_channels + 1 + 3 + 1, channels), _conv(channels, channels),
                                  nn.Conv2d(channels, 3, 3, padding=1))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
+        self.convex_scale = convex_scale
+        if convex_scale is not None:
+            self.landing_weights = nn.Sequential(_conv(feature_channels + 1, channels),
+                                                 nn.Conv2d(channels, 9 * convex_scale ** 2, 1))
+            # starts as bilinear upsampling: zero residual over the bilinear weights' logits
+            nn.init.zeros_(self.landing_weights[-1].weight)
+            self.landing_weights[-1].bias.data.copy_(bilinear_neighbour_weights(convex_scale).clamp_min(1e-6).log())
+
+    def landing(self, features: Tensor, opacity: Tensor, source_xy: Tensor, size: int) -> tuple[Tensor, Tensor]:
+        """Where the rays land, ``source_xy`` [B, 2, r, r] premultiplied by ``opacity`` [B, 1, r, r], and that
+        opacity, both upsampled to the frame's ``size``: a frame pixel's landing point is the one divided by the
+        other."""
+        if self.convex_scale is None:
+            return (F.interpolate(source_xy, size=size, mode="bilinear", align_corners=False),
+                    F.interpolate(opacity, size=size, mode="bilinear", align_corners=False))
+        if opacity.shape[-1] * self.convex_scale != size:
+            raise ValueError(f"convex upsampling by {self.convex_scale} turns {opacity.shape[-1]} px into "
+                             f"{opacity.shape[-1] * self.convex_scale}, not {size}")
+        logits = self.landing_weights(torch.cat([features, opacity], dim=1))
+        return (convex_upsample(source_xy, logits, self.convex_scale),
+                convex_upsample(opacity, logits, self.convex_scale))
 
     def forward(self, features: Tensor, opacity: Tensor, source: Tensor, visible: Tensor,
-                source_xy: Tensor | None = None) -> Tensor:
+                landing: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """``features`` [B, C, r, r] (premultiplied), ``opacity`` [B, 1, r, r], ``source`` [B, 3, S, S] (all of
-        it: ``visible`` hides what the network may not read), ``source_xy`` [B, 2, r, r] where the rays land in
-        the source image (grid_sample coordinates, premultiplied by the opacity like the colour)."""
+        it: ``visible`` hides what the network may not read), ``landing``: :meth:`landing`'s premultiplied map
+        and opacity at S."""
         size = source.shape[-2:]
         features = F.interpolate(features, size=size, mode="bilinear", align_corners=False)
         up_opacity = F.interpolate(opacity, size=size, mode="bilinear", align_corners=False)
-        if source_xy is None:
+        if landing is None:
             render = features[:, :3]
         else:
-            grid = F.interpolate(source_xy, size=size, mode="bilinear", align_corners=False)
-            grid = grid / up_opacity.clamp_min(1e-3)
+            landed, up_opacity = landing
+            grid = landed / up_opacity.clamp_min(1e-3)
             warped = F.grid_sample(source, grid.permute(0, 2, 3, 1), mode="bilinear", padding_mode="border",
                                    align_corners=False)
             render = up_opacity * warped
         source = source * visible
         base = render + (1.0 - up_opacity) * source
         return base + self.net(torch.cat([features, up_opacity, source, visible], dim=1))
+
+
+def bilinear_neighbour_weights(scale: int) -> Tensor:
+    """[9 * scale^2]: the weight bilinear upsampling by ``scale`` (align_corners=False) gives each of a coarse
+    pixel's 3 x 3 neighbours (row-major) at each of its scale x scale fine pixels (row-major), laid out as
+    :func:`convex_upsample` reads its logits."""
+    impulses = torch.eye(9).reshape(9, 1, 3, 3)
+    fine = F.interpolate(impulses, scale_factor=scale, mode="bilinear", align_corners=False)
+    return fine[:, 0, scale:2 * scale, scale:2 * scale].reshape(-1)
+
+
+def convex_upsample(values: Tensor, logits: Tensor, scale: int) -> Tensor:
+    """[B, C, r, r] -> [B, C, r*scale, r*scale]: each fine pixel the softmax(``logits``)-weighted mean of its
+    coarse pixel's 3 x 3 neighbours (RAFT's convex upsampling; borders replicated). ``logits`` [B, 9*scale^2, r,
+    r], neighbour-major."""
+    batch, channels, height, width = values.shape
+    weights = logits.reshape(batch, 1, 9, scale, scale, height, width).softmax(dim=2)
+    padded = F.pad(values, (1, 1, 1, 1), mode="replicate")
+    neighbours = F.unfold(padded, 3).reshape(batch, channels, 9, 1, 1, height, width)
+    fine = (weights * neighbours).sum(dim=2)  # [B, C, s, s, r, r]
+    return fine.permute(0, 1, 4, 2, 5, 3).reshape(batch, channels, height * scale, width * scale)
 
 
 @dataclass
@@ -374,8 +418,10 @@ class Rendered:
     opacity: Tensor  # [B, 1, r, r]
     coarse: Tensor  # [B, 3, r, r] the neural render's RGB (over black), before super-resolution
     displacement: Tensor  # [B, P] squared displacement at every sample, in units of the cube's half side
-    landing: Tensor | None = None  # [B, 2, r, r] where the rays land in the source image, premultiplied like the
-    # colours (grid_sample coordinates x opacity); composited with ``warp_source`` or the landmark-flow loss
+    landing: Tensor | None = None  # [B, 2, h, h] where the rays land in the source image, premultiplied like the
+    # colours (grid_sample coordinates x opacity); composited with ``warp_source`` (at image_size, as the warp
+    # reads it) or the landmark-flow loss alone (at render_size)
+    landing_opacity: Tensor | None = None  # [B, 1, h, h] the opacity ``landing`` is premultiplied by
 
 
 def landing_at(landing: Tensor, opacity: Tensor, points: Tensor) -> Tensor:
@@ -397,7 +443,9 @@ class S3DNeRF(nn.Module):
         self.encoder = AppearanceEncoder(cfg.encoder_channels, cfg.plane_channels)
         self.deformation = CrossModalDeformation(cfg, audio_dim)
         self.decoder = TriPlaneDecoder(4 * cfg.plane_channels + 3, cfg.decoder_hidden, cfg.feature_channels)
-        self.super_resolution = SuperResolution(cfg.feature_channels, cfg.sr_channels)
+        self.super_resolution = SuperResolution(
+            cfg.feature_channels, cfg.sr_channels,
+            cfg.image_size // cfg.render_size if cfg.landing_upsampling == "convex" else None)
         half, z = cfg.box_half_extent, cfg.box_centre_z
         self.register_buffer("aabb", torch.tensor([-half, -half, z - half, half, half, z + half]), persistent=False)
 
@@ -462,8 +510,15 @@ class S3DNeRF(nn.Module):
         opacity = result.opacity.reshape(batch, 1, size, size)
         if source_visible is None:
             source_visible = torch.ones_like(source[:, :1])
+        landed = None  # (where the rays land, premultiplied, and its opacity), at the resolution the warp reads
+        if cfg.warp_source:
+            landed = self.super_resolution.landing(features, opacity, source_xy, cfg.image_size)
+        elif landing:
+            landed = source_xy, opacity
         image = self.super_resolution(features, opacity, source, source_visible,
-                                      source_xy if cfg.warp_source else None)
+                                      landed if cfg.warp_source else None)
         return Rendered(image=image, opacity=opacity, coarse=features[:, :3],
-                        displacement=torch.cat(squared_shift, dim=-1), landing=source_xy)
+                        displacement=torch.cat(squared_shift, dim=-1),
+                        landing=None if landed is None else landed[0],
+                        landing_opacity=None if landed is None else landed[1])
 

@@ -376,7 +376,7 @@ def landmark_flow_loss(rendered: Rendered, target_points: np.ndarray, source_poi
     landmarks ([F, L, 2] pixels) land in its source image and the source frame's same landmarks ([F, L, 2])."""
     device = rendered.opacity.device
     target = torch.as_tensor(target_points, device=device) * (2.0 / size) - 1.0  # project()'s grid coordinates
-    landed = landing_at(rendered.landing, rendered.opacity, target)
+    landed = landing_at(rendered.landing, rendered.landing_opacity, target)
     landed_pixels = (landed + 1.0) * (size / 2.0)
     return (landed_pixels - torch.as_tensor(source_points, device=device)).square().sum(-1).mean()
 
