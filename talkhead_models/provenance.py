@@ -25,6 +25,10 @@ from typing import Iterable, Mapping
 CHUNK = 1 << 20
 SKIPPED_DIRS = frozenset({"__pycache__"})
 SKIPPED_SUFFIXES = (".pyc",)
+RUN_REPORTS = frozenset({"manifest.json", "report.json", "metrics.json"})
+"""A stage's account of how it ran (seconds, frames per second, validation scores of the weights beside it) next to
+what it made. A data input counts without them: the same outputs rebuilt on another day or machine (a clean clone's
+``make demo``) hash the same, so the seeds trained before still pair with today's."""
 
 
 def file_digest(path: Path) -> str:
@@ -66,13 +70,14 @@ def _files(path: str) -> Iterable[str]:
                 raise FileNotFoundError(f"{file}: dangling symlink (its target is missing)")
 
 
-def tree_digest(paths: Iterable[Path], root: Path | None = None) -> str:
+def tree_digest(paths: Iterable[Path], root: Path | None = None, skip_names: frozenset[str] = frozenset()) -> str:
     """The sha256 hex digest of every regular file under ``paths`` (files or folders), by relative path.
 
     Each file counts with its path relative to ``root`` when given (so moving a file within the tree changes
     the digest, and the same tree checked out elsewhere does not), else relative to the folder given (a file
-    given by itself counts by its name). ``__pycache__`` folders and ``*.pyc`` files are skipped; symlinks are
-    followed. The order of ``paths`` does not matter and a file listed twice counts once. A missing path raises
+    given by itself counts by its name). ``__pycache__`` folders, ``*.pyc`` files and files named in
+    ``skip_names`` are skipped; symlinks are followed. The order of ``paths`` does not matter and a file listed
+    twice counts once. A missing path raises
     :class:`FileNotFoundError` naming it; a path outside ``root`` raises :class:`ValueError`.
     """
     base = None if root is None else os.path.abspath(root)
@@ -86,6 +91,8 @@ def tree_digest(paths: Iterable[Path], root: Path | None = None) -> str:
             continue
         start = base if base is not None else path if os.path.isdir(path) else os.path.dirname(path)
         for file in _files(path):
+            if os.path.basename(file) in skip_names:
+                continue
             relative = os.path.relpath(file, start)
             if relative == os.pardir or relative.startswith(os.pardir + os.sep):
                 raise ValueError(f"{given}: not under the root {root}")
@@ -106,11 +113,12 @@ def inputs_digest(code: Iterable[Path], data: Mapping[str, Path], settings: Mapp
     the config that produced the result *without its seed* (else every seed would differ); it is written as
     ``json.dumps(settings, sort_keys=True, default=str)``, so key order does not matter. Code paths count
     relative to ``root`` (see :func:`tree_digest`); each named data input counts relative to itself, so data
-    kept outside the repository (``--processed /mnt/...``) hashes the same as the same data inside it.
+    kept outside the repository (``--processed /mnt/...``) hashes the same as the same data inside it, and without
+    its stages' run reports (:data:`RUN_REPORTS`).
     """
     digest = hashlib.sha256()
     digest.update(f"code\0{tree_digest(code, root)}\n".encode())
     for name in sorted(data):
-        digest.update(f"data\0{name}\0{tree_digest([data[name]])}\n".encode())
+        digest.update(f"data\0{name}\0{tree_digest([data[name]], skip_names=RUN_REPORTS)}\n".encode())
     digest.update(b"settings\0" + json.dumps(settings, sort_keys=True, default=str).encode())
     return digest.hexdigest()

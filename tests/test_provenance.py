@@ -118,3 +118,21 @@ def test_a_missing_path_is_named(tmp_path):
     (root / "data" / "dangling").symlink_to(root / "nowhere")
     with pytest.raises(FileNotFoundError, match="dangling"):
         tree_digest([root / "data"], root)
+
+
+def test_a_data_input_counts_without_its_stages_run_reports(tmp_path):
+    """A rebuilt stage writes the same outputs and another ``seconds`` in its manifest: the digest is the same;
+    a changed output changes it."""
+    root = _tree(tmp_path)
+    (root / "data" / "manifest.json").write_text(json.dumps({"seconds": 1.5}))
+    (root / "data" / "report.json").write_text(json.dumps({"frames_per_second": 900.0}))
+    first = inputs_digest([root / "src"], {"corpus": root / "data"}, {}, root)
+    (root / "data" / "manifest.json").write_text(json.dumps({"seconds": 2.25}))
+    (root / "data" / "report.json").write_text(json.dumps({"frames_per_second": 812.5}))
+    assert inputs_digest([root / "src"], {"corpus": root / "data"}, {}, root) == first
+    # by hand: the data listing holds clip.bin alone
+    data = _sha(f"clip.bin\0{_sha(CLIP)}\n".encode())
+    code = _sha((f"src/a.py\0{A_SHA}\n" + f"src/pkg/b.txt\0{B_SHA}\n").encode())
+    assert first == _sha(f"code\0{code}\ndata\0corpus\0{data}\nsettings\0{{}}".encode())
+    (root / "data" / "clip.bin").write_bytes(CLIP + b"\0")
+    assert inputs_digest([root / "src"], {"corpus": root / "data"}, {}, root) != first

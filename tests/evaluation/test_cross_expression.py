@@ -323,10 +323,10 @@ def test_only_expression_source_and_reference_specs_get_the_setting(evaluation_r
                            min_clip_frames=30, videos=True)
     heads: list = []
     plain, expressive = _fake_spec("fake_plain", False, heads), _fake_spec("fake_jean", True, heads)
-    assert [s for s, _ in evaluated_settings(plain, cfg)] == ["self", "cross"]
-    assert evaluated_settings(expressive, cfg)[-1] == (CROSS_EXPRESSION, 60)
+    assert [s for s, _ in evaluated_settings(plain, cfg, "S001")] == ["self", "cross"]
+    assert evaluated_settings(expressive, cfg, "S001")[-1] == (CROSS_EXPRESSION, 60)
     for name in ("ground_truth", "static", "nearest_pose"):
-        assert evaluated_settings(get_method(name), cfg)[-1][0] == CROSS_EXPRESSION
+        assert evaluated_settings(get_method(name), cfg, "S001")[-1][0] == CROSS_EXPRESSION
     monkeypatch.setattr("talkhead_models.evaluation._sync_scorer", lambda inputs: None)
 
     record = evaluate_method(plain, FakeConfig(), dataclasses.replace(cfg, videos=False), AudioConfig(),
