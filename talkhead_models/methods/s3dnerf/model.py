@@ -375,10 +375,10 @@ class SuperResolution(nn.Module):
         and opacity at S."""
         size = source.shape[-2:]
         features = F.interpolate(features, size=size, mode="bilinear", align_corners=False)
-        up_opacity = F.interpolate(opacity, size=size, mode="bilinear", align_corners=False)
         if landing is None:
+            up_opacity = F.interpolate(opacity, size=size, mode="bilinear", align_corners=False)
             render = features[:, :3]
-        else:
+        else:  # composited at the landing map's opacity (convex-upsampled with it)
             landed, up_opacity = landing
             grid = landed / up_opacity.clamp_min(1e-3)
             warped = F.grid_sample(source, grid.permute(0, 2, 3, 1), mode="bilinear", padding_mode="border",

@@ -54,9 +54,6 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
 R1_INTERVAL = 4
 """StyleGAN2's lazy regularisation: R1 every 4 discriminator steps, scaled by 4."""
-LIPS = slice(48, 68)
-"""The landmark-flow loss's points: the lips (iBUG 48-67). The inner face's 17-67 at weight 0.01 kept the mouth as
-still (docs/HISTORY.md, "S3D-NeRF's mouth from the audio")."""
 CLOSED_MOUTH_SHARE = 0.25
 """With ``closed_mouth_sources``, the share of an identity's source candidates kept: the most closed mouths."""
 
@@ -273,10 +270,10 @@ class S3DNeRFTrainer:
             source_cams.append(data.cameras(np.full(window, source), device))
             target_cams.append(data.cameras(frames, device))
             if cfg.mouth_weight != 1.0:
-                lips.append(data.points68[frames, 48:68])
-            if cfg.landmark_flow_weight > 0:
-                target_marks.append(data.points68[frames, LIPS])
-                source_marks.append(np.repeat(data.points68[None, source, LIPS], window, axis=0))
+                lips.append(data.points68[frames][:, MOUTH])
+            if cfg.landmark_flow_weight > 0:  # the lips: the inner face's 17-67 at x0.01 kept the mouth as still
+                target_marks.append(data.points68[frames][:, MOUTH])
+                source_marks.append(np.repeat(data.points68[source, MOUTH][None], window, axis=0))
             if self.expert is not None:
                 boxes.append(mouth_boxes(data.points68[frames], [(0, window)], self.expert_config["crop_scale"],
                                          self.expert_config["smooth_frames"]))
